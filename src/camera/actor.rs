@@ -1,0 +1,434 @@
+//! The camera actor's loop: commands from the supervisor and websockets, events from the viewers'
+//! webrtcbins, messages from the pipeline's bus, and a once-a-second check of timeouts and liveness.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use gst::prelude::*;
+use tokio::sync::mpsc;
+use tracing::{info, info_span, warn, Instrument};
+
+use super::viewers::{Viewer, Viewers};
+use super::{CameraHandle, Command, ConnId, Identity, Outbox, Setup, Shared};
+use crate::config::IdlePolicy;
+use crate::media::{CameraPipeline, EventSink, FailureOrigin, ViewerBranch, ViewerEvent};
+use crate::signalling::protocol::{CameraInfo, CameraState, ServerMessage};
+
+/// A source that delivers nothing for this long is treated as unplugged (some USB cameras stop
+/// sending without any error when yanked or when their firmware hangs).
+const SOURCE_SILENCE_LIMIT: Duration = Duration::from_secs(5);
+/// After a source failure without a udev remove (device busy, driver hiccup), retry this often.
+const SOURCE_RETRY: Duration = Duration::from_secs(3);
+
+pub(super) fn run(
+    identity: Identity,
+    shared: Shared,
+    handle: CameraHandle,
+    commands: mpsc::Receiver<Command>,
+) -> tokio::task::JoinHandle<()> {
+    let span = info_span!("camera", id = %identity.id);
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let info = CameraInfo {
+        id: identity.id.clone(),
+        name: identity.name.clone(),
+        state: CameraState::Offline,
+        detail: None,
+        kind: identity.kind.to_string(),
+        device: identity.device.clone(),
+        mode: None,
+        encoder: None,
+        bitrate_kbps: 0,
+        viewers: 0,
+    };
+    shared.registry.insert(handle.clone(), info.clone());
+    let actor = Actor {
+        shared,
+        handle,
+        info,
+        setup: None,
+        encoder_index: 0,
+        pipeline: None,
+        bus: None,
+        viewers: Viewers::default(),
+        events_tx,
+        retry_at: None,
+        frames_base: 0,
+    };
+    tokio::spawn(actor.run(commands, events).instrument(span))
+}
+
+/// `mpsc::UnboundedSender` for webrtcbin callbacks: they fire on GStreamer threads that must not block,
+/// and each viewer produces a bounded handful of them (one offer, its ICE candidates, a state change).
+type ViewerEvents = mpsc::UnboundedSender<(ConnId, ViewerEvent)>;
+
+struct Actor {
+    shared: Shared,
+    handle: CameraHandle,
+    info: CameraInfo,
+    setup: Option<Setup>,
+    encoder_index: usize,
+    pipeline: Option<CameraPipeline>,
+    bus: Option<gst::bus::BusStream>,
+    viewers: Viewers,
+    events_tx: ViewerEvents,
+    retry_at: Option<Instant>,
+    /// Frames encoded by pipelines already torn down, so the total survives rebuilds.
+    frames_base: u64,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut events: mpsc::UnboundedReceiver<(ConnId, ViewerEvent)>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None | Some(Command::Shutdown) => break,
+                    Some(command) => self.on_command(command).await,
+                },
+                Some((conn, event)) = events.recv() => self.on_viewer_event(conn, event),
+                Some(message) = next_message(&mut self.bus) => self.on_bus(message).await,
+                _ = tick.tick() => self.on_tick().await,
+            }
+        }
+        self.stop_pipeline().await;
+        info!("camera removed");
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Join { outbox, codecs } => self.join(outbox, codecs).await,
+            Command::Answer { outbox, sdp } => self.answer(&outbox, &sdp),
+            Command::Candidate {
+                outbox,
+                mline,
+                candidate,
+            } => match self.viewers.get(outbox.conn).and_then(|v| v.branch.as_ref()) {
+                Some(branch) => branch.add_candidate(mline, &candidate),
+                None => outbox.send(self.error("candidate for a viewer that does not exist: send ready first")),
+            },
+            Command::Leave { conn } => self.leave(conn, "left").await,
+            Command::Online(setup) => {
+                info!(source = ?setup.source, "camera online");
+                self.setup = Some(*setup);
+                self.encoder_index = 0;
+                self.retry_at = None;
+                self.stop_pipeline().await;
+                if self.shared.idle == IdlePolicy::KeepEncoding || !self.viewers.is_empty() {
+                    self.start_pipeline().await;
+                } else {
+                    self.set_state(CameraState::Idle, None);
+                }
+            }
+            Command::Offline => {
+                info!("device gone; pipeline torn down, viewers wait for it to return");
+                self.setup = None;
+                self.retry_at = None;
+                self.stop_pipeline().await;
+                self.set_state(CameraState::Offline, Some("device unplugged".into()));
+            }
+            Command::Shutdown => unreachable!("handled by the loop"),
+        }
+    }
+
+    async fn join(&mut self, outbox: Outbox, codecs: Option<Vec<String>>) {
+        if let Some(codecs) = &codecs {
+            if !codecs.iter().any(|c| c.eq_ignore_ascii_case("H264")) {
+                outbox.send(self.error("this browser cannot receive H.264, the only codec this camera sends"));
+                return;
+            }
+        }
+        let conn = outbox.conn;
+        // A page that sends ready again (reload of one card, reconnect) replaces its old session.
+        if let Some(old) = self.viewers.remove(conn) {
+            self.detach(old);
+        }
+        let span = info_span!("viewer", conn);
+        span.in_scope(|| info!("viewer joined"));
+        self.viewers.insert(Viewer {
+            outbox,
+            branch: None,
+            span,
+            negotiating_since: None,
+        });
+        if self.pipeline.is_none() && self.setup.is_some() && self.retry_at.is_none() {
+            // Idle policy "stop": the first viewer starts the camera (which attaches every viewer).
+            self.start_pipeline().await;
+        } else {
+            self.attach(conn);
+        }
+        self.publish();
+    }
+
+    fn answer(&mut self, outbox: &Outbox, sdp: &str) {
+        let events = self.event_sink(outbox.conn);
+        let Some(viewer) = self.viewers.get(outbox.conn) else {
+            outbox.send(self.error("answer for a viewer that does not exist: send ready first"));
+            return;
+        };
+        let Some(branch) = viewer.branch.as_ref() else {
+            outbox.send(self.error("answer while the camera is not streaming"));
+            return;
+        };
+        if let Err(e) = branch.set_answer(sdp, events) {
+            viewer.span.in_scope(|| warn!(error = %e, "answer rejected"));
+            outbox.send(self.error(&e.to_string()));
+        }
+    }
+
+    async fn leave(&mut self, conn: ConnId, why: &str) {
+        if let Some(viewer) = self.viewers.remove(conn) {
+            viewer.span.in_scope(|| info!(why, "viewer left"));
+            self.detach(viewer);
+            self.publish();
+            if self.viewers.is_empty() && self.shared.idle == IdlePolicy::Stop && self.pipeline.is_some() {
+                info!("no viewers left; stopping (idle policy: stop)");
+                self.stop_pipeline().await;
+                self.set_state(CameraState::Idle, None);
+            }
+        }
+    }
+
+    fn on_viewer_event(&mut self, conn: ConnId, event: ViewerEvent) {
+        let error = match &event {
+            ViewerEvent::Failed(reason) => Some(self.error(reason)),
+            _ => None,
+        };
+        let Some(viewer) = self.viewers.get_mut(conn) else {
+            return; // a late callback from a branch already removed
+        };
+        let _enter = viewer.span.enter();
+        match event {
+            ViewerEvent::Offer(sdp) => {
+                info!("offer sent");
+                viewer.outbox.send(ServerMessage::Offer {
+                    camera: self.info.id.clone(),
+                    sdp,
+                });
+            }
+            ViewerEvent::Candidate { mline, candidate } => viewer.outbox.send(ServerMessage::Candidate {
+                camera: self.info.id.clone(),
+                candidate,
+                sdp_mline_index: mline,
+            }),
+            ViewerEvent::Connected => {
+                if viewer.negotiating_since.take().is_some() {
+                    info!("viewer connected");
+                    if let Some(pipeline) = &self.pipeline {
+                        pipeline.request_keyframe();
+                    }
+                }
+            }
+            ViewerEvent::Failed(reason) => {
+                warn!(%reason, "viewer failed");
+                if let Some(error) = error {
+                    viewer.outbox.send(error);
+                }
+                drop(_enter);
+                if let Some(viewer) = self.viewers.remove(conn) {
+                    self.detach(viewer);
+                    self.publish();
+                }
+            }
+        }
+    }
+
+    async fn on_bus(&mut self, message: gst::Message) {
+        use gst::MessageView;
+        let (origin, text) = match message.view() {
+            MessageView::Error(e) => {
+                let origin = self.pipeline.as_ref().map(|p| p.failure_origin(message.src()));
+                let text = format!(
+                    "{}: {}",
+                    message.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
+                    e.error()
+                );
+                (origin, text)
+            }
+            MessageView::Eos(_) => (Some(FailureOrigin::Source), "source ended".to_string()),
+            MessageView::Warning(w) => {
+                warn!(warning = %w.error(), "pipeline warning");
+                return;
+            }
+            _ => return,
+        };
+        match origin {
+            Some(FailureOrigin::Source) => self.source_failed(&text).await,
+            Some(FailureOrigin::Encoder) => self.encoder_failed(&text).await,
+            None => {}
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        for conn in self.viewers.overdue(now) {
+            if let Some(viewer) = self.viewers.get(conn) {
+                viewer.outbox.send(self.error("negotiation did not finish within 10 s"));
+            }
+            self.leave(conn, "negotiation timed out").await;
+        }
+        if let Some(pipeline) = &self.pipeline {
+            let frames = pipeline.counters().encoded_frames();
+            self.handle
+                .encoded_frames
+                .store(self.frames_base + frames, Ordering::Relaxed);
+            if pipeline.counters().source_silence() > SOURCE_SILENCE_LIMIT {
+                self.source_failed("source delivered no frames for 5 s").await;
+            }
+        }
+        if self.retry_at.is_some_and(|t| now >= t) {
+            self.retry_at = None;
+            info!("retrying the source");
+            self.start_pipeline().await;
+        }
+    }
+
+    async fn source_failed(&mut self, reason: &str) {
+        warn!(%reason, "source failed; waiting for the device");
+        self.stop_pipeline().await;
+        self.set_state(CameraState::Offline, Some(reason.to_string()));
+        if self.setup.is_some() {
+            self.retry_at = Some(Instant::now() + SOURCE_RETRY);
+        }
+    }
+
+    async fn encoder_failed(&mut self, reason: &str) {
+        let failed = self.current_plan().map(|p| p.profile.clone()).unwrap_or_default();
+        warn!(profile = %failed, %reason, "encoder failed; falling back");
+        self.stop_pipeline().await;
+        self.encoder_index += 1;
+        if self.current_plan().is_some() {
+            self.start_pipeline().await;
+            self.info.detail = Some(format!("fell back from {failed}: {reason}"));
+            self.publish();
+        } else {
+            self.set_state(CameraState::Failed, Some(format!("every usable encoder failed; last: {failed}: {reason}")));
+        }
+    }
+
+    fn current_plan(&self) -> Option<&crate::media::EncoderPlan> {
+        self.setup.as_ref().and_then(|s| s.encoders.get(self.encoder_index))
+    }
+
+    /// Builds and starts the pipeline with the current encoder, falling through the list on build
+    /// failures, then attaches every waiting viewer.
+    async fn start_pipeline(&mut self) {
+        let Some(setup) = self.setup.clone() else { return };
+        self.set_state(CameraState::Starting, None);
+        while let Some(plan) = setup.encoders.get(self.encoder_index) {
+            match CameraPipeline::build(&setup.source, plan).and_then(|p| p.play().map(|_| p)) {
+                Ok(pipeline) => {
+                    let reason = if self.encoder_index == 0 {
+                        setup.encoder_reason.clone()
+                    } else {
+                        format!("fallback #{}", self.encoder_index)
+                    };
+                    info!(encoder = %plan.profile, %reason, "pipeline playing");
+                    self.bus = Some(pipeline.bus().stream());
+                    self.pipeline = Some(pipeline);
+                    self.info.encoder = Some(plan.profile.clone());
+                    self.info.mode = Some(describe_source(&setup.source));
+                    self.info.bitrate_kbps = setup.bitrate_kbps;
+                    self.set_state(CameraState::Streaming, Some(reason));
+                    let waiting: Vec<ConnId> = self.viewer_conns();
+                    for conn in waiting {
+                        self.attach(conn);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    warn!(encoder = %plan.profile, error = %e, "pipeline did not start; trying the next encoder");
+                    self.encoder_index += 1;
+                }
+            }
+        }
+        self.set_state(CameraState::Failed, Some("no encoder could start for this camera".into()));
+    }
+
+    async fn stop_pipeline(&mut self) {
+        self.bus = None;
+        let Some(pipeline) = self.pipeline.take() else { return };
+        self.frames_base += pipeline.counters().encoded_frames();
+        // Branches go with the pipeline; viewers stay, waiting for the next one.
+        for viewer in self.viewers.iter_mut() {
+            viewer.branch = None;
+            viewer.negotiating_since = None;
+        }
+        // Reaching NULL can block (a driver releasing its buffers): not on the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || pipeline.shut_down()).await;
+    }
+
+    fn attach(&mut self, conn: ConnId) {
+        let events = self.event_sink(conn);
+        let (Some(pipeline), Some(viewer)) = (&self.pipeline, self.viewers.get_mut(conn)) else {
+            return;
+        };
+        let _enter = viewer.span.enter();
+        match ViewerBranch::attach(pipeline.pipeline(), pipeline.tee(), &self.shared.ice, events) {
+            Ok(branch) => {
+                viewer.branch = Some(branch);
+                viewer.negotiating_since = Some(Instant::now());
+            }
+            Err(e) => {
+                warn!(error = %e, "could not add viewer");
+                let error = ServerMessage::error(Some(&self.info.id), e.to_string());
+                viewer.outbox.send(error);
+                drop(_enter);
+                self.viewers.remove(conn);
+            }
+        }
+    }
+
+    fn detach(&self, viewer: Viewer) {
+        if let (Some(branch), Some(pipeline)) = (viewer.branch, &self.pipeline) {
+            branch.detach(pipeline.pipeline(), pipeline.tee());
+        }
+    }
+
+    fn viewer_conns(&mut self) -> Vec<ConnId> {
+        self.viewers.iter_mut().map(|v| v.outbox.conn).collect()
+    }
+
+    fn event_sink(&self, conn: ConnId) -> EventSink {
+        let tx = self.events_tx.clone();
+        Arc::new(move |event| {
+            let _ = tx.send((conn, event));
+        })
+    }
+
+    fn error(&self, message: &str) -> ServerMessage {
+        ServerMessage::error(Some(&self.info.id), message)
+    }
+
+    fn set_state(&mut self, state: CameraState, detail: Option<String>) {
+        self.info.state = state;
+        self.info.detail = detail;
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        self.info.viewers = self.viewers.len();
+        self.shared.registry.update(self.info.clone());
+    }
+}
+
+fn describe_source(source: &crate::media::SourceSpec) -> String {
+    match source {
+        crate::media::SourceSpec::Test {
+            width, height, fps, ..
+        } => format!("I420 {width}x{height}@{fps}"),
+        crate::media::SourceSpec::V4l2 { mode, .. } => mode.to_string(),
+    }
+}
+
+async fn next_message(bus: &mut Option<gst::bus::BusStream>) -> Option<gst::Message> {
+    match bus {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,451 @@
+//! The optional YAML config (`/etc/edgecam/config.yaml`). Strict on purpose: an unknown key or a bad
+//! value is an error with `file:line:col`, never a silently ignored setting. Defaults live here, in code;
+//! the packaged default file documents them by example.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the config is looked for when `--config` is not given; its absence is not an error.
+pub const DEFAULT_PATH: &str = "/etc/edgecam/config.yaml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// serde_yaml knows where it stopped; the message is shaped `file:line:col: what` so editors can jump to it.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    InvalidNoPosition { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Serve the viewer from this folder instead of the copy built into the binary.
+    pub web_dir: Option<PathBuf>,
+    /// Stream every V4L2 camera udev finds; false streams only the cameras listed here.
+    pub discovery: bool,
+    pub idle: IdlePolicy,
+    pub ice: IceConfig,
+    pub defaults: CameraDefaults,
+    pub cameras: BTreeMap<CameraId, CameraConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            web_dir: None,
+            discovery: true,
+            idle: IdlePolicy::default(),
+            ice: IceConfig::default(),
+            defaults: CameraDefaults::default(),
+            cameras: BTreeMap::new(),
+        }
+    }
+}
+
+/// What a camera does while nobody watches it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdlePolicy {
+    /// Keep capturing and encoding: a new viewer gets video in well under a second (see bench/ for the cost).
+    #[default]
+    KeepEncoding,
+    /// Stop the pipeline (frees the device and the CPU); the first viewer waits for it to start.
+    Stop,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IceConfig {
+    /// STUN/TURN servers, in the browser's RTCIceServer shape so the page can use them as they are.
+    pub servers: Vec<IceServer>,
+    /// Restrict ICE host candidates to these addresses. libnice gathers no loopback candidates by
+    /// itself, so tests on one machine list 127.0.0.1 here.
+    pub local_addresses: Vec<std::net::IpAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraDefaults {
+    pub width: Dimension,
+    pub height: Dimension,
+    pub fps: Fps,
+    /// kbps; the original system sent about 1 Mbps per 640x480@30 camera.
+    pub bitrate: Bitrate,
+    pub profile: Option<String>,
+}
+
+impl Default for CameraDefaults {
+    fn default() -> Self {
+        Self {
+            width: Dimension(640),
+            height: Dimension(480),
+            fps: Fps(30),
+            bitrate: Bitrate(1000),
+            profile: None,
+        }
+    }
+}
+
+/// One entry of `cameras:`. With `device`, `serial` or `path` it pins a camera found by udev to this id
+/// (the original's `camera1: /dev/video0`); with `test_pattern` it is a synthetic camera; with none of
+/// them the key itself is matched against discovered camera ids, to rename, tune or disable that camera.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawCameraConfig")]
+pub struct CameraConfig {
+    pub selector: Option<Selector>,
+    pub name: Option<String>,
+    pub width: Option<Dimension>,
+    pub height: Option<Dimension>,
+    pub fps: Option<Fps>,
+    pub bitrate: Option<Bitrate>,
+    pub profile: Option<String>,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    Device(PathBuf),
+    Serial(String),
+    Path(String),
+    TestPattern(TestPattern),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCameraConfig {
+    device: Option<PathBuf>,
+    serial: Option<String>,
+    path: Option<String>,
+    test_pattern: Option<TestPattern>,
+    name: Option<String>,
+    width: Option<Dimension>,
+    height: Option<Dimension>,
+    fps: Option<Fps>,
+    bitrate: Option<Bitrate>,
+    profile: Option<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl TryFrom<RawCameraConfig> for CameraConfig {
+    type Error = String;
+
+    fn try_from(raw: RawCameraConfig) -> Result<Self, String> {
+        let mut selectors = Vec::new();
+        if let Some(d) = raw.device {
+            if !d.is_absolute() {
+                return Err(format!("device must be an absolute path, got {}", d.display()));
+            }
+            selectors.push(Selector::Device(d));
+        }
+        if let Some(s) = raw.serial {
+            selectors.push(Selector::Serial(s));
+        }
+        if let Some(p) = raw.path {
+            selectors.push(Selector::Path(p));
+        }
+        if let Some(t) = raw.test_pattern {
+            selectors.push(Selector::TestPattern(t));
+        }
+        if selectors.len() > 1 {
+            return Err("give at most one of device, serial, path, test_pattern".into());
+        }
+        Ok(Self {
+            selector: selectors.pop(),
+            name: raw.name,
+            width: raw.width,
+            height: raw.height,
+            fps: raw.fps,
+            bitrate: raw.bitrate,
+            profile: raw.profile,
+            enabled: raw.enabled,
+        })
+    }
+}
+
+/// videotestsrc patterns offered for synthetic cameras (a subset: the ones that make sense to look at).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestPattern {
+    Smpte,
+    Ball,
+    Snow,
+    Pinwheel,
+    Spokes,
+    Circular,
+    Gradient,
+    Colors,
+    Bar,
+}
+
+impl TestPattern {
+    /// Patterns given to `--demo N` cameras in turn, so each looks different.
+    pub const DEMO_CYCLE: [TestPattern; 6] = [
+        TestPattern::Ball,
+        TestPattern::Smpte,
+        TestPattern::Pinwheel,
+        TestPattern::Spokes,
+        TestPattern::Colors,
+        TestPattern::Bar,
+    ];
+
+    /// The nick videotestsrc's `pattern` property takes.
+    pub fn gst_nick(self) -> &'static str {
+        match self {
+            Self::Smpte => "smpte",
+            Self::Ball => "ball",
+            Self::Snow => "snow",
+            Self::Pinwheel => "pinwheel",
+            Self::Spokes => "spokes",
+            Self::Circular => "circular",
+            Self::Gradient => "gradient",
+            Self::Colors => "colors",
+            Self::Bar => "bar",
+        }
+    }
+}
+
+/// Validating newtypes: the check runs during deserialisation, so serde_yaml reports where the bad value is.
+macro_rules! bounded_u32 {
+    ($name:ident, $min:expr, $max:expr, $what:expr) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        pub struct $name(pub u32);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let v = u32::deserialize(d)?;
+                if !($min..=$max).contains(&v) {
+                    return Err(serde::de::Error::custom(format!(
+                        "{} must be between {} and {}, got {}",
+                        $what, $min, $max, v
+                    )));
+                }
+                Ok(Self(v))
+            }
+        }
+    };
+}
+
+bounded_u32!(Dimension, 16, 7680, "width/height");
+bounded_u32!(Fps, 1, 240, "fps");
+bounded_u32!(Bitrate, 50, 100_000, "bitrate (kbps)");
+
+/// A camera id as shown to users and used in URLs and signalling: short, no spaces.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct CameraId(String);
+
+impl CameraId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn new(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if ok {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(format!(
+                "camera id {s:?} must be 1-{} characters of letters, digits, '-' or '_'",
+                Self::MAX_LEN
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CameraId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CameraId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CameraId::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Config {
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        // An empty file (or one with only comments) means "all defaults", like no file at all.
+        if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+            return Ok(Self::default());
+        }
+        serde_yaml::from_str(text).map_err(|e| located(path, &e))
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+}
+
+fn located(path: &Path, e: &serde_yaml::Error) -> ConfigError {
+    let path = path.display().to_string();
+    let full = e.to_string();
+    match e.location() {
+        Some(loc) => {
+            // serde_yaml appends " at line L column C" to its message; the position goes in front instead.
+            let message = full
+                .split(" at line ")
+                .next()
+                .unwrap_or(&full)
+                .to_string();
+            ConfigError::Invalid {
+                path,
+                line: loc.line(),
+                column: loc.column(),
+                message,
+            }
+        }
+        None => ConfigError::InvalidNoPosition {
+            path,
+            message: full,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.yaml"))
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).expect_err("should be rejected").to_string()
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = parse("# nothing here\n\n").unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert!(c.discovery);
+        assert_eq!(c.defaults.width, Dimension(640));
+        assert_eq!(c.defaults.bitrate, Bitrate(1000));
+        assert_eq!(c.idle, IdlePolicy::KeepEncoding);
+    }
+
+    #[test]
+    fn original_cameras_dict_pins_devices() {
+        let c = parse(
+            "cameras:\n  camera1: {device: /dev/video0}\n  camera2: {device: /dev/video2, name: Back, bitrate: 1500}\n",
+        )
+        .unwrap();
+        let cam2 = &c.cameras[&CameraId::new("camera2").unwrap()];
+        assert_eq!(cam2.selector, Some(Selector::Device("/dev/video2".into())));
+        assert_eq!(cam2.name.as_deref(), Some("Back"));
+        assert_eq!(cam2.bitrate, Some(Bitrate(1500)));
+        assert!(cam2.enabled);
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = parse(
+            r#"
+listen: 127.0.0.1:9000
+discovery: false
+idle: stop
+ice:
+  servers:
+    - urls: ["stun:stun.example.org:3478"]
+    - {urls: ["turn:turn.example.org:3478"], username: u, credential: p}
+  local_addresses: [127.0.0.1]
+defaults: {width: 1280, height: 720, fps: 25, bitrate: 2000, profile: x264}
+cameras:
+  door: {serial: "ABC123", name: Front door}
+  garage: {path: "platform-xhci-hcd.0-usb-0:1:1.0", enabled: false}
+  demo: {test_pattern: smpte}
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.idle, IdlePolicy::Stop);
+        assert_eq!(c.ice.servers[1].username.as_deref(), Some("u"));
+        assert!(!c.cameras[&CameraId::new("garage").unwrap()].enabled);
+        assert_eq!(
+            c.cameras[&CameraId::new("demo").unwrap()].selector,
+            Some(Selector::TestPattern(TestPattern::Smpte))
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_position() {
+        let e = error("listen: 0.0.0.0:8080\nlisten_port: 9\n");
+        assert!(e.starts_with("test.yaml:2:1: unknown field `listen_port`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_camera_key_is_an_error_with_position() {
+        let e = error("cameras:\n  camera1:\n    device: /dev/video0\n    widht: 640\n");
+        assert!(e.starts_with("test.yaml:4:"), "{e}");
+        assert!(e.contains("unknown field `widht`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_errors_with_position() {
+        let e = error("defaults:\n  fps: 0\n");
+        assert!(e.starts_with("test.yaml:2:8: fps must be between 1 and 240"), "{e}");
+        let e = error("listen: nowhere\n");
+        assert!(e.starts_with("test.yaml:1:9:"), "{e}");
+        let e = error("cameras:\n  \"bad id\": {device: /dev/video0}\n");
+        assert!(e.starts_with("test.yaml:2:3:") && e.contains("must be 1-64"), "{e}");
+        let e = error("cameras:\n  c: {test_pattern: plaid}\n");
+        assert!(e.starts_with("test.yaml:2:") && e.contains("plaid"), "{e}");
+        let e = error("idle: sometimes\n");
+        assert!(e.starts_with("test.yaml:1:7:"), "{e}");
+    }
+
+    #[test]
+    fn conflicting_selectors_are_rejected() {
+        let e = error("cameras:\n  c: {device: /dev/video0, serial: X}\n");
+        assert!(e.contains("at most one of device, serial, path, test_pattern"), "{e}");
+        let e = error("cameras:\n  c: {device: video0}\n");
+        assert!(e.contains("absolute path"), "{e}");
+    }
+
+    #[test]
+    fn yaml_syntax_error_has_position() {
+        let e = error("cameras:\n  camera1: {device: /dev/video0\n");
+        assert!(e.starts_with("test.yaml:"), "{e}");
+        assert!(e.split(':').nth(1).unwrap().parse::<usize>().is_ok(), "{e}");
+    }
+}

@@ -1,0 +1,198 @@
+//! Stable camera ids and names. /dev/videoN numbers follow probe order and change across
+//! replugs and reboots, so ids come from what udev knows about the hardware instead. Pure
+//! functions over [`DeviceProps`], filled from udev (or sysfs alone) elsewhere.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What udev and sysfs say about one V4L2 node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceProps {
+    /// Kernel name, "video0".
+    pub sysname: String,
+    /// /sys/devices/.../video4linux/video0
+    pub syspath: PathBuf,
+    /// sysfs `index`: which node of its device this is (a UVC camera: 0 capture, 1 metadata).
+    pub index: Option<u32>,
+    /// ID_SERIAL_SHORT, or the USB device's `serial` attribute when udevd is not running.
+    pub serial: Option<String>,
+    /// ID_BUS ("usb").
+    pub id_bus: Option<String>,
+    /// ID_PATH: where the device is plugged in ("pci-0000:00:14.0-usb-0:2:1.0", "platform-vivid.0").
+    pub id_path: Option<String>,
+    /// ID_V4L_PRODUCT: the driver's card name as udev's v4l_id read it.
+    pub v4l_product: Option<String>,
+    /// ID_MODEL_ENC decoded (else ID_MODEL, else the USB `product` attribute).
+    pub model: Option<String>,
+    /// The USB device's `speed` attribute in Mbit/s ("480").
+    pub usb_speed: Option<String>,
+    /// DEVLINKS: /dev/v4l/by-id/... and /dev/v4l/by-path/... symlinks.
+    pub links: Vec<PathBuf>,
+}
+
+impl DeviceProps {
+    /// Devices with no hardware behind them (v4l2loopback) live under /sys/devices/virtual.
+    pub fn is_virtual(&self) -> bool {
+        self.syspath.starts_with("/sys/devices/virtual")
+    }
+}
+
+/// The camera id: lowercase [a-z0-9-], the same after unplug/replug, reboot or a new /dev/videoN.
+///
+/// 1. USB serial: `usb-<serial>` follows the camera to any port.
+/// 2. ID_PATH (the by-path link name, `<path>-video-index<N>`): the port it is plugged into.
+///    The by-id link is not used without a serial: it is then vendor and model only, the same
+///    for two cameras of one model, which is the common two-camera setup.
+/// 3. The sysfs device path (`platform-vivid.0-video-index0`) when udev has no ID_PATH (no udevd).
+/// 4. Virtual devices (v4l2loopback): driver and node name. Their node number is chosen by whoever
+///    creates them (video_nr=), so it is their identity, unlike a probed device's.
+///
+/// A device's second capture node gets `-video-index<N>`, so every capture node has its own id.
+pub fn camera_id(props: &DeviceProps, driver: &str) -> String {
+    let index = props.index.unwrap_or(0);
+    if let Some(serial) = props.serial.as_deref().map(slug).filter(|s| !s.is_empty()) {
+        let bus = props.id_bus.as_deref().unwrap_or("usb");
+        let suffix = if index > 0 { format!("-video-index{index}") } else { String::new() };
+        return slug(&format!("{bus}-{serial}{suffix}"));
+    }
+    if let Some(path) = props.id_path.as_deref().filter(|p| !p.is_empty()) {
+        return slug(&format!("{path}-video-index{index}"));
+    }
+    if props.is_virtual() || props.syspath.as_os_str().is_empty() {
+        return slug(&format!("{}-{}", if driver.is_empty() { "v4l2" } else { driver }, props.sysname));
+    }
+    slug(&format!("{}-video-index{index}", sysfs_device_path(&props.syspath)))
+}
+
+/// A name for people: the product as the driver or USB descriptor names it, else the card name.
+pub fn camera_name(props: &DeviceProps, card: &str) -> String {
+    [props.v4l_product.as_deref(), props.model.as_deref(), Some(card)]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|s| !s.is_empty())
+        .unwrap_or(&props.sysname)
+        .to_string()
+}
+
+/// The device's place in /sys/devices, joined with '-' like ID_PATH: the parent of
+/// `video4linux/videoN`, "/sys/devices/platform/vivid.0/video4linux/video0" -> "platform-vivid.0".
+fn sysfs_device_path(syspath: &Path) -> String {
+    let device = syspath.parent().and_then(Path::parent).unwrap_or(syspath);
+    let rel = device.strip_prefix("/sys/devices").unwrap_or(device);
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("-")
+}
+
+/// Lowercase, [a-z0-9] kept, every other run of characters one '-'.
+fn slug(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usbcam() -> DeviceProps {
+        // `udevadm info /dev/video0` of the v4l2vm usbcam (UVC gadget bound by uvcvideo)
+        DeviceProps {
+            sysname: "video0".into(),
+            syspath: "/sys/devices/platform/vhci_hcd.0/usb3/3-1/3-1:1.0/video4linux/video0".into(),
+            index: Some(0),
+            serial: Some("FAKE0001".into()),
+            id_bus: Some("usb".into()),
+            id_path: Some("platform-vhci_hcd.0-usb-0:1:1.0".into()),
+            v4l_product: Some("Fake UVC Camera: Fake UVC Camera".into()),
+            model: Some("Fake UVC Camera".into()),
+            usb_speed: Some("480".into()),
+            links: vec![
+                "/dev/v4l/by-id/usb-Fake_Cameras_Inc_Fake_UVC_Camera_FAKE0001-video-index0".into(),
+                "/dev/v4l/by-path/platform-vhci_hcd.0-usb-0:1:1.0-video-index0".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn usb_serial_wins_and_survives_a_new_node_and_port() {
+        let a = usbcam();
+        assert_eq!(camera_id(&a, "uvcvideo"), "usb-fake0001");
+        let mut replugged = usbcam();
+        replugged.sysname = "video2".into();
+        replugged.syspath = "/sys/devices/platform/vhci_hcd.0/usb3/3-2/3-2:1.0/video4linux/video2".into();
+        replugged.id_path = Some("platform-vhci_hcd.0-usb-0:2:1.0".into());
+        assert_eq!(camera_id(&replugged, "uvcvideo"), "usb-fake0001");
+    }
+
+    #[test]
+    fn second_capture_node_of_one_device_gets_its_own_id() {
+        let mut second = usbcam();
+        second.index = Some(2);
+        assert_eq!(camera_id(&second, "uvcvideo"), "usb-fake0001-video-index2");
+    }
+
+    #[test]
+    fn identical_cameras_without_serial_are_told_apart_by_port() {
+        let mut left = usbcam();
+        left.serial = None;
+        let mut right = left.clone();
+        right.id_path = Some("pci-0000:00:14.0-usb-0:2:1.0".into());
+        left.id_path = Some("pci-0000:00:14.0-usb-0:1:1.0".into());
+        assert_eq!(camera_id(&left, "uvcvideo"), "pci-0000-00-14-0-usb-0-1-1-0-video-index0");
+        assert_ne!(camera_id(&left, "uvcvideo"), camera_id(&right, "uvcvideo"));
+    }
+
+    #[test]
+    fn platform_device_from_id_path_or_from_sysfs_alone() {
+        let vivid = DeviceProps {
+            sysname: "video3".into(),
+            syspath: "/sys/devices/platform/vivid.0/video4linux/video3".into(),
+            index: Some(0),
+            id_path: Some("platform-vivid.0".into()),
+            v4l_product: Some("vivid".into()),
+            ..DeviceProps::default()
+        };
+        assert_eq!(camera_id(&vivid, "vivid"), "platform-vivid-0-video-index0");
+        let no_udevd = DeviceProps { id_path: None, ..vivid };
+        assert_eq!(camera_id(&no_udevd, "vivid"), "platform-vivid-0-video-index0");
+    }
+
+    #[test]
+    fn loopback_is_named_by_driver_and_chosen_node() {
+        let loopback = DeviceProps {
+            sysname: "video10".into(),
+            syspath: "/sys/devices/virtual/video4linux/video10".into(),
+            index: Some(0),
+            v4l_product: Some("Fake USB Webcam".into()),
+            ..DeviceProps::default()
+        };
+        assert_eq!(camera_id(&loopback, "v4l2 loopback"), "v4l2-loopback-video10");
+        assert_eq!(camera_name(&loopback, "Fake USB Webcam"), "Fake USB Webcam");
+    }
+
+    #[test]
+    fn name_prefers_product_then_model_then_card() {
+        let mut props = usbcam();
+        assert_eq!(camera_name(&props, "card"), "Fake UVC Camera: Fake UVC Camera");
+        props.v4l_product = None;
+        assert_eq!(camera_name(&props, "card"), "Fake UVC Camera");
+        props.model = Some("  ".into());
+        assert_eq!(camera_name(&props, "HD Pro Webcam C920"), "HD Pro Webcam C920");
+        assert_eq!(camera_name(&DeviceProps { sysname: "video7".into(), ..DeviceProps::default() }, ""), "video7");
+    }
+
+    #[test]
+    fn ids_are_lowercase_alphanumerics_and_single_dashes() {
+        assert_eq!(slug("usb-Fake_Cameras  Inc.__X"), "usb-fake-cameras-inc-x");
+        assert_eq!(slug("--A:b--"), "a-b");
+    }
+}

@@ -1,0 +1,502 @@
+//! Every known profile, where it came from and whether it is usable here, and the per-camera
+//! choice. Loading never fails: a bad file is kept as a rejection with its reason, so one typo in
+//! /etc cannot stop the daemon, and `edgecam profiles` shows what went wrong.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::profile::{Profile, ProfileError};
+use super::{builtin, Codec, EncodeSettings, Host};
+use crate::devices::caps::PixelFormat;
+use crate::media::trial::{self, Control, TrialError};
+
+/// Enough frames to get past an encoder's start-up and see output; few enough that all trials
+/// together add well under a second to start on a PC.
+const TRIAL_FRAMES: u32 = 10;
+/// A hardware encoder may take a second or two to open; one that hangs must not stall start longer.
+const TRIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{}: cannot list profiles: {source}", dir.display())]
+    ListDir { dir: PathBuf, source: io::Error },
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: io::Error },
+    #[error("{file}:{error}")]
+    Invalid { file: String, error: ProfileError },
+    #[error("{file}: profile {name:?} is already defined by {first} in the same directory")]
+    Duplicate { file: String, name: String, first: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Status {
+    Unchecked,
+    Usable(String),
+    Unusable(String),
+}
+
+#[derive(Debug)]
+struct Entry {
+    profile: Profile,
+    /// "builtin:x264.yaml" or the file's path.
+    source: String,
+    status: Status,
+}
+
+/// A file that was not loaded, under the name its file would have given it.
+#[derive(Debug)]
+struct Rejected {
+    name: String,
+    source: String,
+    error: LoadError,
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    entries: Vec<Entry>,
+    rejected: Vec<Rejected>,
+}
+
+/// One line of `edgecam profiles`, the start-up log and GET /api/profiles.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProfileReport {
+    pub name: String,
+    /// None for a file that was rejected before its codec was known.
+    pub codec: Option<Codec>,
+    pub priority: Option<u32>,
+    pub usable: bool,
+    pub reason: String,
+    pub source: String,
+}
+
+/// The candidates for one camera, and why a forced profile was not put first, if it was not.
+#[derive(Debug)]
+pub struct Choice<'a> {
+    pub profiles: Vec<&'a Profile>,
+    pub forced_refused: Option<String>,
+}
+
+impl Catalog {
+    /// Where the .deb installs profiles, then where the administrator overrides or adds them.
+    pub fn default_dirs() -> Vec<PathBuf> {
+        vec![PathBuf::from("/usr/share/edgecam/profiles"), PathBuf::from("/etc/edgecam/profiles")]
+    }
+
+    /// The built-in profiles, then each directory in order: a profile with a known name replaces
+    /// it, a new name adds one. A missing directory is normal (nothing installed or overridden).
+    pub fn load(dirs: &[PathBuf]) -> Catalog {
+        let mut catalog = Catalog::default();
+        let builtin = builtin::PROFILES.iter().map(|(file, text)| (format!("builtin:{file}"), Ok(text.to_string())));
+        catalog.add_layer(builtin.collect());
+        for dir in dirs {
+            match read_dir(dir) {
+                Ok(files) => catalog.add_layer(files),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => catalog.reject(dir.display().to_string(), LoadError::ListDir { dir: dir.clone(), source }),
+            }
+        }
+        catalog
+    }
+
+    /// One directory's files: names must be unique within it, and override earlier layers.
+    fn add_layer(&mut self, files: Vec<(String, io::Result<String>)>) {
+        let mut defined_here: Vec<(String, String)> = Vec::new();
+        for (file, text) in files {
+            let profile = match text {
+                Ok(text) => parse(&file, &text),
+                Err(source) => Err(LoadError::Read { file: file.clone(), source }),
+            };
+            let profile = match profile {
+                Ok(profile) => profile,
+                Err(error) => {
+                    self.reject(file, error);
+                    continue;
+                }
+            };
+            let name = profile.name().to_string();
+            if let Some((_, first)) = defined_here.iter().find(|(n, _)| *n == name) {
+                let error = LoadError::Duplicate { file: file.clone(), name, first: first.clone() };
+                self.reject(file, error);
+                continue;
+            }
+            defined_here.push((name.clone(), file.clone()));
+            let entry = Entry { profile, source: file, status: Status::Unchecked };
+            match self.entries.iter_mut().find(|e| e.profile.name() == name) {
+                Some(old) => {
+                    info!(profile = %name, from = %entry.source, replaces = %old.source, "encoder profile overridden");
+                    *old = entry;
+                }
+                None => self.entries.push(entry),
+            }
+        }
+    }
+
+    fn reject(&mut self, source: String, error: LoadError) {
+        warn!("encoder profile skipped: {error}");
+        let name = Path::new(source.trim_start_matches("builtin:"))
+            .file_stem()
+            .map_or_else(|| source.clone(), |s| s.to_string_lossy().into_owned());
+        self.rejected.push(Rejected { name, source, error });
+    }
+
+    /// Proves each profile usable here, once per run: requirements first (cheap, and they give the
+    /// clearest reason), then a trial encode, because an element can exist with no hardware behind it.
+    pub fn check(&mut self, host: &Host) {
+        for entry in self.entries.iter_mut().filter(|e| e.status == Status::Unchecked) {
+            entry.status = check_one(&entry.profile, host);
+            match &entry.status {
+                Status::Usable(why) => info!(profile = entry.profile.name(), "encoder profile usable: {why}"),
+                Status::Unusable(why) => info!(profile = entry.profile.name(), "encoder profile unusable: {why}"),
+                Status::Unchecked => {}
+            }
+        }
+    }
+
+    /// Usable profiles for a camera delivering `input`, best first; a forced profile goes first if
+    /// it can be used, else the reason is logged and the automatic order stands.
+    pub fn candidates(&self, input: &PixelFormat, codec: Codec, forced: Option<&str>) -> Vec<&Profile> {
+        let choice = self.choose(input, codec, forced);
+        if let Some(why) = &choice.forced_refused {
+            warn!("{why}; choosing automatically");
+        }
+        choice.profiles
+    }
+
+    /// As `candidates`, with the refusal of a forced profile returned (for a camera's status).
+    pub fn choose(&self, input: &PixelFormat, codec: Codec, forced: Option<&str>) -> Choice<'_> {
+        let fits = |p: &Profile| p.codec() == codec && p.accepts(input);
+        let mut profiles: Vec<&Profile> = self
+            .entries
+            .iter()
+            .filter(|e| matches!(e.status, Status::Usable(_)) && fits(&e.profile))
+            .map(|e| &e.profile)
+            .collect();
+        profiles.sort_by(|a, b| b.priority().cmp(&a.priority()).then_with(|| a.name().cmp(b.name())));
+
+        let forced_refused = forced.and_then(|name| {
+            let Some(entry) = self.entries.iter().find(|e| e.profile.name() == name) else {
+                return Some(format!("forced encoder profile {name:?} does not exist"));
+            };
+            let refusal = match &entry.status {
+                Status::Unusable(why) => format!("is unusable here: {why}"),
+                Status::Unchecked => "has not been checked on this machine".into(),
+                Status::Usable(_) if entry.profile.codec() != codec => format!("makes {}, not {codec}", entry.profile.codec()),
+                Status::Usable(_) if !entry.profile.accepts(input) => format!("does not take {} input", input.fourcc()),
+                Status::Usable(_) => {
+                    let at = profiles.iter().position(|p| p.name() == name)?;
+                    let forced = profiles.remove(at);
+                    profiles.insert(0, forced);
+                    return None;
+                }
+            };
+            Some(format!("forced encoder profile {name:?} {refusal}"))
+        });
+        Choice { profiles, forced_refused }
+    }
+
+    /// Every profile and every rejected file, usable ones first, best first within a codec.
+    pub fn report(&self) -> Vec<ProfileReport> {
+        let mut reports: Vec<ProfileReport> = self
+            .entries
+            .iter()
+            .map(|e| {
+                let (usable, reason) = match &e.status {
+                    Status::Usable(why) => (true, why.clone()),
+                    Status::Unusable(why) => (false, why.clone()),
+                    Status::Unchecked => (false, "not checked yet".into()),
+                };
+                ProfileReport {
+                    name: e.profile.name().into(),
+                    codec: Some(e.profile.codec()),
+                    priority: Some(e.profile.priority()),
+                    usable,
+                    reason,
+                    source: e.source.clone(),
+                }
+            })
+            .collect();
+        reports.sort_by(|a, b| {
+            b.usable
+                .cmp(&a.usable)
+                .then_with(|| a.codec.cmp(&b.codec))
+                .then_with(|| b.priority.cmp(&a.priority))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        reports.extend(self.rejected.iter().map(|r| ProfileReport {
+            name: r.name.clone(),
+            codec: None,
+            priority: None,
+            usable: false,
+            reason: format!("rejected: {}", r.error),
+            source: r.source.clone(),
+        }));
+        reports
+    }
+}
+
+/// Reads a profile and checks that its fragment parses. A fragment whose elements are missing here
+/// is not an error of the file: the requirement check reports it as unusable.
+fn parse(file: &str, text: &str) -> Result<Profile, LoadError> {
+    let invalid = |error| LoadError::Invalid { file: file.to_string(), error };
+    let profile = Profile::from_yaml(text).map_err(invalid)?;
+    let control = profile.bitrate_control().map(|c| Control {
+        element: &c.element,
+        property: &c.property,
+        structure: c.field.is_some(),
+    });
+    match trial::check_fragment(&profile.render(&EncodeSettings::default()), control) {
+        Ok(()) | Err(TrialError::MissingElements(_)) => Ok(profile),
+        Err(err @ TrialError::Parse(_)) => Err(invalid(ProfileError::at_key(text, "pipeline", err.to_string()))),
+        Err(err) => Err(invalid(ProfileError::at_key(text, "bitrate", err.to_string()))),
+    }
+}
+
+fn check_one(profile: &Profile, host: &Host) -> Status {
+    let unmet = host.unmet(profile.requirements());
+    if !unmet.is_empty() {
+        let reasons: Vec<String> = unmet.iter().map(ToString::to_string).collect();
+        return Status::Unusable(reasons.join("; "));
+    }
+    let settings = EncodeSettings {
+        width: trial::TRIAL_WIDTH,
+        height: trial::TRIAL_HEIGHT,
+        fps: trial::TRIAL_FPS,
+        ..EncodeSettings::default()
+    };
+    match trial::trial_encode(&profile.render(&settings), profile.raw_input(), TRIAL_FRAMES, TRIAL_TIMEOUT) {
+        Ok(()) => Status::Usable(format!("requirements met, trial encode of {TRIAL_FRAMES} frames passed")),
+        // The camera supplies passthrough's input; lacking a test source says nothing against it.
+        Err(err @ TrialError::NoH264Source) => Status::Usable(format!("requirements met, not trial-encoded: {err}")),
+        Err(err) => Status::Unusable(format!("trial encode failed: {err}")),
+    }
+}
+
+/// The profile files of one directory, sorted so the order (and any duplicate error) is stable.
+fn read_dir(dir: &Path) -> io::Result<Vec<(String, io::Result<String>)>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) && path.is_file())
+        .collect();
+    paths.sort();
+    Ok(paths.into_iter().map(|path| (path.display().to_string(), std::fs::read_to_string(&path))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(dir: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders").join(dir)
+    }
+
+    fn report_of<'a>(reports: &'a [ProfileReport], name: &str) -> &'a ProfileReport {
+        reports.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no {name} in {reports:#?}"))
+    }
+
+    fn names(profiles: &[&Profile]) -> Vec<String> {
+        profiles.iter().map(|p| p.name().to_string()).collect()
+    }
+
+    /// The built-in catalog with statuses set by hand, so choice is tested without trial encodes.
+    fn checked_by_hand(usable: &[&str]) -> Catalog {
+        let mut catalog = Catalog::load(&[]);
+        for entry in &mut catalog.entries {
+            entry.status = if usable.contains(&entry.profile.name()) {
+                Status::Usable("by hand".into())
+            } else {
+                Status::Unusable("by hand".into())
+            };
+        }
+        catalog
+    }
+
+    #[test]
+    fn every_builtin_profile_loads_and_nothing_is_rejected() {
+        let catalog = Catalog::load(&[]);
+        assert!(catalog.rejected.is_empty(), "{:#?}", catalog.rejected);
+        let mut loaded: Vec<&str> = catalog.entries.iter().map(|e| e.profile.name()).collect();
+        loaded.sort();
+        let shipped = ["nvh264enc", "openh264", "passthrough", "v4l2h264enc", "vaapih264enc", "vah264enc", "vp8", "x264"];
+        assert_eq!(loaded, shipped);
+    }
+
+    #[test]
+    fn default_dirs_are_installed_then_etc() {
+        assert_eq!(
+            Catalog::default_dirs(),
+            [PathBuf::from("/usr/share/edgecam/profiles"), PathBuf::from("/etc/edgecam/profiles")]
+        );
+    }
+
+    #[test]
+    fn missing_directories_are_not_errors() {
+        let catalog = Catalog::load(&[PathBuf::from("/nonexistent/edgecam/profiles")]);
+        assert!(catalog.rejected.is_empty());
+    }
+
+    #[test]
+    fn bad_files_are_rejected_with_file_line_and_column_and_loading_goes_on() {
+        let dir = fixture("bad");
+        let catalog = Catalog::load(&[dir.clone()]);
+        let reports = catalog.report();
+        let reason = |file: &str| {
+            let source = dir.join(file).display().to_string();
+            let r = reports.iter().find(|r| r.source == source).unwrap_or_else(|| panic!("{file}: {reports:#?}"));
+            assert!(!r.usable && r.codec.is_none(), "{r:?}");
+            r.reason.strip_prefix(&format!("rejected: {source}:")).unwrap_or_else(|| panic!("{r:?}")).to_string()
+        };
+        assert!(reason("a-unknown-key.yaml").starts_with("7:1: unknown field `latency`"), "{reports:#?}");
+        assert!(reason("b-unknown-placeholder.yaml").starts_with("5:11: pipeline: unknown placeholder {kbps}"));
+        assert!(reason("c-yaml-syntax.yaml").starts_with("4:"), "{}", reason("c-yaml-syntax.yaml"));
+        assert!(reason("d-fragment-syntax.yaml").starts_with("5:1: pipeline: does not parse:"));
+        assert!(reason("e-no-such-property.yaml").contains("6:1: bitrate: element \"enc\" has no property \"target-bitrate\""));
+        assert!(reason("g-duplicate.yaml").contains("\"x264-good\" is already defined by"));
+        assert_eq!(report_of(&reports, "a-unknown-key").source, dir.join("a-unknown-key.yaml").display().to_string());
+        assert_eq!(catalog.rejected.len(), 6, "README.txt is not a profile");
+        assert_eq!(report_of(&reports, "x264-good").reason, "not checked yet");
+        assert_eq!(catalog.entries.len(), builtin::PROFILES.len() + 1);
+    }
+
+    #[test]
+    fn later_directories_override_by_name_and_add_new_names() {
+        let catalog = Catalog::load(&[fixture("override")]);
+        let reports = catalog.report();
+        let x264 = report_of(&reports, "x264");
+        assert_eq!((x264.priority, x264.source.as_str()), (Some(70), fixture("override/x264.yaml").to_str().unwrap()));
+        assert_eq!(reports.iter().filter(|r| r.name == "x264").count(), 1);
+        assert_eq!(report_of(&reports, "x264-slow").priority, Some(1));
+        assert_eq!(report_of(&reports, "vp8").source, "builtin:vp8.yaml");
+    }
+
+    #[test]
+    fn highest_priority_usable_profile_that_takes_the_input_comes_first() {
+        let catalog = checked_by_hand(&["x264", "openh264", "vp8", "passthrough", "v4l2h264enc"]);
+        for input in [PixelFormat::Yuyv, PixelFormat::Mjpeg, PixelFormat::Nv12] {
+            assert_eq!(names(&catalog.candidates(&input, Codec::H264, None)), ["v4l2h264enc", "x264", "openh264"]);
+        }
+        assert_eq!(names(&catalog.candidates(&PixelFormat::H264, Codec::H264, None)), ["passthrough"]);
+        assert_eq!(names(&catalog.candidates(&PixelFormat::Yuyv, Codec::Vp8, None)), ["vp8"]);
+        assert!(catalog.candidates(&PixelFormat::H264, Codec::Vp8, None).is_empty());
+        assert!(catalog.candidates(&PixelFormat::Other("BA81".into()), Codec::H264, None).is_empty());
+        assert!(Catalog::load(&[]).candidates(&PixelFormat::Yuyv, Codec::H264, None).is_empty(), "unchecked is not usable");
+    }
+
+    #[test]
+    fn a_usable_forced_profile_goes_first_and_the_rest_stay_as_fallbacks() {
+        let catalog = checked_by_hand(&["x264", "openh264", "v4l2h264enc"]);
+        let choice = catalog.choose(&PixelFormat::Yuyv, Codec::H264, Some("openh264"));
+        assert_eq!(choice.forced_refused, None);
+        assert_eq!(names(&choice.profiles), ["openh264", "v4l2h264enc", "x264"]);
+    }
+
+    #[test]
+    fn an_unusable_forced_profile_is_refused_with_its_reason() {
+        let catalog = checked_by_hand(&["x264", "vp8", "passthrough"]);
+        let refused = |forced: &str, input: PixelFormat| {
+            let choice = catalog.choose(&input, Codec::H264, Some(forced));
+            assert_eq!(names(&choice.profiles), names(&catalog.candidates(&input, Codec::H264, None)));
+            choice.forced_refused.unwrap()
+        };
+        assert_eq!(refused("nvh264enc", PixelFormat::Yuyv), "forced encoder profile \"nvh264enc\" is unusable here: by hand");
+        assert_eq!(refused("nope", PixelFormat::Yuyv), "forced encoder profile \"nope\" does not exist");
+        assert_eq!(refused("vp8", PixelFormat::Yuyv), "forced encoder profile \"vp8\" makes vp8, not h264");
+        assert_eq!(refused("passthrough", PixelFormat::Mjpeg), "forced encoder profile \"passthrough\" does not take MJPG input");
+        assert_eq!(refused("x264", PixelFormat::H264), "forced encoder profile \"x264\" does not take H264 input");
+    }
+
+    #[test]
+    fn report_lists_usable_first_then_by_codec_and_priority() {
+        let catalog = checked_by_hand(&["x264", "openh264", "vp8"]);
+        let order: Vec<String> = catalog.report().into_iter().map(|r| r.name).collect();
+        assert_eq!(order[..3], ["x264", "openh264", "vp8"]);
+        assert_eq!(order[3], "passthrough");
+        let json = serde_json::to_value(&catalog.report()[0]).unwrap();
+        assert_eq!(json["codec"], "h264");
+        assert_eq!(json["usable"], true);
+    }
+
+    /// Real checks on this machine (a PC with x264, openh264, vp8 and gstreamer1.0-vaapi installed,
+    /// no GPU): every shipped profile is either proven usable or unusable with its reason.
+    #[test]
+    fn real_check_on_this_machine() {
+        let mut catalog = Catalog::load(&[]);
+        catalog.check(&Host::real());
+        let reports = catalog.report();
+        for usable in ["x264", "openh264", "vp8", "passthrough"] {
+            let r = report_of(&reports, usable);
+            assert!(r.usable, "{r:?}");
+            assert!(r.reason.contains("trial encode of 10 frames passed"), "{r:?}");
+        }
+        let vaapi = report_of(&reports, "vaapih264enc");
+        assert!(!vaapi.usable);
+        assert!(vaapi.reason.contains("vaapih264enc not found"), "{vaapi:?}");
+        assert!(vaapi.reason.contains("device /dev/dri/renderD128 does not exist"), "{vaapi:?}");
+        let nv = report_of(&reports, "nvh264enc");
+        assert!(!nv.usable && nv.reason.starts_with("GStreamer element nvh264enc not found"), "{nv:?}");
+        let v4l2 = report_of(&reports, "v4l2h264enc");
+        assert!(!v4l2.usable && v4l2.reason.contains("needs platform \"Raspberry Pi\""), "{v4l2:?}");
+        assert_eq!(names(&catalog.candidates(&PixelFormat::Yuyv, Codec::H264, None)), ["x264", "openh264"]);
+        assert_eq!(names(&catalog.candidates(&PixelFormat::H264, Codec::H264, None)), ["passthrough"]);
+        assert_eq!(names(&catalog.candidates(&PixelFormat::Mjpeg, Codec::Vp8, None)), ["vp8"]);
+    }
+
+    #[test]
+    fn on_a_fake_pi_4_only_the_missing_element_stops_v4l2h264enc() {
+        let mut catalog = Catalog::load(&[]);
+        catalog.entries.retain(|e| e.profile.name() == "v4l2h264enc");
+        catalog.check(&Host::with_root(fixture("rpi4-root")));
+        let report = &catalog.report()[0];
+        assert!(!report.usable);
+        assert_eq!(
+            report.reason,
+            "GStreamer element v4l2h264enc not found (plugin not installed, or no hardware/driver for it)"
+        );
+    }
+
+    #[test]
+    fn results_are_cached_for_the_run() {
+        let mut catalog = Catalog::load(&[]);
+        catalog.entries.retain(|e| e.profile.name() == "v4l2h264enc");
+        catalog.check(&Host::real());
+        let first = catalog.report();
+        catalog.check(&Host::with_root(fixture("rpi4-root")));
+        assert_eq!(catalog.report(), first);
+    }
+
+    #[test]
+    fn v4l2h264enc_fragment_parses_though_the_element_is_absent() {
+        let catalog = Catalog::load(&[]);
+        let v4l2 = &catalog.entries.iter().find(|e| e.profile.name() == "v4l2h264enc").unwrap().profile;
+        let fragment = v4l2.render(&EncodeSettings::default());
+        assert!(fragment.contains("repeat_sequence_header=1") && fragment.contains("video_bitrate=1000000"));
+        assert!(fragment.contains("level=(string)4"));
+        // The grammar is parsed before any element is made: a syntax error would be Parse, not this.
+        match trial::check_fragment(&fragment, None) {
+            Err(TrialError::MissingElements(missing)) => assert_eq!(missing, ["v4l2h264enc"]),
+            other => panic!("{other:?}"),
+        }
+        // v4l2src (present here) shares v4l2h264enc's V4L2 object and its extra-controls property:
+        // standing in for it, the controls structure and the caps parse for real, and the bitrate
+        // field is proven to sit in a structure property.
+        let stand_in = fragment.replace("v4l2h264enc", "v4l2src");
+        let control = v4l2.bitrate_control().unwrap();
+        assert_eq!((control.field.as_deref(), control.value(1000)), (Some("video_bitrate"), 1_000_000));
+        let control = Control { element: &control.element, property: &control.property, structure: true };
+        trial::check_fragment(&stand_in, Some(control)).unwrap();
+    }
+
+    #[test]
+    fn test_only_failing_profile_passes_the_trial_then_fails_at_run_time() {
+        let mut catalog = Catalog::load(&[fixture("failing")]);
+        catalog.check(&Host::real());
+        let first = catalog.candidates(&PixelFormat::Yuyv, Codec::H264, None);
+        assert_eq!(names(&first[..2]), ["x264-fails-after-60", "x264"]);
+        let err = trial::trial_encode(&first[0].render(&EncodeSettings::default()), Some("I420"), 100, TRIAL_TIMEOUT)
+            .unwrap_err();
+        assert!(matches!(err, TrialError::Failed { ref element, .. } if element == "fail_after"), "{err}");
+    }
+}

@@ -1,0 +1,14 @@
+//! edgecam: every camera on an edge device, watchable in a browser over WebRTC.
+//!
+//! Organised by feature: `devices` (udev, V4L2), `encoders` (YAML profiles), `media` (all GStreamer),
+//! `signalling` (HTTP, websocket, web page); `supervisor` and `camera` tie them together as actors.
+
+pub mod config;
+pub mod devices;
+pub mod encoders;
+pub mod media;
+pub mod camera;
+pub mod registry;
+pub mod service;
+pub mod signalling;
+pub mod supervisor;

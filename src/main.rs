@@ -1,0 +1,238 @@
+//! The `edgecam` command: `run` the daemon, `probe` the V4L2 devices, list encoder `profiles`,
+//! `check-config` a file.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing::{info, warn};
+
+use edgecam::camera::Shared;
+use edgecam::config::{self, Config};
+use edgecam::encoders::{Catalog, Host};
+use edgecam::media::IceSettings;
+use edgecam::registry::Registry;
+use edgecam::service::Service;
+use edgecam::signalling::{self, AppState, WebFiles};
+use edgecam::supervisor::Supervisor;
+use edgecam::{devices, media};
+
+#[derive(Parser)]
+#[command(version, about = "Streams every camera on this machine to web browsers over WebRTC")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run(RunArgs),
+    /// List every V4L2 node: camera or skipped (and why), formats, the mode that would be used.
+    Probe {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every encoder profile: usable here or not, and why.
+    Profiles {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a config file and exit (non-zero, with file:line:col, if it is invalid).
+    CheckConfig { file: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Config file [default: /etc/edgecam/config.yaml if it exists].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Add N synthetic test cameras (demo1..demoN) with a running clock.
+    #[arg(long, default_value_t = 0)]
+    demo: u32,
+    /// Address to serve the page, API and websocket on (overrides the config).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Serve the viewer from this folder instead of the built-in copy (overrides the config).
+    #[arg(long)]
+    web_dir: Option<PathBuf>,
+    /// Restrict ICE host candidates to this address (repeatable); 127.0.0.1 streams over loopback.
+    #[arg(long = "ice-local-address")]
+    ice_local_addresses: Vec<IpAddr>,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Probe { json } => probe(json),
+        Command::Profiles { json } => profiles(json),
+        Command::CheckConfig { file } => Config::load(&file)
+            .map(|_| println!("{}: ok", file.display()))
+            .map_err(Into::into),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgecam: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Under systemd the journal adds its own timestamps and colours would show up as escape codes.
+    let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(!under_journal && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if under_journal {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_config(explicit: Option<&Path>) -> anyhow::Result<Config> {
+    match explicit {
+        Some(path) => Ok(Config::load(path)?),
+        None if Path::new(config::DEFAULT_PATH).exists() => Ok(Config::load(Path::new(config::DEFAULT_PATH))?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn checked_catalog() -> anyhow::Result<Catalog> {
+    media::init()?;
+    let mut catalog = Catalog::load(&Catalog::default_dirs());
+    catalog.check(&Host::real());
+    Ok(catalog)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = load_config(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.web_dir {
+        config.web_dir = Some(dir);
+    }
+    config.ice.local_addresses.extend(args.ice_local_addresses);
+
+    let catalog = checked_catalog()?;
+    for report in catalog.report() {
+        info!(profile = %report.name, usable = report.usable, reason = %report.reason, "encoder profile");
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(serve(config, args.demo, catalog))
+}
+
+async fn serve(config: Config, demo: u32, catalog: Catalog) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    let service = Service::default();
+    let shared = Shared {
+        ice: IceSettings {
+            servers: config.ice.servers.clone(),
+            local_addresses: config.ice.local_addresses.clone(),
+        },
+        idle: config.idle,
+        registry: registry.clone(),
+    };
+    let web = match &config.web_dir {
+        Some(dir) => WebFiles::from_dir(dir.clone()),
+        None => WebFiles::built_in(),
+    };
+    let profiles = serde_json::to_value(catalog.report()).unwrap_or_default();
+    let state = AppState::new(registry, config.ice.servers.clone(), profiles, web);
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    info!("listening on http://{addr}");
+    service.http_bound();
+
+    let devices = if config.discovery {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        match devices::watch::spawn(tx) {
+            Ok(handle) => Some((handle, rx)),
+            Err(e) => {
+                warn!(error = %e, "camera hot-plug unavailable; only configured test cameras will stream");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (_watch_handle, device_events) = match devices {
+        Some((h, rx)) => (Some(h), Some(rx)),
+        None => (None, None),
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http = tokio::spawn({
+        let mut stop = stop_rx.clone();
+        let app = signalling::router(state);
+        async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await
+        }
+    });
+    let supervisor = Supervisor::new(config, shared, Arc::new(catalog));
+    supervisor
+        .run(demo, device_events, service, async {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    // Open websockets keep graceful shutdown waiting; don't let one page hold up a restart.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), http).await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("signal received, stopping");
+}
+
+fn probe(json: bool) -> anyhow::Result<()> {
+    let reports = devices::scan();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        print!("{}", devices::render_table(&reports));
+    }
+    Ok(())
+}
+
+fn profiles(json: bool) -> anyhow::Result<()> {
+    let catalog = checked_catalog()?;
+    let report = catalog.report();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{:<14} {:<6} {:>8}  {:<8} reason", "profile", "codec", "priority", "usable");
+        for r in &report {
+            let codec = r.codec.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+            let priority = r.priority.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+            let usable = if r.usable { "yes" } else { "no" };
+            println!("{:<14} {codec:<6} {priority:>8}  {usable:<8} {}", r.name, r.reason);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! All GStreamer lives here: camera pipelines, viewer branches, trial encodes. Nothing outside this
+//! module names an element; the rest of the daemon speaks in cameras, encoder plans and viewer events.
+
+pub mod camera_pipeline;
+pub mod trial;
+pub mod viewer;
+
+pub use camera_pipeline::{CameraPipeline, EncoderPlan, FailureOrigin, SourceSpec};
+pub use viewer::{EventSink, IceSettings, ViewerBranch, ViewerEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("GStreamer init failed: {0}")]
+    Init(String),
+    #[error("building pipeline: {0}")]
+    Build(String),
+    #[error("pipeline state change: {0}")]
+    State(String),
+    #[error("{0}")]
+    Sdp(String),
+}
+
+/// Initialises GStreamer once and checks the elements every camera needs, so a missing plugin
+/// package is reported at start with its name instead of as a failed camera later.
+pub fn init() -> Result<(), MediaError> {
+    gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
+    let required = [
+        ("webrtcbin", "gstreamer1.0-plugins-bad"),
+        ("nicesrc", "gstreamer1.0-nice"),
+        ("rtph264pay", "gstreamer1.0-plugins-good"),
+        ("videoconvert", "gstreamer1.0-plugins-base"),
+        ("tee", "libgstreamer1.0-0"),
+    ];
+    let missing: Vec<String> = required
+        .iter()
+        .filter(|(element, _)| gst::ElementFactory::find(element).is_none())
+        .map(|(element, package)| format!("{element} ({package})"))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(MediaError::Init(format!("missing GStreamer elements: {}", missing.join(", "))))
+    }
+}

@@ -1,0 +1,231 @@
+//! The websocket protocol as plain data: the original dual-camera messages (`ready`, `offer`, `answer`,
+//! `candidate`, each tagged with `camera`) plus `stop`, `cameras` and `error`. No I/O here.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest websocket message accepted. An SDP answer from a browser is a few KiB; 64 KiB leaves room
+/// for many codecs and candidates while keeping a hostile client from making us buffer megabytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Browser -> daemon.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// Unknown extra fields are ignored (browsers add `sdpMid`, `usernameFragment`; newer pages may add more).
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ClientMessage {
+    Ready {
+        camera: String,
+        /// Video codecs the browser can receive ("H264", "VP8"); absent in the original protocol,
+        /// which means H.264.
+        #[serde(default)]
+        codecs: Option<Vec<String>>,
+    },
+    Answer {
+        camera: String,
+        sdp: String,
+    },
+    Candidate {
+        camera: String,
+        candidate: String,
+        #[serde(rename = "sdpMLineIndex", default)]
+        sdp_mline_index: u32,
+    },
+    Stop {
+        camera: String,
+    },
+}
+
+impl ClientMessage {
+    pub fn camera(&self) -> &str {
+        match self {
+            Self::Ready { camera, .. }
+            | Self::Answer { camera, .. }
+            | Self::Candidate { camera, .. }
+            | Self::Stop { camera } => camera,
+        }
+    }
+
+    /// Parses one text frame. The error is meant for the `error` reply: it names what was wrong and,
+    /// when the frame got that far, the camera it was about.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ParseError::new(None, format!("malformed JSON: {e}")))?;
+        let camera = value.get("camera").and_then(|c| c.as_str()).map(str::to_string);
+        let Some(kind) = value.get("type").cloned() else {
+            return Err(ParseError::new(camera, "message has no \"type\"".into()));
+        };
+        if !matches!(kind.as_str(), Some("ready" | "answer" | "candidate" | "stop")) {
+            return Err(ParseError::new(camera, format!("unknown message type {kind}")));
+        }
+        serde_json::from_value(value).map_err(|e| ParseError::new(camera, format!("invalid {kind} message: {e}")))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseError {
+    pub camera: Option<String>,
+    pub message: String,
+}
+
+impl ParseError {
+    fn new(camera: Option<String>, message: String) -> Self {
+        Self { camera, message }
+    }
+}
+
+/// Daemon -> browser.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerMessage {
+    Offer {
+        camera: String,
+        sdp: String,
+    },
+    Candidate {
+        camera: String,
+        candidate: String,
+        #[serde(rename = "sdpMLineIndex")]
+        sdp_mline_index: u32,
+    },
+    Cameras {
+        cameras: Vec<CameraInfo>,
+    },
+    Error {
+        camera: Option<String>,
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(camera: Option<&str>, message: impl Into<String>) -> Self {
+        Self::Error {
+            camera: camera.map(str::to_string),
+            message: message.into(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serialising these plain structs cannot fail (no maps with non-string keys, no custom impls).
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// What a page (and GET /api/cameras) knows about one camera.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CameraInfo {
+    pub id: String,
+    pub name: String,
+    pub state: CameraState,
+    /// Why the camera is in its state (the failure, or why this encoder was chosen).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// "v4l2" or "test".
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<String>,
+    pub bitrate_kbps: u32,
+    pub viewers: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraState {
+    /// Pipeline being built or started.
+    Starting,
+    /// Encoding; viewers can join.
+    Streaming,
+    /// No viewers and the idle policy stopped the pipeline; a viewer starts it.
+    Idle,
+    /// The device is gone (unplugged); the card stays so its viewers see what happened.
+    Offline,
+    /// Every usable encoder failed, or the device cannot be opened.
+    Failed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_original_messages() {
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"ready","camera":"camera1"}"#).unwrap(),
+            ClientMessage::Ready {
+                camera: "camera1".into(),
+                codecs: None
+            }
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"answer","camera":"camera1","sdp":"v=0"}"#).unwrap(),
+            ClientMessage::Answer {
+                camera: "camera1".into(),
+                sdp: "v=0".into()
+            }
+        );
+        let c = ClientMessage::parse(
+            r#"{"type":"candidate","camera":"camera2","candidate":"candidate:1 1 UDP 1 1.2.3.4 5 typ host","sdpMLineIndex":0,"sdpMid":"video0"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.camera(), "camera2");
+    }
+
+    #[test]
+    fn ready_may_list_codecs() {
+        let m = ClientMessage::parse(r#"{"type":"ready","camera":"c","codecs":["VP8"]}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Ready {
+                camera: "c".into(),
+                codecs: Some(vec!["VP8".into()])
+            }
+        );
+    }
+
+    #[test]
+    fn bad_messages_say_what_is_wrong() {
+        let e = ClientMessage::parse("{not json").unwrap_err();
+        assert!(e.message.starts_with("malformed JSON"), "{e:?}");
+        assert_eq!(e.camera, None);
+
+        let e = ClientMessage::parse(r#"[1,2]"#).unwrap_err();
+        assert!(e.message.contains("no \"type\""), "{e:?}");
+
+        let e = ClientMessage::parse(r#"{"type":"hello","camera":"c1"}"#).unwrap_err();
+        assert_eq!(e.camera.as_deref(), Some("c1"));
+        assert!(e.message.contains("unknown message type \"hello\""), "{e:?}");
+
+        let e = ClientMessage::parse(r#"{"type":"answer","camera":"c1"}"#).unwrap_err();
+        assert!(e.message.contains("missing field `sdp`"), "{e:?}");
+
+        let e = ClientMessage::parse(r#"{"type":"ready"}"#).unwrap_err();
+        assert!(e.message.contains("missing field `camera`"), "{e:?}");
+
+        let e = ClientMessage::parse(r#"{"type":"stop","camera":7}"#).unwrap_err();
+        assert!(e.message.contains("invalid"), "{e:?}");
+    }
+
+    #[test]
+    fn server_messages_match_the_wire_format() {
+        let m = ServerMessage::Candidate {
+            camera: "camera1".into(),
+            candidate: "candidate:x".into(),
+            sdp_mline_index: 0,
+        };
+        assert_eq!(
+            m.to_json(),
+            r#"{"type":"candidate","camera":"camera1","candidate":"candidate:x","sdpMLineIndex":0}"#
+        );
+        assert_eq!(
+            ServerMessage::error(None, "nope").to_json(),
+            r#"{"type":"error","camera":null,"message":"nope"}"#
+        );
+        let m = ServerMessage::Offer {
+            camera: "c".into(),
+            sdp: "v=0".into(),
+        };
+        assert_eq!(m.to_json(), r#"{"type":"offer","camera":"c","sdp":"v=0"}"#);
+    }
+}

@@ -1,0 +1,119 @@
+//! One websocket per page, carrying every camera (the `camera` field tells them apart). Reading,
+//! writing and camera-list updates run concurrently; a bad message gets an `error` reply and the
+//! connection stays up.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tracing::{debug, info, info_span, Instrument};
+
+use super::protocol::{ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
+use super::AppState;
+use crate::camera::{Command, ConnId, Outbox};
+
+/// Messages queued towards one browser. A page gets an offer and a few dozen candidates per camera;
+/// a connection that lets 256 pile up is not reading and loses messages rather than holding up cameras.
+const OUTBOX_QUEUE: usize = 256;
+
+pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let conn = state.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| serve(socket, state, conn).instrument(info_span!("ws", conn)))
+}
+
+async fn serve(socket: WebSocket, state: AppState, conn: ConnId) {
+    info!("page connected");
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<ServerMessage>(OUTBOX_QUEUE);
+    let outbox = Outbox::new(conn, tx);
+    let mut cameras = state.registry.subscribe();
+    cameras.mark_changed();
+    let mut joined: HashSet<String> = HashSet::new();
+
+    let close = loop {
+        tokio::select! {
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => handle_text(&state, &outbox, &mut joined, &text),
+                Some(Ok(Message::Binary(_))) => outbox.send(ServerMessage::error(None, "binary messages are not supported; send JSON text")),
+                Some(Ok(Message::Close(_))) | None => break None,
+                Some(Ok(_)) => {} // ping/pong are answered by the library
+                Some(Err(e)) => {
+                    // Oversized messages end up here: tell the page why before hanging up.
+                    debug!(error = %e, "websocket read failed");
+                    break Some(CloseFrame { code: close_code::SIZE, reason: format!("message too big or malformed frame (limit {MAX_MESSAGE_BYTES} bytes)").into() });
+                }
+            },
+            Ok(()) = cameras.changed() => {
+                let list = cameras.borrow_and_update().clone();
+                outbox.send(ServerMessage::Cameras { cameras: list });
+            }
+            Some(message) = rx.recv() => {
+                if sink.send(Message::Text(message.to_json())).await.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some(frame) = close {
+        let _ = sink.send(Message::Close(Some(frame))).await;
+    }
+    for camera in joined {
+        if let Some(handle) = state.registry.handle(&camera) {
+            handle.send(Command::Leave { conn }).await;
+        }
+    }
+    info!("page disconnected");
+}
+
+fn handle_text(state: &AppState, outbox: &Outbox, joined: &mut HashSet<String>, text: &str) {
+    let message = match ClientMessage::parse(text) {
+        Ok(m) => m,
+        Err(e) => {
+            outbox.send(ServerMessage::Error {
+                camera: e.camera,
+                message: e.message,
+            });
+            return;
+        }
+    };
+    let camera = message.camera().to_string();
+    let Some(handle) = state.registry.handle(&camera) else {
+        outbox.send(ServerMessage::error(Some(&camera), format!("unknown camera {camera:?}")));
+        return;
+    };
+    let command = match message {
+        ClientMessage::Ready { codecs, .. } => {
+            joined.insert(camera.clone());
+            Command::Join {
+                outbox: outbox.clone(),
+                codecs,
+            }
+        }
+        ClientMessage::Answer { sdp, .. } => Command::Answer {
+            outbox: outbox.clone(),
+            sdp,
+        },
+        ClientMessage::Candidate {
+            candidate,
+            sdp_mline_index,
+            ..
+        } => Command::Candidate {
+            outbox: outbox.clone(),
+            mline: sdp_mline_index,
+            candidate,
+        },
+        ClientMessage::Stop { .. } => {
+            joined.remove(&camera);
+            Command::Leave { conn: outbox.conn }
+        }
+    };
+    if !handle.try_send(command) {
+        outbox.send(ServerMessage::error(Some(&camera), "camera is busy; try again"));
+    }
+}

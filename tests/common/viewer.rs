@@ -1,0 +1,135 @@
+//! The viewer page as the tests see it: its `window.edgecam` test hook and, per camera, the peer
+//! connection's getStats (inbound-rtp `framesDecoded`), read directly from the pc so the tests do not
+//! depend on the page's own stats code.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::chromium::{Browser, Page};
+use super::daemon::Daemon;
+use super::{wait_until, LIVENESS};
+
+/// Per camera: the page's status for it and, if it has a peer connection, that pc's identity (a tag this
+/// script sets on the object, so a replaced pc is recognised), its connection state and getStats numbers.
+const CAMERA_STATS_JS: &str = r#"
+async (ids) => {
+  const out = {};
+  for (const id of ids) {
+    const cam = window.edgecam && window.edgecam.cameras && window.edgecam.cameras.get(id);
+    if (!cam) { out[id] = null; continue; }
+    const r = { status: cam.status, pc: null, state: null, frames: null, width: null, height: null };
+    const pc = cam.pc;
+    if (pc) {
+      if (!pc.__edgecamTestTag) pc.__edgecamTestTag = Math.random().toString(36).slice(2);
+      r.pc = pc.__edgecamTestTag;
+      r.state = pc.connectionState;
+      (await pc.getStats()).forEach(s => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') {
+          r.frames = (r.frames || 0) + (s.framesDecoded || 0);
+          r.width = s.frameWidth; r.height = s.frameHeight;
+        }
+      });
+    }
+    out[id] = r;
+  }
+  return out;
+}"#;
+
+/// One read of a camera on a page.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub status: String,
+    pub pc: Option<String>,
+    pub frames: u64,
+}
+
+pub async fn sample(page: &Page, ids: &[&str]) -> Result<HashMap<String, Sample>> {
+    let value = page
+        .eval(&format!("({CAMERA_STATS_JS})({})", json!(ids)))
+        .await?;
+    let mut out = HashMap::new();
+    for id in ids {
+        let cam = &value[*id];
+        if cam.is_null() {
+            bail!("window.edgecam.cameras has no {id} (page state: {value})");
+        }
+        out.insert(
+            id.to_string(),
+            Sample {
+                status: cam["status"].as_str().unwrap_or("?").to_string(),
+                pc: cam["pc"].as_str().map(String::from),
+                frames: cam["frames"].as_u64().unwrap_or(0),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Waits until the page decodes every camera in `ids` (status `live`, framesDecoded > 0) and returns
+/// that read, the baseline for `wait_rising`. `not_pc` skips a peer connection the caller saw before
+/// (after a daemon restart only a new pc counts).
+pub async fn wait_decoding(
+    page: &Page,
+    ids: &[&str],
+    not_pc: Option<&str>,
+) -> Result<HashMap<String, Sample>> {
+    wait_until(&format!("{ids:?} decoding"), LIVENESS, || async {
+        let s = sample(page, ids).await?;
+        for id in ids {
+            let cam = &s[*id];
+            if cam.pc.is_none() || cam.pc.as_deref() == not_pc || cam.frames == 0 || cam.status != "live" {
+                bail!("{id}: {cam:?} (not_pc {not_pc:?})");
+            }
+        }
+        Ok(s)
+    })
+    .await
+    .with_context(|| page_context(page))
+}
+
+/// Waits until, in a single read, every camera's framesDecoded is above `base` on the same peer connection:
+/// all of them decoding at the same time, none stalled.
+pub async fn wait_rising(page: &Page, base: &HashMap<String, Sample>) -> Result<HashMap<String, Sample>> {
+    let ids: Vec<&str> = base.keys().map(String::as_str).collect();
+    wait_until(&format!("framesDecoded rising on {ids:?}"), LIVENESS, || async {
+        let s = sample(page, &ids).await?;
+        for (id, before) in base {
+            let now = &s[id];
+            if now.pc != before.pc {
+                bail!("{id}: peer connection replaced ({before:?} -> {now:?})");
+            }
+            if now.frames <= before.frames {
+                bail!("{id}: framesDecoded not rising ({before:?} -> {now:?})");
+            }
+        }
+        Ok(s)
+    })
+    .await
+    .with_context(|| page_context(page))
+}
+
+pub fn page_context(page: &Page) -> String {
+    let console = page.console();
+    let lines: Vec<&str> = console.lines().collect();
+    format!(
+        "on page {}; its console (last 40 lines):\n{}",
+        page.url(),
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    )
+}
+
+pub async fn open_viewer(browser: &Browser, daemon: &Daemon, query: &str) -> Result<Page> {
+    let page = browser.open(&daemon.url(&format!("/{query}"))).await?;
+    wait_until("window.edgecam test hook", LIVENESS, || async {
+        let ok = page.eval("typeof window.edgecam === 'object' && window.edgecam.cameras instanceof Map").await?;
+        if ok != Value::Bool(true) {
+            bail!("window.edgecam missing or without a cameras Map");
+        }
+        Ok(())
+    })
+    .await
+    .with_context(|| page_context(&page))?;
+    Ok(page)
+}
