@@ -13,7 +13,7 @@ use crate::config::{CameraConfig, Config, Selector, TestPattern};
 use crate::devices::caps::{CaptureMode, PixelFormat};
 use crate::devices::mode::{choose_mode, Wanted};
 use crate::devices::watch::{Camera as Device, DeviceEvent};
-use crate::encoders::{Catalog, Codec, EncodeSettings};
+use crate::encoders::{Catalog, Codec, EncodeSettings, Profile};
 use crate::media::{EncoderPlan, SourceSpec};
 use crate::service::Service;
 use crate::signalling::protocol::CameraState;
@@ -245,16 +245,13 @@ impl Supervisor {
         let forced = config
             .and_then(|c| c.profile.as_deref())
             .or(self.config.defaults.profile.as_deref());
-        let candidates = self.catalog.candidates(input, Codec::H264, forced);
-        let encoders: Vec<EncoderPlan> = candidates
-            .iter()
-            .map(|p| EncoderPlan {
-                profile: p.name().to_string(),
-                fragment: p.render(&settings),
-                raw_input: p.raw_input_for(input).map(str::to_string),
-                codec: p.codec(),
-            })
-            .collect();
+        let plan = |p: &&Profile| EncoderPlan {
+            profile: p.name().to_string(),
+            fragment: p.render(&settings),
+            raw_input: p.raw_input_for(input).map(str::to_string),
+            codec: p.codec(),
+        };
+        let encoders: Vec<EncoderPlan> = self.catalog.candidates(input, Codec::H264, forced).iter().map(plan).collect();
         let encoder_reason = match (forced, encoders.first()) {
             (Some(f), Some(first)) if first.profile == f => format!("{f}: forced by the config"),
             (Some(f), Some(first)) => format!("{}: forced profile {f} is not usable here", first.profile),
@@ -262,10 +259,12 @@ impl Supervisor {
             (_, None) => "no usable encoder".into(),
         };
         info!(camera = %identity.id, mode, encoders = ?encoders.iter().map(|e| &e.profile).collect::<Vec<_>>(), %encoder_reason, "camera set up");
+        let vp8 = self.catalog.candidates(input, Codec::Vp8, None).first().map(plan);
         let setup = Setup {
             source,
             encoders,
             encoder_reason,
+            vp8,
             bitrate_kbps,
         };
         let handle = match self.cameras.get(&identity.id) {

@@ -13,7 +13,8 @@ use tracing::{info, info_span, warn, Instrument};
 use super::viewers::{Viewer, Viewers};
 use super::{CameraHandle, Command, ConnId, Identity, Outbox, Setup, Shared};
 use crate::config::IdlePolicy;
-use crate::media::{CameraPipeline, EventSink, FailureOrigin, ViewerBranch, ViewerEvent};
+use crate::encoders::Codec;
+use crate::media::{CameraPipeline, EventSink, FailureOrigin, MediaError, ViewerBranch, ViewerEvent};
 use crate::signalling::protocol::{CameraInfo, CameraState, ServerMessage};
 
 /// A source that delivers nothing for this long is treated as unplugged (some USB cameras stop
@@ -137,21 +138,23 @@ impl Actor {
     }
 
     async fn join(&mut self, outbox: Outbox, codecs: Option<Vec<String>>) {
-        if let Some(codecs) = &codecs {
-            if !codecs.iter().any(|c| c.eq_ignore_ascii_case("H264")) {
-                outbox.send(self.error("this browser cannot receive H.264, the only codec this camera sends"));
+        let codec = match self.pick_codec(codecs.as_deref()) {
+            Ok(codec) => codec,
+            Err(message) => {
+                outbox.send(self.error(&message));
                 return;
             }
-        }
+        };
         let conn = outbox.conn;
         // A page that sends ready again (reload of one card, reconnect) replaces its old session.
         if let Some(old) = self.viewers.remove(conn) {
             self.detach(old);
         }
         let span = info_span!("viewer", conn);
-        span.in_scope(|| info!("viewer joined"));
+        span.in_scope(|| info!(%codec, "viewer joined"));
         self.viewers.insert(Viewer {
             outbox,
+            codec,
             branch: None,
             span,
             negotiating_since: None,
@@ -163,6 +166,24 @@ impl Actor {
             self.attach(conn);
         }
         self.publish();
+    }
+
+    /// H.264 for every browser that takes it (the original protocol lists no codecs: H.264); VP8
+    /// only for browsers that cannot receive H.264.
+    fn pick_codec(&self, codecs: Option<&[String]>) -> Result<Codec, String> {
+        let Some(codecs) = codecs else { return Ok(Codec::H264) };
+        let can = |name: &str| codecs.iter().any(|c| c.eq_ignore_ascii_case(name));
+        if can("H264") {
+            Ok(Codec::H264)
+        } else if can("VP8") && self.setup.as_ref().is_some_and(|s| s.vp8.is_some()) {
+            Ok(Codec::Vp8)
+        } else {
+            Err(format!(
+                "no codec in common: this camera sends H.264{}, the browser takes {}",
+                if self.setup.as_ref().is_some_and(|s| s.vp8.is_some()) { " or VP8" } else { "" },
+                codecs.join(", ")
+            ))
+        }
     }
 
     fn answer(&mut self, outbox: &Outbox, sdp: &str) {
@@ -220,7 +241,7 @@ impl Actor {
                 if viewer.negotiating_since.take().is_some() {
                     info!("viewer connected");
                     if let Some(pipeline) = &self.pipeline {
-                        pipeline.request_keyframe();
+                        pipeline.request_keyframe(viewer.codec);
                     }
                 }
             }
@@ -365,11 +386,20 @@ impl Actor {
 
     fn attach(&mut self, conn: ConnId) {
         let events = self.event_sink(conn);
-        let (Some(pipeline), Some(viewer)) = (&self.pipeline, self.viewers.get_mut(conn)) else {
+        let vp8 = self.setup.as_ref().and_then(|s| s.vp8.clone());
+        let (Some(pipeline), Some(viewer)) = (self.pipeline.as_mut(), self.viewers.get_mut(conn)) else {
             return;
         };
         let _enter = viewer.span.enter();
-        match ViewerBranch::attach(pipeline.pipeline(), pipeline.tee(), &self.shared.ice, events) {
+        let fanout = match (pipeline.fanout(viewer.codec).cloned(), viewer.codec, vp8) {
+            (Some(fanout), _, _) => Ok(fanout),
+            (None, Codec::Vp8, Some(plan)) => {
+                info!(encoder = %plan.profile, "starting a VP8 encode for browsers without H.264");
+                pipeline.add_encoding(&plan).cloned()
+            }
+            (None, codec, _) => Err(MediaError::Build(format!("this camera has no {codec} encoding"))),
+        };
+        match fanout.and_then(|tee| ViewerBranch::attach(&tee, &self.shared.ice, events)) {
             Ok(branch) => {
                 viewer.branch = Some(branch);
                 viewer.negotiating_since = Some(Instant::now());
@@ -384,9 +414,16 @@ impl Actor {
         }
     }
 
-    fn detach(&self, viewer: Viewer) {
-        if let (Some(branch), Some(pipeline)) = (viewer.branch, &self.pipeline) {
-            branch.detach(pipeline.pipeline(), pipeline.tee());
+    /// Frees a viewer's branch, and the extra encoding it watched if nobody else does.
+    fn detach(&mut self, viewer: Viewer) {
+        if let Some(branch) = viewer.branch {
+            branch.detach();
+        }
+        if let Some(pipeline) = self.pipeline.as_mut() {
+            if viewer.codec != Codec::H264 && self.viewers.watching(viewer.codec) == 0 {
+                info!(codec = %viewer.codec, "last viewer of this encoding left; stopping it");
+                pipeline.remove_encoding(viewer.codec);
+            }
         }
     }
 

@@ -64,6 +64,8 @@ pub struct Setup {
     pub encoders: Vec<EncoderPlan>,
     /// Why the first encoder was chosen, for the log and the API.
     pub encoder_reason: String,
+    /// VP8, encoded only while a viewer whose browser lacks H.264 watches (Firefox without OpenH264).
+    pub vp8: Option<EncoderPlan>,
     pub bitrate_kbps: u32,
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tracing::Span;
 
 use super::{ConnId, Outbox};
+use crate::encoders::Codec;
 use crate::media::ViewerBranch;
 
 /// A viewer that has not connected (offer, answer, ICE) by then is dropped and its branch freed.
@@ -14,6 +15,7 @@ pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Viewer {
     pub outbox: Outbox,
+    pub codec: Codec,
     /// None while the camera has no pipeline (offline, or rebuilding): the viewer waits for it.
     pub branch: Option<ViewerBranch>,
     pub span: Span,
@@ -49,6 +51,10 @@ impl Viewers {
 
     pub fn remove(&mut self, conn: ConnId) -> Option<Viewer> {
         self.by_conn.remove(&conn)
+    }
+
+    pub fn watching(&self, codec: Codec) -> usize {
+        self.by_conn.values().filter(|v| v.codec == codec).count()
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Viewer> {

@@ -8,7 +8,9 @@ use std::fmt;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Bus {
     /// USB, with the link speed in Mbit/s from sysfs (12, 480, 5000, ...) when known.
-    Usb { speed_mbps: Option<u32> },
+    Usb {
+        speed_mbps: Option<u32>,
+    },
     /// SoC devices: CSI receivers, the Pi legacy camera, vivid.
     Platform,
     /// PCI(e) capture cards.
@@ -41,7 +43,9 @@ impl Bus {
         let info = bus_info.to_ascii_lowercase();
         if id_bus == Some("usb") || info.starts_with("usb-") {
             // sysfs reports "1.5", "12", "480", "5000", "10000", "20000"
-            let speed_mbps = usb_speed.and_then(|s| s.trim().parse::<f64>().ok()).map(|s| s.max(1.0) as u32);
+            let speed_mbps = usb_speed
+                .and_then(|s| s.trim().parse::<f64>().ok())
+                .map(|s| s.max(1.0) as u32);
             return Self::Usb { speed_mbps };
         }
         if info.starts_with("pci") {
@@ -102,14 +106,20 @@ mod tests {
 
     #[test]
     fn unknown_usb_speed_is_treated_as_usb2() {
-        assert_eq!(Bus::from_node("usb-0000:00:14.0-1", Some("usb"), None, false).raw_budget(), Some(24_576_000));
+        assert_eq!(
+            Bus::from_node("usb-0000:00:14.0-1", Some("usb"), None, false).raw_budget(),
+            Some(24_576_000)
+        );
     }
 
     #[test]
     fn soc_pci_and_loopback_nodes_have_no_budget() {
         assert_eq!(Bus::from_node("platform:vivid-000", None, None, false), Bus::Platform);
         assert_eq!(Bus::from_node("PCIe:0000:03:00.0", None, None, false), Bus::Pci);
-        assert_eq!(Bus::from_node("platform:v4l2loopback-010", None, None, true), Bus::Virtual);
+        assert_eq!(
+            Bus::from_node("platform:v4l2loopback-010", None, None, true),
+            Bus::Virtual
+        );
         assert_eq!(Bus::Platform.raw_budget(), None);
     }
 }

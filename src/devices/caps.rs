@@ -102,7 +102,14 @@ pub struct CaptureMode {
 
 impl std::fmt::Display for CaptureMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}x{}@{}", self.format.fourcc(), self.width, self.height, self.fps)
+        write!(
+            f,
+            "{} {}x{}@{}",
+            self.format.fourcc(),
+            self.width,
+            self.height,
+            self.fps
+        )
     }
 }
 
@@ -114,7 +121,14 @@ pub enum FrameSizes {
     Discrete(Vec<(u32, u32)>),
     /// Any size in a range (ISPs, scalers, v4l2loopback before a producer, Pi legacy camera).
     /// CONTINUOUS is reported as steps of 1.
-    Stepwise { min_w: u32, max_w: u32, step_w: u32, min_h: u32, max_h: u32, step_h: u32 },
+    Stepwise {
+        min_w: u32,
+        max_w: u32,
+        step_w: u32,
+        min_h: u32,
+        max_h: u32,
+        step_h: u32,
+    },
 }
 
 /// Sizes a stepwise range is tried at: what viewers and encoders expect, from QVGA to 1080p.
@@ -137,7 +151,14 @@ impl FrameSizes {
     pub fn candidates(&self) -> Vec<(u32, u32)> {
         match *self {
             Self::Discrete(ref sizes) => sizes.clone(),
-            Self::Stepwise { min_w, max_w, step_w, min_h, max_h, step_h } => {
+            Self::Stepwise {
+                min_w,
+                max_w,
+                step_w,
+                min_h,
+                max_h,
+                step_h,
+            } => {
                 let on_grid = |v: u32, min: u32, max: u32, step: u32| {
                     (min..=max).contains(&v) && (step <= 1 || (v - min) % step == 0)
                 };
@@ -164,7 +185,10 @@ pub enum FrameIntervals {
     Discrete(Vec<Fraction>),
     /// A range of intervals (STEPWISE or CONTINUOUS); the step is not kept: S_PARM rounds to
     /// the nearest interval the driver can do, and only a few drivers report steps at all.
-    Stepwise { min_interval: Fraction, max_interval: Fraction },
+    Stepwise {
+        min_interval: Fraction,
+        max_interval: Fraction,
+    },
 }
 
 /// Rates a range of intervals is tried at, fastest first.
@@ -175,21 +199,22 @@ impl FrameIntervals {
     pub fn rates(&self) -> Vec<Fraction> {
         let mut rates: Vec<Fraction> = match self {
             Self::Discrete(intervals) => intervals.iter().filter_map(|i| interval_to_rate(*i)).collect(),
-            Self::Stepwise { min_interval, max_interval } => {
-                match (interval_to_rate(*min_interval), interval_to_rate(*max_interval)) {
-                    (Some(fastest), Some(slowest)) => {
-                        let mut rates = vec![fastest, slowest];
-                        rates.extend(
-                            STANDARD_RATES
-                                .iter()
-                                .map(|&r| Fraction::fps(r))
-                                .filter(|r| r.as_f64() <= fastest.as_f64() && r.as_f64() >= slowest.as_f64()),
-                        );
-                        rates
-                    }
-                    _ => Vec::new(),
+            Self::Stepwise {
+                min_interval,
+                max_interval,
+            } => match (interval_to_rate(*min_interval), interval_to_rate(*max_interval)) {
+                (Some(fastest), Some(slowest)) => {
+                    let mut rates = vec![fastest, slowest];
+                    rates.extend(
+                        STANDARD_RATES
+                            .iter()
+                            .map(|&r| Fraction::fps(r))
+                            .filter(|r| r.as_f64() <= fastest.as_f64() && r.as_f64() >= slowest.as_f64()),
+                    );
+                    rates
                 }
-            }
+                _ => Vec::new(),
+            },
         };
         rates.sort_by(|a, b| b.as_f64().total_cmp(&a.as_f64()));
         rates.dedup_by(|a, b| a.as_f64() == b.as_f64());
@@ -204,7 +229,10 @@ fn interval_to_rate(interval: Fraction) -> Option<Fraction> {
         return None;
     }
     let g = gcd(interval.num, interval.den);
-    Some(Fraction { num: interval.den / g, den: interval.num / g })
+    Some(Fraction {
+        num: interval.den / g,
+        den: interval.num / g,
+    })
 }
 
 fn gcd(mut a: u32, mut b: u32) -> u32 {
@@ -270,13 +298,27 @@ mod tests {
     #[test]
     fn stepwise_range_offers_standard_sizes_on_its_grid_plus_its_ends() {
         // Pi legacy camera: 32x32 - 2592x1944, step 2
-        let pi = FrameSizes::Stepwise { min_w: 32, max_w: 2592, step_w: 2, min_h: 32, max_h: 1944, step_h: 2 };
+        let pi = FrameSizes::Stepwise {
+            min_w: 32,
+            max_w: 2592,
+            step_w: 2,
+            min_h: 32,
+            max_h: 1944,
+            step_h: 2,
+        };
         let sizes = pi.candidates();
         assert_eq!(sizes.first(), Some(&(32, 32)));
         assert_eq!(sizes.last(), Some(&(2592, 1944)));
         assert!(sizes.contains(&(640, 480)) && sizes.contains(&(1920, 1080)));
         // step 64 from 64: 640 and 1280 are on the grid, 1080 is not
-        let coarse = FrameSizes::Stepwise { min_w: 64, max_w: 4096, step_w: 64, min_h: 64, max_h: 4096, step_h: 64 };
+        let coarse = FrameSizes::Stepwise {
+            min_w: 64,
+            max_w: 4096,
+            step_w: 64,
+            min_h: 64,
+            max_h: 4096,
+            step_h: 64,
+        };
         let sizes = coarse.candidates();
         assert!(sizes.contains(&(1280, 960)) && !sizes.contains(&(1920, 1080)) && !sizes.contains(&(640, 360)));
     }
@@ -289,8 +331,14 @@ mod tests {
             Fraction { num: 2, den: 25 },
             Fraction { num: 0, den: 1 },
         ]);
-        assert_eq!(intervals.rates(), [Fraction::fps(30), Fraction::fps(15), Fraction { num: 25, den: 2 }]);
-        let range = FrameIntervals::Stepwise { min_interval: Fraction { num: 1, den: 90 }, max_interval: Fraction::fps(1) };
+        assert_eq!(
+            intervals.rates(),
+            [Fraction::fps(30), Fraction::fps(15), Fraction { num: 25, den: 2 }]
+        );
+        let range = FrameIntervals::Stepwise {
+            min_interval: Fraction { num: 1, den: 90 },
+            max_interval: Fraction::fps(1),
+        };
         let rates: Vec<String> = range.rates().iter().map(ToString::to_string).collect();
         assert_eq!(rates, ["90", "60", "50", "30", "25", "24", "20", "15", "10", "5", "1"]);
     }
@@ -300,6 +348,13 @@ mod tests {
         let sizes = FrameSizes::Discrete(vec![(640, 480)]);
         let caps = FormatCaps::from_enumeration("MJPG", "Motion-JPEG", &sizes, |_, _| None);
         assert_eq!(caps.format, PixelFormat::Mjpeg);
-        assert_eq!(caps.sizes, [SizeCaps { width: 640, height: 480, intervals: vec![] }]);
+        assert_eq!(
+            caps.sizes,
+            [SizeCaps {
+                width: 640,
+                height: 480,
+                intervals: vec![]
+            }]
+        );
     }
 }

@@ -135,10 +135,14 @@ pub fn classify(cap: &Querycap, formats: &[FormatCaps]) -> NodeKind {
         });
     }
     if ISP_DRIVERS.contains(&cap.driver.as_str()) {
-        return skip(SkipReason::IspCapture { driver: cap.driver.clone() });
+        return skip(SkipReason::IspCapture {
+            driver: cap.driver.clone(),
+        });
     }
     if RAW_RECEIVER_DRIVERS.contains(&cap.driver.as_str()) {
-        return skip(SkipReason::RawSensorReceiver { driver: cap.driver.clone() });
+        return skip(SkipReason::RawSensorReceiver {
+            driver: cap.driver.clone(),
+        });
     }
     if formats.is_empty() {
         return skip(SkipReason::NoCaptureFormats);
@@ -184,7 +188,10 @@ mod tests {
     fn uvc_metadata_node_and_gadget_output_are_skipped() {
         assert_eq!(kind("usbcam-uvc-gadget", "/dev/video1"), NodeKind::Camera);
         assert_eq!(kind("usbcam-uvc-gadget", "/dev/video2"), skipped(SkipReason::Metadata));
-        assert_eq!(kind("usbcam-uvc-gadget", "/dev/video0"), skipped(SkipReason::OutputOnly));
+        assert_eq!(
+            kind("usbcam-uvc-gadget", "/dev/video0"),
+            skipped(SkipReason::OutputOnly)
+        );
     }
 
     #[test]
@@ -194,7 +201,11 @@ mod tests {
         assert!(Flags::from_bits_truncate(meta.cap.capabilities).contains(Flags::VIDEO_CAPTURE));
         assert_eq!(meta.cap.capture_buffer_type(), None);
         // without DEVICE_CAPS (pre-3.3 kernels) the capabilities are the node's
-        let old = Querycap { capabilities: 0x0400_0001, device_caps: 0, ..Querycap::default() };
+        let old = Querycap {
+            capabilities: 0x0400_0001,
+            device_caps: 0,
+            ..Querycap::default()
+        };
         assert_eq!(old.capture_buffer_type(), Some(CaptureBuffers::SinglePlane));
     }
 
@@ -204,8 +215,16 @@ mod tests {
             .iter()
             .map(|n| (n.devnode.display().to_string(), classify(&n.cap, &n.formats)))
             .collect();
-        let raw = || skipped(SkipReason::RawSensorReceiver { driver: "unicam".into() });
-        let isp = || skipped(SkipReason::IspCapture { driver: "bcm2835-isp".into() });
+        let raw = || {
+            skipped(SkipReason::RawSensorReceiver {
+                driver: "unicam".into(),
+            })
+        };
+        let isp = || {
+            skipped(SkipReason::IspCapture {
+                driver: "bcm2835-isp".into(),
+            })
+        };
         let m2m = || skipped(SkipReason::MemoryToMemory);
         let expected = [
             ("/dev/video0", raw()),
@@ -229,40 +248,75 @@ mod tests {
     fn codec_nodes_are_not_asked_for_formats() {
         let decoder = node("raspberry-pi-4", "/dev/video10");
         assert_eq!(decoder.cap.capture_buffer_type(), None);
-        assert!(decoder.formats.is_empty(), "the decoder's capture formats are not a camera's");
+        assert!(
+            decoder.formats.is_empty(),
+            "the decoder's capture formats are not a camera's"
+        );
     }
 
     #[test]
     fn vivid_output_node_beside_capture_is_skipped() {
         assert_eq!(kind("vivid-capture-and-output", "/dev/video0"), NodeKind::Camera);
-        assert_eq!(kind("vivid-capture-and-output", "/dev/video1"), skipped(SkipReason::OutputOnly));
+        assert_eq!(
+            kind("vivid-capture-and-output", "/dev/video1"),
+            skipped(SkipReason::OutputOnly)
+        );
     }
 
     #[test]
     fn loopback_is_a_camera_only_while_a_producer_streams() {
         let nodes = load("v4l2loopback");
         let kinds: Vec<NodeKind> = nodes.iter().map(|n| classify(&n.cap, &n.formats)).collect();
-        assert_eq!(kinds, [skipped(SkipReason::OutputOnly), skipped(SkipReason::OutputOnly), NodeKind::Camera]);
+        assert_eq!(
+            kinds,
+            [
+                skipped(SkipReason::OutputOnly),
+                skipped(SkipReason::OutputOnly),
+                NodeKind::Camera
+            ]
+        );
     }
 
     #[test]
     fn capture_nodes_without_usable_formats_say_which_they_have() {
         let vivid = node("vivid", "/dev/video0");
-        let bayer_and_grey: Vec<FormatCaps> =
-            vivid.formats.iter().filter(|f| ["GREY", "BA81"].contains(&f.format.fourcc())).cloned().collect();
+        let bayer_and_grey: Vec<FormatCaps> = vivid
+            .formats
+            .iter()
+            .filter(|f| ["GREY", "BA81"].contains(&f.format.fourcc()))
+            .cloned()
+            .collect();
         assert_eq!(
             classify(&vivid.cap, &bayer_and_grey),
-            skipped(SkipReason::NoUsableFormat { formats: vec!["GREY".into(), "BA81".into()] })
+            skipped(SkipReason::NoUsableFormat {
+                formats: vec!["GREY".into(), "BA81".into()]
+            })
         );
         assert_eq!(classify(&vivid.cap, &[]), skipped(SkipReason::NoCaptureFormats));
     }
 
     #[test]
     fn touch_radio_and_m2m_by_caps() {
-        let caps = |device_caps| Querycap { capabilities: 0x8000_0000 | device_caps, device_caps, ..Querycap::default() };
-        assert_eq!(classify(&caps(0x1000_0001), &[]), skipped(SkipReason::NotVideo), "touch sensor with video capture");
-        assert_eq!(classify(&caps(0x0005_0000), &[]), skipped(SkipReason::NotVideo), "radio tuner");
-        assert_eq!(classify(&caps(0x0400_0003), &[]), skipped(SkipReason::MemoryToMemory), "capture + output");
+        let caps = |device_caps| Querycap {
+            capabilities: 0x8000_0000 | device_caps,
+            device_caps,
+            ..Querycap::default()
+        };
+        assert_eq!(
+            classify(&caps(0x1000_0001), &[]),
+            skipped(SkipReason::NotVideo),
+            "touch sensor with video capture"
+        );
+        assert_eq!(
+            classify(&caps(0x0005_0000), &[]),
+            skipped(SkipReason::NotVideo),
+            "radio tuner"
+        );
+        assert_eq!(
+            classify(&caps(0x0400_0003), &[]),
+            skipped(SkipReason::MemoryToMemory),
+            "capture + output"
+        );
     }
 
     #[test]

@@ -39,7 +39,11 @@ pub struct Debouncer<K> {
 
 impl<K: Ord + Clone> Default for Debouncer<K> {
     fn default() -> Self {
-        Self { pending: BTreeMap::new(), first: None, last: None }
+        Self {
+            pending: BTreeMap::new(),
+            first: None,
+            last: None,
+        }
     }
 }
 
@@ -98,8 +102,16 @@ mod tests {
         assert_eq!(
             settled,
             vec![
-                Settled { key: "video0", removed: false, present: true },
-                Settled { key: "video1", removed: false, present: true }
+                Settled {
+                    key: "video0",
+                    removed: false,
+                    present: true
+                },
+                Settled {
+                    key: "video1",
+                    removed: false,
+                    present: true
+                }
             ]
         );
         assert_eq!(d.deadline(), None);
@@ -112,7 +124,14 @@ mod tests {
         let mut d = Debouncer::default();
         d.push("video0", Action::Add, t0);
         d.push("video0", Action::Remove, t0 + ms(100));
-        assert_eq!(d.take_settled(t0 + ms(400)), vec![Settled { key: "video0", removed: true, present: false }]);
+        assert_eq!(
+            d.take_settled(t0 + ms(400)),
+            vec![Settled {
+                key: "video0",
+                removed: true,
+                present: false
+            }]
+        );
     }
 
     #[test]
@@ -121,7 +140,14 @@ mod tests {
         let mut d = Debouncer::default();
         d.push("video0", Action::Remove, t0);
         d.push("video0", Action::Add, t0 + ms(150));
-        assert_eq!(d.take_settled(t0 + ms(450)), vec![Settled { key: "video0", removed: true, present: true }]);
+        assert_eq!(
+            d.take_settled(t0 + ms(450)),
+            vec![Settled {
+                key: "video0",
+                removed: true,
+                present: true
+            }]
+        );
     }
 
     #[test]

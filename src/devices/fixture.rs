@@ -7,7 +7,7 @@
 //! `E: KEY=VALUE` udev properties; `sysfs index: N` and `sysfs usb speed: N` for the attributes.
 //! An `Interval:` line under a stepwise `Size:` applies to every size of the range.
 
-use super::caps::{FormatCaps, FrameIntervals, FrameSizes, Fraction};
+use super::caps::{FormatCaps, Fraction, FrameIntervals, FrameSizes};
 use super::classify::{classify, Querycap};
 use super::identity::DeviceProps;
 use super::node::Node;
@@ -65,7 +65,10 @@ pub fn load(name: &str) -> Vec<FixtureNode> {
 
 /// The one node of a fixture file, by its devnode.
 pub fn node(name: &str, devnode: &str) -> FixtureNode {
-    load(name).into_iter().find(|n| n.devnode == PathBuf::from(devnode)).unwrap_or_else(|| panic!("{name}: no {devnode}"))
+    load(name)
+        .into_iter()
+        .find(|n| n.devnode == PathBuf::from(devnode))
+        .unwrap_or_else(|| panic!("{name}: no {devnode}"))
 }
 
 struct RawFormat {
@@ -97,7 +100,10 @@ impl Parser {
     }
 
     fn line(&mut self, line: &str) {
-        let field = |name: &str| line.strip_prefix(name).map(|rest| rest.trim_start().trim_start_matches(':').trim().to_string());
+        let field = |name: &str| {
+            line.strip_prefix(name)
+                .map(|rest| rest.trim_start().trim_start_matches(':').trim().to_string())
+        };
         let hex = |v: String| u32::from_str_radix(v.trim_start_matches("0x"), 16).ok();
         // v4l2-ctl prints "Driver name" again under "Media Driver Info": the first one is QUERYCAP's
         if let (Some(v), true) = (field("Driver name"), self.cap.driver.is_empty()) {
@@ -120,10 +126,18 @@ impl Parser {
         } else if line.starts_with('[') && line.contains("]: '") {
             let mut quoted = line.split('\'');
             let fourcc = quoted.nth(1).expect("fourcc").to_string();
-            let description = line.split_once(" (").map(|(_, d)| d.trim_end_matches(')')).unwrap_or("");
+            let description = line
+                .split_once(" (")
+                .map(|(_, d)| d.trim_end_matches(')'))
+                .unwrap_or("");
             // v4l2-ctl appends flags: "(Motion-JPEG, compressed)"
             let description = description.split(", ").next().unwrap_or("").to_string();
-            self.formats.push(RawFormat { fourcc, description, discrete: Vec::new(), stepwise: None });
+            self.formats.push(RawFormat {
+                fourcc,
+                description,
+                discrete: Vec::new(),
+                stepwise: None,
+            });
         } else if let Some(size) = line.strip_prefix("Size: ") {
             let format = self.formats.last_mut().expect("size before format");
             if let Some(d) = size.strip_prefix("Discrete ") {
@@ -133,8 +147,21 @@ impl Parser {
                 let words: Vec<&str> = size.split_whitespace().collect();
                 let (min_w, min_h) = dims(words[1]);
                 let (max_w, max_h) = dims(words[3]);
-                let (step_w, step_h) = words.get(6).and_then(|s| s.split_once('/')).map_or((1, 1), |(w, h)| (num(w), num(h)));
-                format.stepwise = Some((FrameSizes::Stepwise { min_w, max_w, step_w, min_h, max_h, step_h }, None));
+                let (step_w, step_h) = words
+                    .get(6)
+                    .and_then(|s| s.split_once('/'))
+                    .map_or((1, 1), |(w, h)| (num(w), num(h)));
+                format.stepwise = Some((
+                    FrameSizes::Stepwise {
+                        min_w,
+                        max_w,
+                        step_w,
+                        min_h,
+                        max_h,
+                        step_h,
+                    },
+                    None,
+                ));
             }
         } else if let Some(interval) = line.strip_prefix("Interval: ") {
             let format = self.formats.last_mut().expect("interval before format");
@@ -148,7 +175,10 @@ impl Parser {
                 (None, Some(FrameIntervals::Discrete(list))) => list.push(interval_of(fps)),
                 (None, slot) => *slot = Some(FrameIntervals::Discrete(vec![interval_of(fps)])),
                 (Some((slowest, fastest)), slot) => {
-                    *slot = Some(FrameIntervals::Stepwise { min_interval: interval_of(fastest), max_interval: interval_of(slowest) })
+                    *slot = Some(FrameIntervals::Stepwise {
+                        min_interval: interval_of(fastest),
+                        max_interval: interval_of(slowest),
+                    })
                 }
             }
         }
@@ -157,8 +187,14 @@ impl Parser {
     fn finish(self) -> FixtureNode {
         let prop = |k: &str| self.udev.get(k).cloned();
         let props = DeviceProps {
-            sysname: self.devnode.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            syspath: prop("DEVPATH").map(|p| PathBuf::from(format!("/sys{p}"))).unwrap_or_default(),
+            sysname: self
+                .devnode
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            syspath: prop("DEVPATH")
+                .map(|p| PathBuf::from(format!("/sys{p}")))
+                .unwrap_or_default(),
             index: self.index,
             serial: prop("ID_SERIAL_SHORT"),
             id_bus: prop("ID_BUS"),
@@ -166,7 +202,9 @@ impl Parser {
             v4l_product: prop("ID_V4L_PRODUCT"),
             model: prop("ID_MODEL_ENC").map(|m| m.replace("\\x20", " ")),
             usb_speed: self.usb_speed.clone(),
-            links: prop("DEVLINKS").map(|l| l.split_whitespace().map(PathBuf::from).collect()).unwrap_or_default(),
+            links: prop("DEVLINKS")
+                .map(|l| l.split_whitespace().map(PathBuf::from).collect())
+                .unwrap_or_default(),
         };
         // as the probe does: a node that does not capture by itself is not asked for formats
         let formats = if self.cap.capture_buffer_type().is_some() {
@@ -174,17 +212,27 @@ impl Parser {
         } else {
             Vec::new()
         };
-        FixtureNode { devnode: self.devnode, cap: self.cap, props, formats }
+        FixtureNode {
+            devnode: self.devnode,
+            cap: self.cap,
+            props,
+            formats,
+        }
     }
 }
 
 fn assemble(raw: &RawFormat) -> FormatCaps {
     match &raw.stepwise {
-        Some((sizes, intervals)) => FormatCaps::from_enumeration(&raw.fourcc, &raw.description, sizes, |_, _| intervals.clone()),
+        Some((sizes, intervals)) => {
+            FormatCaps::from_enumeration(&raw.fourcc, &raw.description, sizes, |_, _| intervals.clone())
+        }
         None => {
             let sizes = FrameSizes::Discrete(raw.discrete.iter().map(|(s, _)| *s).collect());
             FormatCaps::from_enumeration(&raw.fourcc, &raw.description, &sizes, |w, h| {
-                raw.discrete.iter().find(|(s, _)| *s == (w, h)).and_then(|(_, i)| i.clone())
+                raw.discrete
+                    .iter()
+                    .find(|(s, _)| *s == (w, h))
+                    .and_then(|(_, i)| i.clone())
             })
         }
     }
@@ -206,5 +254,8 @@ fn interval_of(fps: &str) -> Fraction {
     while b != 0 {
         (a, b) = (b, a % b);
     }
-    Fraction { num: 1000 / a, den: millis / a }
+    Fraction {
+        num: 1000 / a,
+        den: millis / a,
+    }
 }

@@ -52,21 +52,31 @@ pub fn camera_id(props: &DeviceProps, driver: &str) -> String {
     let index = props.index.unwrap_or(0);
     if let Some(serial) = props.serial.as_deref().map(slug).filter(|s| !s.is_empty()) {
         let bus = props.id_bus.as_deref().unwrap_or("usb");
-        let suffix = if index > 0 { format!("-video-index{index}") } else { String::new() };
+        let suffix = if index > 0 {
+            format!("-video-index{index}")
+        } else {
+            String::new()
+        };
         return slug(&format!("{bus}-{serial}{suffix}"));
     }
     if let Some(path) = props.id_path.as_deref().filter(|p| !p.is_empty()) {
         return slug(&format!("{path}-video-index{index}"));
     }
     if props.is_virtual() || props.syspath.as_os_str().is_empty() {
-        return slug(&format!("{}-{}", if driver.is_empty() { "v4l2" } else { driver }, props.sysname));
+        return slug(&format!(
+            "{}-{}",
+            if driver.is_empty() { "v4l2" } else { driver },
+            props.sysname
+        ));
     }
     slug(&format!("{}-video-index{index}", sysfs_device_path(&props.syspath)))
 }
 
-/// A name for people: the product as the driver or USB descriptor names it, else the card name.
+/// A name for people: the USB product string, else the card name as udev's v4l_id read it, else
+/// the card name now. USB first because uvcvideo appends the interface's name to the card
+/// ("Fake UVC Camera: UVC Camera") when the camera has one.
 pub fn camera_name(props: &DeviceProps, card: &str) -> String {
-    [props.v4l_product.as_deref(), props.model.as_deref(), Some(card)]
+    [props.model.as_deref(), props.v4l_product.as_deref(), Some(card)]
         .into_iter()
         .flatten()
         .map(str::trim)
@@ -80,7 +90,10 @@ pub fn camera_name(props: &DeviceProps, card: &str) -> String {
 fn sysfs_device_path(syspath: &Path) -> String {
     let device = syspath.parent().and_then(Path::parent).unwrap_or(syspath);
     let rel = device.strip_prefix("/sys/devices").unwrap_or(device);
-    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("-")
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Lowercase, [a-z0-9] kept, every other run of characters one '-'.
@@ -103,21 +116,21 @@ fn slug(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// `udevadm info` of the v4l2vm usbcam's capture node (tests/fixtures/devices/usbcam-uvc-gadget.txt).
     fn usbcam() -> DeviceProps {
-        // `udevadm info /dev/video0` of the v4l2vm usbcam (UVC gadget bound by uvcvideo)
         DeviceProps {
-            sysname: "video0".into(),
-            syspath: "/sys/devices/platform/vhci_hcd.0/usb3/3-1/3-1:1.0/video4linux/video0".into(),
+            sysname: "video1".into(),
+            syspath: "/sys/devices/platform/vhci_hcd.0/usb1/1-1/1-1:1.0/video4linux/video1".into(),
             index: Some(0),
             serial: Some("FAKE0001".into()),
             id_bus: Some("usb".into()),
             id_path: Some("platform-vhci_hcd.0-usb-0:1:1.0".into()),
-            v4l_product: Some("Fake UVC Camera: Fake UVC Camera".into()),
+            v4l_product: Some("Fake UVC Camera: UVC Camera".into()),
             model: Some("Fake UVC Camera".into()),
             usb_speed: Some("480".into()),
             links: vec![
-                "/dev/v4l/by-id/usb-Fake_Cameras_Inc_Fake_UVC_Camera_FAKE0001-video-index0".into(),
                 "/dev/v4l/by-path/platform-vhci_hcd.0-usb-0:1:1.0-video-index0".into(),
+                "/dev/v4l/by-id/usb-Fake_Cameras_Inc_Fake_UVC_Camera_FAKE0001-video-index0".into(),
             ],
         }
     }
@@ -127,8 +140,8 @@ mod tests {
         let a = usbcam();
         assert_eq!(camera_id(&a, "uvcvideo"), "usb-fake0001");
         let mut replugged = usbcam();
-        replugged.sysname = "video2".into();
-        replugged.syspath = "/sys/devices/platform/vhci_hcd.0/usb3/3-2/3-2:1.0/video4linux/video2".into();
+        replugged.sysname = "video3".into();
+        replugged.syspath = "/sys/devices/platform/vhci_hcd.0/usb1/1-2/1-2:1.0/video4linux/video3".into();
         replugged.id_path = Some("platform-vhci_hcd.0-usb-0:2:1.0".into());
         assert_eq!(camera_id(&replugged, "uvcvideo"), "usb-fake0001");
     }
@@ -147,7 +160,10 @@ mod tests {
         let mut right = left.clone();
         right.id_path = Some("pci-0000:00:14.0-usb-0:2:1.0".into());
         left.id_path = Some("pci-0000:00:14.0-usb-0:1:1.0".into());
-        assert_eq!(camera_id(&left, "uvcvideo"), "pci-0000-00-14-0-usb-0-1-1-0-video-index0");
+        assert_eq!(
+            camera_id(&left, "uvcvideo"),
+            "pci-0000-00-14-0-usb-0-1-1-0-video-index0"
+        );
         assert_ne!(camera_id(&left, "uvcvideo"), camera_id(&right, "uvcvideo"));
     }
 
@@ -167,27 +183,57 @@ mod tests {
     }
 
     #[test]
-    fn loopback_is_named_by_driver_and_chosen_node() {
-        let loopback = DeviceProps {
-            sysname: "video10".into(),
-            syspath: "/sys/devices/virtual/video4linux/video10".into(),
-            index: Some(0),
-            v4l_product: Some("Fake USB Webcam".into()),
-            ..DeviceProps::default()
-        };
-        assert_eq!(camera_id(&loopback, "v4l2 loopback"), "v4l2-loopback-video10");
-        assert_eq!(camera_name(&loopback, "Fake USB Webcam"), "Fake USB Webcam");
+    fn name_prefers_usb_product_then_v4l_product_then_card() {
+        let mut props = usbcam();
+        assert_eq!(camera_name(&props, "card"), "Fake UVC Camera");
+        props.model = None;
+        assert_eq!(camera_name(&props, "card"), "Fake UVC Camera: UVC Camera");
+        props.v4l_product = Some("  ".into());
+        assert_eq!(camera_name(&props, "HD Pro Webcam C920"), "HD Pro Webcam C920");
+        assert_eq!(
+            camera_name(
+                &DeviceProps {
+                    sysname: "video7".into(),
+                    ..DeviceProps::default()
+                },
+                ""
+            ),
+            "video7"
+        );
     }
 
     #[test]
-    fn name_prefers_product_then_model_then_card() {
-        let mut props = usbcam();
-        assert_eq!(camera_name(&props, "card"), "Fake UVC Camera: Fake UVC Camera");
-        props.v4l_product = None;
-        assert_eq!(camera_name(&props, "card"), "Fake UVC Camera");
-        props.model = Some("  ".into());
-        assert_eq!(camera_name(&props, "HD Pro Webcam C920"), "HD Pro Webcam C920");
-        assert_eq!(camera_name(&DeviceProps { sysname: "video7".into(), ..DeviceProps::default() }, ""), "video7");
+    fn ids_and_names_of_the_fixture_cameras() {
+        use crate::devices::fixture::node;
+        let id_and_name = |fixture: &str, devnode: &str| {
+            let n = node(fixture, devnode);
+            (camera_id(&n.props, &n.cap.driver), camera_name(&n.props, &n.cap.card))
+        };
+        let expect = |id: &str, name: &str| (id.to_string(), name.to_string());
+        assert_eq!(
+            id_and_name("usbcam-uvc-gadget", "/dev/video1"),
+            expect("usb-fake0001", "Fake UVC Camera")
+        );
+        assert_eq!(
+            id_and_name("logitech-c920", "/dev/video0"),
+            expect("usb-8c4a1e2f", "HD Pro Webcam C920")
+        );
+        assert_eq!(
+            id_and_name("kodak-pixpro-mjpeg-only", "/dev/video8"),
+            expect("pci-0000-00-14-0-usb-0-3-1-0-video-index0", "PIXPRO 4KVR360")
+        );
+        assert_eq!(
+            id_and_name("vivid", "/dev/video0"),
+            expect("platform-vivid-0-video-index0", "vivid")
+        );
+        assert_eq!(
+            id_and_name("v4l2loopback", "/dev/video10"),
+            expect("v4l2-loopback-video10", "Fake MJPEG Webcam")
+        );
+        assert_eq!(
+            id_and_name("pi-legacy-camera", "/dev/video0"),
+            expect("platform-soc-bcm2835-camera-video-index0", "mmal service 16.1")
+        );
     }
 
     #[test]

@@ -21,7 +21,11 @@ pub struct Node {
 
 impl Node {
     pub fn examine(devnode: &Path, props: DeviceProps) -> Self {
-        Self { devnode: devnode.to_path_buf(), props, info: probe_node(devnode).map_err(|e| e.to_string()) }
+        Self {
+            devnode: devnode.to_path_buf(),
+            props,
+            info: probe_node(devnode).map_err(|e| e.to_string()),
+        }
     }
 
     pub fn is_camera(&self) -> bool {
@@ -39,7 +43,10 @@ impl Node {
         if !taken(&id) || self.props.serial.is_none() {
             return id;
         }
-        let props = DeviceProps { serial: None, ..self.props.clone() };
+        let props = DeviceProps {
+            serial: None,
+            ..self.props.clone()
+        };
         let port_id = camera_id(&props, self.info.as_ref().map(|i| i.driver.as_str()).unwrap_or(""));
         tracing::warn!(devnode = %self.devnode.display(), %id, %port_id, "serial shared with another camera, using port-based id");
         port_id
@@ -47,7 +54,12 @@ impl Node {
 
     pub fn bus(&self) -> Bus {
         let bus_info = self.info.as_ref().map(|i| i.bus_info.as_str()).unwrap_or("");
-        Bus::from_node(bus_info, self.props.id_bus.as_deref(), self.props.usb_speed.as_deref(), self.props.is_virtual())
+        Bus::from_node(
+            bus_info,
+            self.props.id_bus.as_deref(),
+            self.props.usb_speed.as_deref(),
+            self.props.is_virtual(),
+        )
     }
 
     fn name(&self) -> String {
@@ -72,7 +84,13 @@ impl Node {
     pub fn report(&self, id: String, wanted: &Wanted) -> NodeReport {
         let bus = self.bus();
         let (kind, driver, card, bus_info, formats) = match &self.info {
-            Ok(i) => (i.kind.clone(), i.driver.clone(), i.card.clone(), i.bus_info.clone(), i.formats.clone()),
+            Ok(i) => (
+                i.kind.clone(),
+                i.driver.clone(),
+                i.card.clone(),
+                i.bus_info.clone(),
+                i.formats.clone(),
+            ),
             Err(error) => (
                 NodeKind::Skipped(SkipReason::ProbeFailed { error: error.clone() }),
                 String::new(),
@@ -81,7 +99,11 @@ impl Node {
                 Vec::new(),
             ),
         };
-        let mode = if kind == NodeKind::Camera { choose_mode(&formats, wanted, bus) } else { None };
+        let mode = if kind == NodeKind::Camera {
+            choose_mode(&formats, wanted, bus)
+        } else {
+            None
+        };
         let why = match &kind {
             NodeKind::Skipped(reason) => Some(reason.to_string()),
             NodeKind::Camera => None,
@@ -101,5 +123,39 @@ impl Node {
             formats,
             mode,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::devices::fixture::node;
+
+    #[test]
+    fn camera_carries_what_config_can_pin_it_by() {
+        let n = node("usbcam-uvc-gadget", "/dev/video1").node();
+        let camera = n.camera(n.id()).expect("a camera");
+        assert_eq!(camera.id, "usb-fake0001");
+        assert_eq!(camera.serial.as_deref(), Some("FAKE0001"));
+        assert!(camera.links.iter().any(|l| l.starts_with("/dev/v4l/by-id")));
+        assert_eq!(
+            camera.syspath.to_str(),
+            Some("/sys/devices/platform/vhci_hcd.0/usb1/1-1/1-1:1.0/video4linux/video1")
+        );
+        assert_eq!(camera.formats.len(), 2);
+        assert!(node("usbcam-uvc-gadget", "/dev/video2")
+            .node()
+            .camera("x".into())
+            .is_none());
+    }
+
+    #[test]
+    fn a_serial_shared_by_two_cameras_falls_back_to_the_port() {
+        let n = node("cheap-mjpeg-yuyv-webcam", "/dev/video2").node();
+        assert_eq!(n.id(), "usb-sn0001");
+        assert_eq!(
+            n.id_avoiding(|id| id == "usb-sn0001"),
+            "pci-0000-00-14-0-usb-0-2-1-0-video-index0"
+        );
+        assert_eq!(n.id_avoiding(|_| false), "usb-sn0001");
     }
 }

@@ -7,7 +7,7 @@
 //! when the name is long, which would panic the daemon on plugging such a camera in. They also
 //! only enumerate single-planar capture formats.
 
-use super::caps::{FormatCaps, FrameIntervals, FrameSizes, Fraction};
+use super::caps::{FormatCaps, Fraction, FrameIntervals, FrameSizes};
 use super::classify::{classify, CaptureBuffers, NodeKind, Querycap};
 use serde::Serialize;
 use std::io;
@@ -38,15 +38,25 @@ pub enum ProbeError {
     #[error("VIDIOC_QUERYCAP on {}: {source}", devnode.display())]
     Querycap { devnode: PathBuf, source: io::Error },
     #[error("VIDIOC_ENUM_FMT on {} (index {index}): {source}", devnode.display())]
-    EnumFormats { devnode: PathBuf, index: u32, source: io::Error },
+    EnumFormats {
+        devnode: PathBuf,
+        index: u32,
+        source: io::Error,
+    },
 }
 
 /// Formats beyond this are a driver bug (UVC devices list a handful, unicam about 50).
 const MAX_FORMATS: u32 = 256;
 
 pub fn probe_node(devnode: &Path) -> Result<NodeInfo, ProbeError> {
-    let device = Device::with_path(devnode).map_err(|source| ProbeError::Open { devnode: devnode.into(), source })?;
-    let cap = querycap(&device).map_err(|source| ProbeError::Querycap { devnode: devnode.into(), source })?;
+    let device = Device::with_path(devnode).map_err(|source| ProbeError::Open {
+        devnode: devnode.into(),
+        source,
+    })?;
+    let cap = querycap(&device).map_err(|source| ProbeError::Querycap {
+        devnode: devnode.into(),
+        source,
+    })?;
     let formats = match cap.capture_buffer_type() {
         Some(buffers) => enum_formats(&device, devnode, buffers)?,
         None => Vec::new(),
@@ -66,7 +76,11 @@ fn querycap(device: &Device) -> io::Result<Querycap> {
     // argument type VIDIOC_QUERYCAP is defined with; the fd stays open for the call.
     let raw: v4l2_capability = unsafe {
         let mut raw: v4l2_capability = std::mem::zeroed();
-        v4l::v4l2::ioctl(device.handle().fd(), v4l::v4l2::vidioc::VIDIOC_QUERYCAP, &mut raw as *mut _ as *mut _)?;
+        v4l::v4l2::ioctl(
+            device.handle().fd(),
+            v4l::v4l2::vidioc::VIDIOC_QUERYCAP,
+            &mut raw as *mut _ as *mut _,
+        )?;
         raw
     };
     Ok(Querycap {
@@ -90,11 +104,21 @@ fn enum_formats(device: &Device, devnode: &Path, buffers: CaptureBuffers) -> Res
             let mut desc: v4l2_fmtdesc = std::mem::zeroed();
             desc.index = index;
             desc.type_ = buf_type;
-            match v4l::v4l2::ioctl(device.handle().fd(), v4l::v4l2::vidioc::VIDIOC_ENUM_FMT, &mut desc as *mut _ as *mut _) {
+            match v4l::v4l2::ioctl(
+                device.handle().fd(),
+                v4l::v4l2::vidioc::VIDIOC_ENUM_FMT,
+                &mut desc as *mut _ as *mut _,
+            ) {
                 Ok(()) => desc,
                 // EINVAL marks the end of the list
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
-                Err(source) => return Err(ProbeError::EnumFormats { devnode: devnode.into(), index, source }),
+                Err(source) => {
+                    return Err(ProbeError::EnumFormats {
+                        devnode: devnode.into(),
+                        index,
+                        source,
+                    })
+                }
             }
         };
         let fourcc = FourCC::from(desc.pixelformat);
@@ -134,13 +158,19 @@ fn frame_sizes(device: &Device, fourcc: FourCC) -> FrameSizes {
 }
 
 fn frame_intervals(device: &Device, fourcc: FourCC, width: u32, height: u32) -> Option<FrameIntervals> {
-    let frac = |f: v4l::Fraction| Fraction { num: f.numerator, den: f.denominator };
+    let frac = |f: v4l::Fraction| Fraction {
+        num: f.numerator,
+        den: f.denominator,
+    };
     let intervals = device.enum_frameintervals(fourcc, width, height).ok()?;
     let mut discrete = Vec::new();
     for interval in intervals {
         match interval.interval {
             FrameIntervalEnum::Stepwise(s) => {
-                return Some(FrameIntervals::Stepwise { min_interval: frac(s.min), max_interval: frac(s.max) })
+                return Some(FrameIntervals::Stepwise {
+                    min_interval: frac(s.min),
+                    max_interval: frac(s.max),
+                })
             }
             FrameIntervalEnum::Discrete(f) => discrete.push(frac(f)),
         }
@@ -156,7 +186,16 @@ fn c_string(bytes: &[u8]) -> String {
 
 /// The fourcc as text ("YUYV", "Y10 " trimmed later), bytes that are not printable replaced.
 fn fourcc_text(code: u32) -> String {
-    code.to_le_bytes().iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' }).collect()
+    code.to_le_bytes()
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -53,7 +53,11 @@ pub fn scan() -> Vec<NodeReport> {
         .iter()
         .map(|devnode| {
             let node = Node::examine(devnode, props_for_devnode(devnode));
-            let id = if node.is_camera() { node.id_avoiding(|id| ids.contains(id)) } else { node.id() };
+            let id = if node.is_camera() {
+                node.id_avoiding(|id| ids.contains(id))
+            } else {
+                node.id()
+            };
             if node.is_camera() {
                 ids.insert(id.clone());
             }
@@ -71,10 +75,20 @@ pub fn render_table(reports: &[NodeReport]) -> String {
         .iter()
         .map(|r| {
             let (kind, detail) = match &r.kind {
-                NodeKind::Camera => ("camera", r.mode.as_ref().map_or("no usable mode".to_string(), |m| m.to_string())),
+                NodeKind::Camera => (
+                    "camera",
+                    r.mode.as_ref().map_or("no usable mode".to_string(), |m| m.to_string()),
+                ),
                 NodeKind::Skipped(reason) => ("skipped", reason.to_string()),
             };
-            [r.devnode.display().to_string(), kind.to_string(), r.id.clone(), r.name.clone(), r.bus.to_string(), detail]
+            [
+                r.devnode.display().to_string(),
+                kind.to_string(),
+                r.id.clone(),
+                r.name.clone(),
+                r.bus.to_string(),
+                detail,
+            ]
         })
         .collect();
     let header = ["NODE", "KIND", "ID", "NAME", "BUS", "MODE / WHY SKIPPED"].map(String::from);
@@ -134,4 +148,85 @@ fn fps_text(rate: Fraction) -> String {
     }
     let s = format!("{:.3}", rate.as_f64());
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::fixture::load;
+
+    fn reports(fixture: &str) -> Vec<NodeReport> {
+        load(fixture)
+            .iter()
+            .map(|f| f.node())
+            .map(|n| n.report(n.id(), &Wanted::default()))
+            .collect()
+    }
+
+    #[test]
+    fn usbcam_report_lists_camera_and_skipped_nodes() {
+        let r = reports("usbcam-uvc-gadget");
+        let table = render_table(&r);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("NODE") && lines[0].contains("MODE / WHY SKIPPED"),
+            "{table}"
+        );
+        assert!(
+            lines[1].contains("/dev/video0") && lines[1].contains("skipped") && lines[1].ends_with("output-only node"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains("camera") && lines[2].contains("usb-fake0001") && lines[2].contains("usb2"),
+            "{table}"
+        );
+        assert!(lines[2].ends_with("MJPG 640x480@30"), "{table}");
+        assert!(
+            table.contains("    MJPG (Motion-JPEG)\n        640x480 1280x720: 30 15 10 fps\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("    YUYV (YUYV 4:2:2)\n        640x360: 30 15 10 fps\n"),
+            "{table}"
+        );
+        assert!(
+            lines
+                .last()
+                .is_some_and(|l| l.contains("/dev/video2") && l.ends_with("metadata node")),
+            "{table}"
+        );
+        assert_eq!(r[1].summary(), "camera, MJPG 640x480@30");
+        assert_eq!(r[2].summary(), "skipped: metadata node");
+    }
+
+    #[test]
+    fn rates_that_are_not_whole_show_as_decimals() {
+        let table = render_table(&reports("vivid"));
+        assert!(table.contains("640x480: 25 15 12.5 10 5 4 2 1 fps"), "{table}");
+    }
+
+    #[test]
+    fn json_has_kind_reason_and_mode() {
+        let r = reports("usbcam-uvc-gadget");
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json[1]["kind"], "camera");
+        assert_eq!(json[1]["id"], "usb-fake0001");
+        assert_eq!(json[1]["bus"], serde_json::json!({"type": "usb", "speed_mbps": 480}));
+        assert_eq!(
+            json[1]["mode"],
+            serde_json::json!({"format": "mjpeg", "width": 640, "height": 480, "fps": {"num": 30, "den": 1}})
+        );
+        assert_eq!(json[2]["kind"], "skipped");
+        assert_eq!(json[2]["reason"], "metadata");
+        assert_eq!(json[2]["why"], "metadata node");
+        assert_eq!(
+            json[1]["formats"][0]["sizes"][0]["intervals"][0],
+            serde_json::json!({"num": 30, "den": 1})
+        );
+    }
+
+    #[test]
+    fn no_nodes_says_so() {
+        assert_eq!(render_table(&[]), "no V4L2 nodes (/dev/video*) found\n");
+    }
 }

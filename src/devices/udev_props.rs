@@ -38,12 +38,18 @@ pub fn lookup(devnode: &Path) -> Option<udev::Device> {
 pub fn props_for_devnode(devnode: &Path) -> DeviceProps {
     match lookup(devnode) {
         Some(dev) => from_udev(&dev),
-        None => DeviceProps { sysname: sysname(devnode), ..DeviceProps::default() },
+        None => DeviceProps {
+            sysname: sysname(devnode),
+            ..DeviceProps::default()
+        },
     }
 }
 
 fn sysname(devnode: &Path) -> String {
-    devnode.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    devnode
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 pub fn from_udev(dev: &udev::Device) -> DeviceProps {
@@ -63,12 +69,16 @@ pub fn from_udev(dev: &udev::Device) -> DeviceProps {
             .or_else(|| prop("ID_MODEL").map(|m| m.replace('_', " ")))
             .or_else(|| usb_attr("product")),
         usb_speed: usb_attr("speed"),
-        links: prop("DEVLINKS").map(|l| l.split_whitespace().map(PathBuf::from).collect()).unwrap_or_default(),
+        links: prop("DEVLINKS")
+            .map(|l| l.split_whitespace().map(PathBuf::from).collect())
+            .unwrap_or_default(),
     }
 }
 
 fn text(value: Option<&OsStr>) -> Option<String> {
-    value.map(|v| v.to_string_lossy().trim().to_string()).filter(|v| !v.is_empty())
+    value
+        .map(|v| v.to_string_lossy().trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// udev writes unsafe bytes of ID_*_ENC values as `\xHH` ("HD\x20Pro\x20Webcam\x20C920").
@@ -78,7 +88,9 @@ fn decode_udev_escapes(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let escaped = bytes.get(i..i + 4).filter(|b| b.starts_with(b"\\x")).and_then(|b| {
-            std::str::from_utf8(&b[2..]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            std::str::from_utf8(&b[2..])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         });
         match escaped {
             Some(b) => {
@@ -100,7 +112,10 @@ mod tests {
 
     #[test]
     fn decodes_udev_hex_escapes() {
-        assert_eq!(decode_udev_escapes("HD\\x20Pro\\x20Webcam\\x20C920"), "HD Pro Webcam C920");
+        assert_eq!(
+            decode_udev_escapes("HD\\x20Pro\\x20Webcam\\x20C920"),
+            "HD Pro Webcam C920"
+        );
         assert_eq!(decode_udev_escapes("odd\\x2"), "odd\\x2");
         assert_eq!(decode_udev_escapes("Kamera\\xc3\\xa4\\x20"), "Kameraä");
     }

@@ -14,18 +14,18 @@
 use super::bus::Bus;
 use super::caps::FormatCaps;
 use super::debounce::{Action, Debouncer};
+use super::mode::Wanted;
 use super::node::Node;
 use super::report::NodeReport;
 use super::udev_props::{from_udev, lookup, props_for_devnode, udevd_running, video_nodes};
-use super::mode::Wanted;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Sender;
 
 /// A V4L2 capture node that is a camera.
@@ -47,7 +47,10 @@ pub struct Camera {
 pub enum DeviceEvent {
     Added(Camera),
     /// `id` is the one sent in `Added`: a remove event no longer carries what the id was made of.
-    Removed { id: String, devnode: PathBuf },
+    Removed {
+        id: String,
+        devnode: PathBuf,
+    },
     /// A node that is not a camera (or could not be probed), with the reason.
     Skipped(NodeReport),
     /// Every node present at start has been reported.
@@ -104,7 +107,10 @@ pub fn spawn(tx: Sender<DeviceEvent>) -> Result<WatchHandle, WatchError> {
         })
         .map_err(WatchError::Thread)?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(WatchHandle { stop: Some(stop), thread: Some(thread) }),
+        Ok(Ok(())) => Ok(WatchHandle {
+            stop: Some(stop),
+            thread: Some(thread),
+        }),
         Ok(Err(e)) => Err(WatchError::Monitor(e)),
         Err(_) => Err(WatchError::Startup),
     }
@@ -112,17 +118,31 @@ pub fn spawn(tx: Sender<DeviceEvent>) -> Result<WatchHandle, WatchError> {
 
 fn open_monitor() -> io::Result<Option<udev::MonitorSocket>> {
     if !udevd_running() {
-        tracing::warn!("udevd is not running (no /run/udev/control): reporting the cameras present now, hot-plug will not be seen");
+        tracing::warn!(
+            "udevd is not running (no /run/udev/control): reporting the cameras present now, hot-plug will not be seen"
+        );
         return Ok(None);
     }
-    udev::MonitorBuilder::new()?.match_subsystem("video4linux")?.listen().map(Some)
+    udev::MonitorBuilder::new()?
+        .match_subsystem("video4linux")?
+        .listen()
+        .map(Some)
 }
+
+/// v4l2loopback (with exclusive_caps, as webcam emulations use it) says "video output" until a
+/// producer streams into it and "video capture" from then on, without any uevent; so its nodes
+/// are probed again this often. A QUERYCAP on a handful of nodes is nothing.
+const LOOPBACK_RECHECK: Duration = Duration::from_secs(1);
+const LOOPBACK_DRIVER: &str = "v4l2 loopback";
 
 struct Watcher {
     tx: Sender<DeviceEvent>,
     /// Nodes reported so far, with the camera id sent for each camera.
     known: HashMap<PathBuf, Option<String>>,
     pending: Debouncer<PathBuf>,
+    /// v4l2loopback nodes, and when to probe them again.
+    loopbacks: BTreeSet<PathBuf>,
+    next_recheck: Instant,
     wanted: Wanted,
 }
 
@@ -131,7 +151,14 @@ struct Closed;
 
 impl Watcher {
     fn new(tx: Sender<DeviceEvent>) -> Self {
-        Self { tx, known: HashMap::new(), pending: Debouncer::default(), wanted: Wanted::default() }
+        Self {
+            tx,
+            known: HashMap::new(),
+            pending: Debouncer::default(),
+            loopbacks: BTreeSet::new(),
+            next_recheck: Instant::now() + LOOPBACK_RECHECK,
+            wanted: Wanted::default(),
+        }
     }
 
     fn run(mut self, monitor: Option<udev::MonitorSocket>, stop: &UnixStream) {
@@ -139,14 +166,17 @@ impl Watcher {
             return;
         }
         loop {
-            let timeout = self.pending.deadline().map(|d| d.saturating_duration_since(Instant::now()));
-            let (stop_ready, monitor_ready) = match wait(stop.as_raw_fd(), monitor.as_ref().map(|m| m.as_raw_fd()), timeout) {
-                Ok(ready) => ready,
-                Err(e) => {
-                    tracing::error!("device watcher: poll failed, hot-plug is no longer seen: {e}");
-                    return;
-                }
-            };
+            let recheck = (!self.loopbacks.is_empty()).then_some(self.next_recheck);
+            let wake = [self.pending.deadline(), recheck].into_iter().flatten().min();
+            let timeout = wake.map(|d| d.saturating_duration_since(Instant::now()));
+            let (stop_ready, monitor_ready) =
+                match wait(stop.as_raw_fd(), monitor.as_ref().map(|m| m.as_raw_fd()), timeout) {
+                    Ok(ready) => ready,
+                    Err(e) => {
+                        tracing::error!("device watcher: poll failed, hot-plug is no longer seen: {e}");
+                        return;
+                    }
+                };
             if stop_ready {
                 return;
             }
@@ -163,7 +193,7 @@ impl Watcher {
                     }
                 }
             }
-            if self.settle().is_err() {
+            if self.settle().is_err() || self.recheck_loopbacks().is_err() {
                 return;
             }
         }
@@ -186,8 +216,12 @@ impl Watcher {
     fn settle(&mut self) -> Result<(), Closed> {
         let settled = self.pending.take_settled(Instant::now());
         for s in settled.iter().filter(|s| s.removed) {
+            self.loopbacks.remove(&s.key);
             if let Some(Some(id)) = self.known.remove(&s.key) {
-                self.send(DeviceEvent::Removed { id, devnode: s.key.clone() })?;
+                self.send(DeviceEvent::Removed {
+                    id,
+                    devnode: s.key.clone(),
+                })?;
             }
         }
         for s in settled.into_iter().filter(|s| s.present) {
@@ -200,7 +234,32 @@ impl Watcher {
         Ok(())
     }
 
+    /// A loopback node that became a camera is added, one that stopped being one is removed.
+    fn recheck_loopbacks(&mut self) -> Result<(), Closed> {
+        if Instant::now() < self.next_recheck {
+            return Ok(());
+        }
+        self.next_recheck = Instant::now() + LOOPBACK_RECHECK;
+        for devnode in self.loopbacks.clone() {
+            let node = Node::examine(&devnode, props_for_devnode(&devnode));
+            match (self.known.get(&devnode), node.is_camera()) {
+                (Some(Some(id)), false) => {
+                    let id = id.clone();
+                    tracing::info!(%id, devnode = %devnode.display(), "loopback camera lost its producer");
+                    self.known.insert(devnode.clone(), None);
+                    self.send(DeviceEvent::Removed { id, devnode })?;
+                }
+                (Some(None), true) => self.report(node)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn report(&mut self, node: Node) -> Result<(), Closed> {
+        if node.info.as_ref().is_ok_and(|i| i.driver == LOOPBACK_DRIVER) {
+            self.loopbacks.insert(node.devnode.clone());
+        }
         if node.is_camera() {
             let id = node.id_avoiding(|id| self.known.values().any(|k| k.as_deref() == Some(id)));
             if let Some(camera) = node.camera(id.clone()) {
@@ -221,11 +280,19 @@ impl Watcher {
 }
 
 /// poll(2) on the stop socket and the monitor; which of them are ready. `None` waits forever.
-fn wait(stop: RawFd, monitor: Option<RawFd>, timeout: Option<std::time::Duration>) -> io::Result<(bool, bool)> {
+fn wait(stop: RawFd, monitor: Option<RawFd>, timeout: Option<Duration>) -> io::Result<(bool, bool)> {
     let mut fds = [
-        libc::pollfd { fd: stop, events: libc::POLLIN, revents: 0 },
+        libc::pollfd {
+            fd: stop,
+            events: libc::POLLIN,
+            revents: 0,
+        },
         // a negative fd is ignored by poll: no monitor without udevd
-        libc::pollfd { fd: monitor.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
+        libc::pollfd {
+            fd: monitor.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
     // round up: waking a millisecond early would only poll again
     let timeout_ms = timeout.map_or(-1, |t| i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX));
@@ -274,7 +341,7 @@ mod tests {
     #[test]
     fn wait_times_out() {
         let (_stop, stop_rx) = UnixStream::pair().expect("pair");
-        let ready = wait(stop_rx.as_raw_fd(), None, Some(std::time::Duration::from_millis(5))).expect("poll");
+        let ready = wait(stop_rx.as_raw_fd(), None, Some(Duration::from_millis(5))).expect("poll");
         assert_eq!(ready, (false, false));
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
-use super::MediaError;
+use super::{tee_branch, MediaError};
 use crate::devices::caps::{CaptureMode, PixelFormat};
 use crate::encoders::Codec;
 
@@ -47,9 +47,26 @@ const RTP_MTU: u32 = 1200;
 
 pub struct CameraPipeline {
     pipeline: gst::Pipeline,
-    tee: gst::Element,
-    payloader: gst::Element,
+    /// Decoded, converted pictures, before any encoder; None for passthrough (nothing is decoded).
+    raw_tee: Option<gst::Element>,
+    main: Encoding,
+    /// A second encoding (VP8 for browsers without H.264) that exists only while someone watches it.
+    extra: Option<ExtraEncoding>,
     counters: Arc<Counters>,
+}
+
+/// An encoded stream ready for viewers: its codec, the tee viewers hang off, the payloader to ask
+/// for keyframes.
+struct Encoding {
+    codec: Codec,
+    fanout: gst::Element,
+    payloader: gst::Element,
+}
+
+struct ExtraEncoding {
+    encoding: Encoding,
+    bin: gst::Bin,
+    raw_pad: gst::Pad,
 }
 
 /// Updated from streaming threads by pad probes, read by the actor and the API.
@@ -113,8 +130,11 @@ impl CameraPipeline {
             }
             SourceSpec::V4l2 { device, .. } => src.set_property("device", device.to_string_lossy().as_ref()),
         }
-        let tee = by_name("fanout")?;
-        let payloader = by_name("pay")?;
+        let main = Encoding {
+            codec: encoder.codec,
+            fanout: by_name("fanout")?,
+            payloader: by_name("pay")?,
+        };
 
         let counters = Arc::new(Counters::new());
         let c = counters.clone();
@@ -126,7 +146,7 @@ impl CameraPipeline {
                 gst::PadProbeReturn::Ok
             });
         let c = counters.clone();
-        payloader
+        main.payloader
             .static_pad("sink")
             .ok_or_else(|| MediaError::Build("payloader has no sink pad".into()))?
             .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
@@ -135,9 +155,10 @@ impl CameraPipeline {
             });
 
         Ok(Self {
+            raw_tee: pipeline.by_name("raw"),
             pipeline,
-            tee,
-            payloader,
+            main,
+            extra: None,
             counters,
         })
     }
@@ -153,8 +174,66 @@ impl CameraPipeline {
         &self.pipeline
     }
 
-    pub fn tee(&self) -> &gst::Element {
-        &self.tee
+    /// The tee that viewers of `codec` attach to, if this pipeline currently encodes it.
+    pub fn fanout(&self, codec: Codec) -> Option<&gst::Element> {
+        self.encodings().find(|e| e.codec == codec).map(|e| &e.fanout)
+    }
+
+    fn encodings(&self) -> impl Iterator<Item = &Encoding> {
+        std::iter::once(&self.main).chain(self.extra.as_ref().map(|x| &x.encoding))
+    }
+
+    /// Adds a second encoding of the same pictures (e.g. VP8 next to H.264), off the raw tee, and
+    /// returns its fanout. Only one extra encoding exists at a time.
+    pub fn add_encoding(&mut self, plan: &EncoderPlan) -> Result<&gst::Element, MediaError> {
+        let raw_tee = self
+            .raw_tee
+            .as_ref()
+            .ok_or_else(|| MediaError::Build("this camera's stream is passed through undecoded; it cannot be re-encoded".into()))?;
+        if self.extra.is_some() {
+            return Err(MediaError::Build("an extra encoding is already running".into()));
+        }
+        let convert = plan
+            .raw_input
+            .as_deref()
+            .map(|f| format!("videoconvert ! video/x-raw,format={f} ! "))
+            .unwrap_or_default();
+        let description = format!(
+            "{ENCODER_QUEUE} ! {convert}{} ! {} ! tee name=fanout allow-not-linked=true",
+            plan.fragment,
+            payloader(plan.codec)
+        );
+        let bin = gst::parse::bin_from_description(&description, true)
+            .map_err(|e| MediaError::Build(format!("{description}: {e}")))?;
+        let encoding = Encoding {
+            codec: plan.codec,
+            fanout: bin.by_name("fanout").ok_or_else(|| MediaError::Build("no fanout in extra encoding".into()))?,
+            payloader: bin.by_name("pay").ok_or_else(|| MediaError::Build("no payloader in extra encoding".into()))?,
+        };
+        self.pipeline
+            .add(&bin)
+            .map_err(|e| MediaError::Build(format!("adding extra encoding: {e}")))?;
+        let sink = bin.static_pad("sink").ok_or_else(|| MediaError::Build("extra encoding has no sink".into()))?;
+        let started = bin.sync_state_with_parent().is_ok();
+        let raw_pad = match tee_branch::link(raw_tee, &sink) {
+            Some(pad) if started => pad,
+            _ => {
+                let _ = bin.set_state(gst::State::Null);
+                let _ = self.pipeline.remove(&bin);
+                return Err(MediaError::Build("could not start the extra encoding".into()));
+            }
+        };
+        let extra = self.extra.insert(ExtraEncoding { encoding, bin, raw_pad });
+        Ok(&extra.encoding.fanout)
+    }
+
+    /// Stops the extra encoding of `codec` (its last viewer left).
+    pub fn remove_encoding(&mut self, codec: Codec) {
+        if self.extra.as_ref().is_some_and(|x| x.encoding.codec == codec) {
+            if let (Some(extra), Some(raw_tee)) = (self.extra.take(), &self.raw_tee) {
+                tee_branch::detach(raw_tee, extra.raw_pad, vec![extra.bin.upcast()]);
+            }
+        }
     }
 
     pub fn counters(&self) -> &Arc<Counters> {
@@ -168,11 +247,11 @@ impl CameraPipeline {
 
     /// Asks the encoder for a keyframe (with SPS/PPS), so a viewer that just joined can start decoding
     /// without waiting for the next GOP.
-    pub fn request_keyframe(&self) {
+    pub fn request_keyframe(&self, codec: Codec) {
         let event = gst_video::UpstreamForceKeyUnitEvent::builder()
             .all_headers(true)
             .build();
-        if let Some(pad) = self.payloader.static_pad("src") {
+        if let Some(pad) = self.encodings().find(|e| e.codec == codec).and_then(|e| e.payloader.static_pad("src")) {
             pad.send_event(event);
         }
     }
@@ -226,22 +305,29 @@ fn launch_description(source: &SourceSpec, encoder: &EncoderPlan) -> Result<Stri
         }
     }
     if let Some(format) = &encoder.raw_input {
-        // A leaky queue decouples capture from encoding: if the encoder falls behind, frames are dropped
-        // here instead of stalling the capture thread (which makes v4l2src run out of buffers).
-        parts.push("queue max-size-buffers=2 max-size-bytes=0 max-size-time=0 leaky=downstream".into());
-        parts.push(format!("videoconvert ! video/x-raw,format={format}"));
+        // Converted once, then teed: the main encoder and any extra encoding share the same pictures.
+        parts.push(format!("videoconvert ! video/x-raw,format={format} ! tee name=raw allow-not-linked=true"));
+        parts.push(ENCODER_QUEUE.into());
     }
     parts.push(encoder.fragment.clone());
-    parts.push(match encoder.codec {
+    parts.push(payloader(encoder.codec));
+    // allow-not-linked: with no viewers the encoder keeps running instead of erroring with not-linked.
+    parts.push("tee name=fanout allow-not-linked=true".into());
+    Ok(parts.join(" ! "))
+}
+
+/// A leaky queue in front of each encoder: if it falls behind, frames are dropped here instead of
+/// stalling the capture thread (which makes v4l2src run out of buffers) or the other encoder.
+const ENCODER_QUEUE: &str = "queue max-size-buffers=2 max-size-bytes=0 max-size-time=0 leaky=downstream";
+
+fn payloader(codec: Codec) -> String {
+    match codec {
         // config-interval=-1 puts SPS/PPS before every IDR: a viewer joining mid-stream can decode the next keyframe.
         Codec::H264 => format!(
             "h264parse ! rtph264pay name=pay config-interval=-1 aggregate-mode=zero-latency pt={PAYLOAD_TYPE} mtu={RTP_MTU}"
         ),
         Codec::Vp8 => format!("rtpvp8pay name=pay picture-id-mode=15-bit pt={PAYLOAD_TYPE} mtu={RTP_MTU}"),
-    });
-    // allow-not-linked: with no viewers the encoder keeps running instead of erroring with not-linked.
-    parts.push("tee name=fanout allow-not-linked=true".into());
-    Ok(parts.join(" ! "))
+    }
 }
 
 fn v4l2_caps(mode: &CaptureMode) -> Result<String, MediaError> {
@@ -290,10 +376,11 @@ mod tests {
         )
         .unwrap();
         assert!(
-            d.starts_with("v4l2src name=src ! image/jpeg,width=1280,height=720,framerate=30/1 ! jpegdec ! queue"),
+            d.starts_with("v4l2src name=src ! image/jpeg,width=1280,height=720,framerate=30/1 ! jpegdec ! videoconvert"),
             "{d}"
         );
-        assert!(d.contains("videoconvert ! video/x-raw,format=I420 ! x264enc ! h264parse ! rtph264pay"), "{d}");
+        assert!(d.contains("video/x-raw,format=I420 ! tee name=raw"), "{d}");
+        assert!(d.contains("leaky=downstream ! x264enc ! h264parse ! rtph264pay"), "{d}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst_webrtc::WebRTCSDPType;
 
-use super::MediaError;
+use super::{tee_branch, MediaError};
 use crate::config::IceServer;
 
 /// What a viewer branch reports from GStreamer's threads. The camera actor turns these into
@@ -40,17 +40,17 @@ pub struct ViewerBranch {
     queue: gst::Element,
     webrtc: gst::Element,
     tee_pad: gst::Pad,
+    tee: gst::Element,
 }
 
 impl ViewerBranch {
-    /// Adds the branch to a running pipeline. webrtcbin fires `on-negotiation-needed` once the branch
-    /// is linked; the offer then arrives as `ViewerEvent::Offer` on `events`.
-    pub fn attach(
-        pipeline: &gst::Pipeline,
-        tee: &gst::Element,
-        ice: &IceSettings,
-        events: EventSink,
-    ) -> Result<Self, MediaError> {
+    /// Adds the branch to the bin holding `tee` (the pipeline, or an extra encoding's bin). webrtcbin
+    /// fires `on-negotiation-needed` once the branch is linked; the offer arrives as `ViewerEvent::Offer`.
+    pub fn attach(tee: &gst::Element, ice: &IceSettings, events: EventSink) -> Result<Self, MediaError> {
+        let bin = tee
+            .parent()
+            .and_then(|p| p.downcast::<gst::Bin>().ok())
+            .ok_or_else(|| MediaError::Build("tee is not in a bin".into()))?;
         let queue = gst::ElementFactory::make("queue")
             .property_from_str("leaky", "downstream")
             .property("max-size-buffers", VIEWER_QUEUE_BUFFERS)
@@ -66,11 +66,10 @@ impl ViewerBranch {
         configure_ice(&webrtc, ice);
         connect_signals(&webrtc, events);
 
-        pipeline
-            .add_many([&queue, &webrtc])
+        bin.add_many([&queue, &webrtc])
             .map_err(|e| MediaError::Build(format!("adding viewer branch: {e}")))?;
         let fail = |what: &str| {
-            let _ = pipeline.remove_many([&queue, &webrtc]);
+            let _ = bin.remove_many([&queue, &webrtc]);
             MediaError::Build(what.to_string())
         };
         queue.link(&webrtc).map_err(|_| fail("linking queue to webrtcbin"))?;
@@ -82,18 +81,13 @@ impl ViewerBranch {
         }
         queue.sync_state_with_parent().map_err(|_| fail("starting viewer queue"))?;
         webrtc.sync_state_with_parent().map_err(|_| fail("starting webrtcbin"))?;
-        let tee_pad = tee
-            .request_pad_simple("src_%u")
-            .ok_or_else(|| fail("tee gave no src pad"))?;
         let queue_sink = queue.static_pad("sink").ok_or_else(|| fail("queue has no sink pad"))?;
-        if tee_pad.link(&queue_sink).is_err() {
-            tee.release_request_pad(&tee_pad);
-            return Err(fail("linking tee to viewer queue"));
-        }
+        let tee_pad = tee_branch::link(tee, &queue_sink).ok_or_else(|| fail("linking tee to viewer queue"))?;
         Ok(Self {
             queue,
             webrtc,
             tee_pad,
+            tee: tee.clone(),
         })
     }
 
@@ -130,37 +124,9 @@ impl ViewerBranch {
         }
     }
 
-    /// Unlinks the branch from the tee when no buffer is in flight, then stops and removes it off the
-    /// streaming thread. Leaves nothing behind: webrtcbin's threads and sockets go with it.
-    pub fn detach(self, pipeline: &gst::Pipeline, tee: &gst::Element) {
-        let Self {
-            queue,
-            webrtc,
-            tee_pad,
-        } = self;
-        let pipeline_weak = pipeline.downgrade();
-        let tee = tee.clone();
-        let done = AtomicBool::new(false);
-        tee_pad.add_probe(gst::PadProbeType::IDLE, move |pad, _| {
-            // IDLE probes can fire more than once before removal takes effect.
-            if done.swap(true, Ordering::SeqCst) {
-                return gst::PadProbeReturn::Remove;
-            }
-            if let Some(peer) = pad.peer() {
-                let _ = pad.unlink(&peer);
-            }
-            tee.release_request_pad(pad);
-            let (queue, webrtc) = (queue.clone(), webrtc.clone());
-            if let Some(pipeline) = pipeline_weak.upgrade() {
-                pipeline.call_async(move |pipeline| {
-                    for element in [&webrtc, &queue] {
-                        let _ = element.set_state(gst::State::Null);
-                    }
-                    let _ = pipeline.remove_many([&queue, &webrtc]);
-                });
-            }
-            gst::PadProbeReturn::Remove
-        });
+    /// Takes the branch off its tee and frees it (see `tee_branch::detach`).
+    pub fn detach(self) {
+        tee_branch::detach(&self.tee, self.tee_pad, vec![self.webrtc, self.queue]);
     }
 }
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing edgecam needs on Debian 12, from Debian's archive and
+# crates.io only. Safe to run again: it installs only what is missing (and skips apt-get update then).
+#   scripts/install-deps.sh run    build + runtime packages (enough for `make demo`)
+#   scripts/install-deps.sh test   also the browsers, decoders and VM tools the test suite uses
+set -euo pipefail
+what=${1:-run}
+
+build=(pkg-config gcc libc6-dev make libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+       libgstreamer-plugins-bad1.0-dev libudev-dev libclang-dev)
+# gstreamer1.0-x carries clockoverlay (the running clock drawn on demo cameras).
+runtime=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+         gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-x gstreamer1.0-tools)
+# chromium/firefox-esr: real browsers for end-to-end tests; gstreamer1.0-libav: the H.264 decoder of
+# the scripted test client; gstreamer1.0-vaapi: an encoder element with no hardware behind it, which
+# must be reported unusable. (tests/vm/build-image.sh installs the VM's own tools itself.)
+test=(chromium firefox-esr gstreamer1.0-libav gstreamer1.0-vaapi python3 python3-websocket iproute2 procps curl)
+
+packages=("${build[@]}" "${runtime[@]}")
+[ "$what" = test ] && packages+=("${test[@]}")
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install Rust with rustup (Debian 12's rustc 1.63 is too old)" >&2
+  exit 1
+fi
