@@ -59,6 +59,9 @@ struct RunArgs {
     /// Serve the viewer from this folder instead of the built-in copy (overrides the config).
     #[arg(long)]
     web_dir: Option<PathBuf>,
+    /// Also load encoder profiles from this folder (repeatable; after the installed ones, same name overrides).
+    #[arg(long = "profile-dir")]
+    profile_dirs: Vec<PathBuf>,
     /// Restrict ICE host candidates to this address (repeatable); 127.0.0.1 streams over loopback.
     #[arg(long = "ice-local-address")]
     ice_local_addresses: Vec<IpAddr>,
@@ -108,9 +111,11 @@ fn load_config(explicit: Option<&Path>) -> anyhow::Result<Config> {
     }
 }
 
-fn checked_catalog() -> anyhow::Result<Catalog> {
+fn checked_catalog(extra_dirs: &[PathBuf]) -> anyhow::Result<Catalog> {
     media::init()?;
-    let mut catalog = Catalog::load(&Catalog::default_dirs());
+    let mut dirs = Catalog::default_dirs();
+    dirs.extend_from_slice(extra_dirs);
+    let mut catalog = Catalog::load(&dirs);
     catalog.check(&Host::real());
     Ok(catalog)
 }
@@ -125,7 +130,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     config.ice.local_addresses.extend(args.ice_local_addresses);
 
-    let catalog = checked_catalog()?;
+    let catalog = checked_catalog(&args.profile_dirs)?;
     for report in catalog.report() {
         info!(profile = %report.name, usable = report.usable, reason = %report.reason, "encoder profile");
     }
@@ -221,7 +226,7 @@ fn probe(json: bool) -> anyhow::Result<()> {
 }
 
 fn profiles(json: bool) -> anyhow::Result<()> {
-    let catalog = checked_catalog()?;
+    let catalog = checked_catalog(&[])?;
     let report = catalog.report();
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -91,6 +91,7 @@ async fn bad_messages_are_answered_and_streaming_goes_on() {
         for (case, text, camera) in cases() {
             sig.send_text(text).await?;
             let reply = expect_error(&mut sig, case).await?;
+            eprintln!("{case}: {reply}");
             match camera {
                 Some("*") => {}
                 Some(id) if reply["camera"] != id => bail!("case {case:?}: error not about {id}: {reply}"),
@@ -107,6 +108,7 @@ async fn bad_messages_are_answered_and_streaming_goes_on() {
         if reply["camera"] != "demo1" {
             bail!("bad SDP answer: error not about demo1: {reply}");
         }
+        eprintln!("bad SDP answer: {reply}");
 
         // After all that, the connection is still up and usable: `ready` again gets a fresh offer.
         sig.send(&json!({"type": "ready", "camera": "demo1"})).await?;
@@ -129,6 +131,7 @@ async fn bad_messages_are_answered_and_streaming_goes_on() {
 
         for fragmented in [false, true] {
             let outcome = send_oversized(daemon.addr, fragmented).await?;
+            eprintln!("10 MB message (fragmented: {fragmented}): {outcome:?}");
             match &outcome {
                 Oversized::Closed(1009) | Oversized::Error(_) => {}
                 other => bail!("10 MB message (fragmented: {fragmented}): expected an error or close 1009, got {other:?}"),

@@ -42,7 +42,9 @@ async fn decodes(session: &mut OriginalSession, camera: &str) -> Result<()> {
         .pump_until(&format!("{camera} still decoding"), LIVENESS, |v| {
             v[camera].received().frames > before
         })
-        .await
+        .await?;
+    eprintln!("{}", session.viewers[camera].describe());
+    Ok(())
 }
 
 /// The original guarantees: H.264 at 640x480.
@@ -95,6 +97,7 @@ async fn original_client_both_cameras_then_reconnect() {
                 v["camera1"].received().frames > c1 && v["camera2"].received().frames > c2
             })
             .await?;
+        eprintln!("{}", session.describe());
         check_format(&session, "camera1")?;
         check_format(&session, "camera2")?;
         wait_viewers(daemon.addr, "camera1", 1).await?;

@@ -196,9 +196,13 @@ impl Actor {
             outbox.send(self.error("answer while the camera is not streaming"));
             return;
         };
-        if let Err(e) = branch.set_answer(sdp, events) {
-            viewer.span.in_scope(|| warn!(error = %e, "answer rejected"));
-            outbox.send(self.error(&e.to_string()));
+        match branch.set_answer(sdp, events) {
+            Ok(()) => {}
+            Err(MediaError::StaleAnswer) => viewer.span.in_scope(|| info!("ignoring an answer to an earlier offer")),
+            Err(e) => {
+                viewer.span.in_scope(|| warn!(error = %e, "answer rejected"));
+                outbox.send(self.error(&e.to_string()));
+            }
         }
     }
 

@@ -67,7 +67,7 @@ pub fn load(name: &str) -> Vec<FixtureNode> {
 pub fn node(name: &str, devnode: &str) -> FixtureNode {
     load(name)
         .into_iter()
-        .find(|n| n.devnode == PathBuf::from(devnode))
+        .find(|n| n.devnode == std::path::Path::new(devnode))
         .unwrap_or_else(|| panic!("{name}: no {devnode}"))
 }
 

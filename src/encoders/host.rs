@@ -114,7 +114,8 @@ mod tests {
         let req = requirements(
             "requires: { elements: [x264enc, nosuchenc], devices: [/dev/video11], platform: Raspberry Pi 5 }",
         );
-        let reasons: Vec<String> = Host::with_root("/nonexistent").unmet(&req).iter().map(ToString::to_string).collect();
+        let reasons: Vec<String> =
+            Host::with_root("/nonexistent").unmet(&req).iter().map(ToString::to_string).collect();
         assert_eq!(reasons.len(), 3, "{reasons:?}");
         assert!(reasons[0].contains("nosuchenc not found"), "{reasons:?}");
         assert_eq!(reasons[1], "device /dev/video11 does not exist");

@@ -3,9 +3,12 @@
 //! placeholders and contradictions are errors with a line and column) and needs no GStreamer;
 //! whether the fragment parses is checked by the catalog.
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::template::Template;
@@ -44,24 +47,23 @@ pub struct Requirements {
 }
 
 /// An absolute device path (relative ones would depend on the daemon's working directory).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "PathBuf")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DevicePath(PathBuf);
 
 impl DevicePath {
-    pub fn as_path(&self) -> &std::path::Path {
+    pub fn as_path(&self) -> &Path {
         &self.0
     }
 }
 
-impl TryFrom<PathBuf> for DevicePath {
+impl TryFrom<String> for DevicePath {
     type Error = String;
 
-    fn try_from(path: PathBuf) -> Result<Self, Self::Error> {
-        if path.is_absolute() {
-            Ok(Self(path))
+    fn try_from(path: String) -> Result<Self, Self::Error> {
+        if Path::new(&path).is_absolute() {
+            Ok(Self(path.into()))
         } else {
-            Err(format!("device {} is not an absolute path", path.display()))
+            Err(format!("device {path} is not an absolute path"))
         }
     }
 }
@@ -88,8 +90,7 @@ impl BitrateControl {
 
 /// A profile name: also the key that /etc overrides match and that the config forces, so it is
 /// kept to characters that need no quoting anywhere.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct ProfileName(String);
 
 /// Long enough for any real name, short enough for a table column.
@@ -101,17 +102,14 @@ impl TryFrom<String> for ProfileName {
     fn try_from(name: String) -> Result<Self, Self::Error> {
         let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
         if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(valid_char) {
-            return Err(format!(
-                "profile name {name:?} must be 1-{MAX_NAME_LEN} characters of A-Z a-z 0-9 - _ ."
-            ));
+            return Err(format!("profile name {name:?} must be 1-{MAX_NAME_LEN} characters of A-Z a-z 0-9 - _ ."));
         }
         Ok(Self(name))
     }
 }
 
 /// One entry of `input:`: a GStreamer raw format name, or H264 for passthrough.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum InputFormat {
     Raw(String),
     H264,
@@ -127,13 +125,43 @@ impl TryFrom<String> for InputFormat {
                 Err(format!("{name}: MJPEG is decoded before encoding; list the raw format the encoder takes"))
             }
             // GStreamer format names (I420, NV12, YUY2, BGRx): anything else would break the caps string.
-            _ if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
-                Ok(Self::Raw(name))
-            }
+            _ if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => Ok(Self::Raw(name)),
             _ => Err(format!("{name:?} is not a GStreamer raw format name")),
         }
     }
 }
+
+/// Reads a string and validates it inside the YAML deserializer, so the error carries the value's
+/// line and column (serde's `try_from` attribute validates afterwards, when the position is gone).
+struct ValidatedStr<T>(PhantomData<T>);
+
+impl<T> Visitor<'_> for ValidatedStr<T>
+where
+    T: TryFrom<String>,
+    T::Error: fmt::Display,
+{
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<T, E> {
+        T::try_from(value.to_string()).map_err(E::custom)
+    }
+}
+
+macro_rules! deserialize_validated_str {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_str(ValidatedStr(PhantomData))
+            }
+        }
+    )*};
+}
+
+deserialize_validated_str!(Template, ProfileName, InputFormat, DevicePath);
 
 /// A profile file that cannot be used, with the position in the file (1-based).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -164,9 +192,7 @@ impl ProfileError {
 /// Where a top-level `key:` is written, for errors found after deserialising (1:1 if not found).
 fn key_position(text: &str, key: &str) -> (usize, usize) {
     let prefix = format!("{key}:");
-    text.lines()
-        .position(|line| line.starts_with(&prefix))
-        .map_or((1, 1), |index| (index + 1, 1))
+    text.lines().position(|line| line.starts_with(&prefix)).map_or((1, 1), |index| (index + 1, 1))
 }
 
 impl Profile {
@@ -191,7 +217,9 @@ impl Profile {
         match (&self.bitrate, passthrough) {
             (None, false) => Err(("bitrate", "missing: an encoder must say how its bitrate is changed".into())),
             (Some(_), true) => Err(("bitrate", "passthrough has no bitrate to change; remove it".into())),
-            (Some(control), false) if !names_element(&self.pipeline.render(&EncodeSettings::default()), &control.element) => {
+            (Some(control), false)
+                if !names_element(&self.pipeline.render(&EncodeSettings::default()), &control.element) =>
+            {
                 Err(("bitrate", format!("element {:?} is not named in the pipeline (add name={0})", control.element)))
             }
             _ => Ok(()),
@@ -340,13 +368,15 @@ pipeline: "h264parse config-interval=-1"
 
     #[test]
     fn yaml_syntax_error_has_a_position() {
-        let err = error("name: [x264\ncodec: h264\n");
-        assert!(err.line >= 1 && err.message.contains("flow sequence") || err.message.contains("did not find"), "{err}");
+        let err = error("name: \"x264\ncodec: h264\n");
+        assert_eq!(err.line, 3, "{err}");
+        assert!(err.message.contains("while scanning a quoted scalar at line 1 column 7"), "{err}");
     }
 
     #[test]
     fn relative_device_and_zero_scale_are_errors() {
-        let err = error(&X264.replace("  elements: [x264enc]\n", "  elements: [x264enc]\n  devices: [dri/renderD128]\n"));
+        let err =
+            error(&X264.replace("  elements: [x264enc]\n", "  elements: [x264enc]\n  devices: [dri/renderD128]\n"));
         assert!(err.message.contains("not an absolute path"), "{err}");
         let err = error(&X264.replace("scale: 1", "scale: 0"));
         assert!(err.message.contains("nonzero"), "{err}");
@@ -368,7 +398,8 @@ pipeline: "h264parse config-interval=-1"
         let err = error(&X264.replace("element: enc", "element: encoder"));
         assert_eq!(err.line, 8, "{err}");
         assert!(err.message.contains("not named in the pipeline"), "{err}");
-        let without_bitrate: String = X264.lines().filter(|l| !l.starts_with("bitrate:")).map(|l| format!("{l}\n")).collect();
+        let without_bitrate: String =
+            X264.lines().filter(|l| !l.starts_with("bitrate:")).map(|l| format!("{l}\n")).collect();
         assert!(error(&without_bitrate).message.starts_with("bitrate: missing"));
         let err = error(&format!("{PASSTHROUGH}bitrate: {{ element: enc, property: bitrate, scale: 1 }}\n"));
         assert!(err.message.starts_with("bitrate: passthrough has no bitrate"), "{err}");

@@ -61,10 +61,8 @@ fn known_names() -> String {
     Placeholder::ALL.iter().map(|(n, _)| format!("{{{n}}}")).collect::<Vec<_>>().join(", ")
 }
 
-/// A validated fragment; serde reads it from a string, so a bad placeholder is reported by
-/// serde_yaml with the line and column of the `pipeline:` value.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(try_from = "String")]
+/// A validated fragment (read from YAML through `TryFrom<String>`, see profile.rs).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template {
     segments: Vec<Segment>,
 }

@@ -19,6 +19,8 @@ pub enum MediaError {
     State(String),
     #[error("{0}")]
     Sdp(String),
+    #[error("answer to an earlier offer; ignored")]
+    StaleAnswer,
 }
 
 /// Initialises GStreamer once and checks the elements every camera needs, so a missing plugin

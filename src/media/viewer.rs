@@ -92,6 +92,12 @@ impl ViewerBranch {
     }
 
     pub fn set_answer(&self, sdp: &str, events: EventSink) -> Result<(), MediaError> {
+        // After a pipeline rebuild (fallback, replug) the page may still answer the previous offer;
+        // that answer belongs to no live session and the answer to the new offer will follow.
+        let state = self.webrtc.property::<gst_webrtc::WebRTCSignalingState>("signaling-state");
+        if state != gst_webrtc::WebRTCSignalingState::HaveLocalOffer {
+            return Err(MediaError::StaleAnswer);
+        }
         let message = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
             .map_err(|_| MediaError::Sdp("answer is not valid SDP".into()))?;
         // A browser that cannot take the offered codec answers with port 0; renegotiating would loop

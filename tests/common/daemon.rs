@@ -58,7 +58,7 @@ impl Daemon {
             "--listen".into(),
             addr.to_string(),
             "--ice-local-address".into(),
-            "127.0.0.1".into(),
+            "192.0.2.1".into(),
             "--web-dir".into(),
             concat!(env!("CARGO_MANIFEST_DIR"), "/web").into(),
         ];

@@ -104,6 +104,9 @@ pub async fn wait_rising(page: &Page, base: &HashMap<String, Sample>) -> Result<
                 bail!("{id}: framesDecoded not rising ({before:?} -> {now:?})");
             }
         }
+        for (id, before) in base {
+            eprintln!("{}: {id} framesDecoded {} -> {} ({})", page.url(), before.frames, s[id].frames, s[id].status);
+        }
         Ok(s)
     })
     .await
