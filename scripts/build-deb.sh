@@ -55,8 +55,9 @@ check_glibc target/release/edgecam 2.36
 step_done
 
 step "cargo deb"
-deb=$(cargo deb --no-build 2>&1 | tail -1)
-[ -f "$deb" ] || die "cargo deb did not produce a package: $deb"
+out=$(cargo deb --no-build 2>&1) || { echo "$out" >&2; die "cargo deb failed"; }
+deb=$(echo "$out" | tail -1)
+[ -f "$deb" ] || { echo "$out" >&2; die "cargo deb did not produce a package"; }
 dpkg-deb -f "$deb" Package Version Architecture Depends | sed 's/^/  /' >&2
 dpkg-deb -c "$deb" | awk '{print "  " $1 " " $6}' >&2
 step_done

@@ -7,7 +7,7 @@
 # usage: scripts/cross-build.sh [--image-only] [--rebuild-image] [-- CARGO_ARGS...]
 #   --image-only     prepare podman, the base image and the cross image, then stop
 #   --rebuild-image  rebuild the cross image even if its Dockerfile did not change
-# Output: target/cross/aarch64-unknown-linux-gnu/debian/edgecam_<version>_arm64.deb
+# Output: target/cross/debian/edgecam_<version>_arm64.deb
 #
 # Stages and why they exist:
 #  1. podman config: this sandbox refuses rlimits and has hybrid cgroups; crun
@@ -154,13 +154,15 @@ file -b "$bin" | grep -q 'ARM aarch64' || die "$bin is not an aarch64 ELF"
 step_done
 
 step "cargo deb (arm64)"
+arm64_shlibs_on_host
 apt_install binutils-aarch64-linux-gnu file
 check_glibc "$bin" 2.36
 # Strip with the aarch64 binutils and pass --no-strip: cargo-deb would run the
 # host's x86 `strip` on it unless a .cargo/config.toml names another.
 aarch64-linux-gnu-strip --strip-unneeded --remove-section=.comment "$bin"
-deb=$(cargo deb --target "$AARCH64" --no-build --no-strip 2>&1 | tail -1)
-[ -f "$deb" ] || die "cargo deb did not produce a package: $deb"
+out=$(cargo deb --target "$AARCH64" --no-build --no-strip 2>&1) || { echo "$out" >&2; die "cargo deb failed"; }
+deb=$(echo "$out" | tail -1)
+[ -f "$deb" ] || { echo "$out" >&2; die "cargo deb did not produce a package"; }
 dpkg-deb -f "$deb" Package Version Architecture Depends | sed 's/^/  /' >&2
 step_done
 log "done in $(( $(date +%s) - t_all ))s: $deb"

@@ -73,6 +73,31 @@ enable_qemu_aarch64() {
   [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || die "qemu-aarch64 binfmt handler not registered"
 }
 
+# cargo-deb's `$auto` runs dpkg-shlibdeps, which maps each library the binary
+# needs to the package that ships it through the host's dpkg database: for an
+# aarch64 binary it finds nothing (and the arm64 .deb silently loses its
+# libgstreamer*/libc6 dependencies) unless the arm64 runtime libraries are
+# installed here. Those co-install with the amd64 ones (Multi-Arch: same);
+# only the -dev packages do not, and --no-remove makes apt refuse rather than
+# remove anything (such as the amd64 -dev set).
+arm64_shlibs_on_host() {
+  local libs=(libc6:arm64 libgcc-s1:arm64 libglib2.0-0:arm64 libgstreamer1.0-0:arm64
+              libgstreamer-plugins-base1.0-0:arm64 libgstreamer-plugins-bad1.0-0:arm64 libudev1:arm64)
+  local missing=() p
+  for p in "${libs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    log "dpkg --add-architecture arm64 (for the arm64 runtime libraries' shlibs)"
+    dpkg --add-architecture arm64
+  fi
+  log "apt-get install ${missing[*]} (runtime libraries only, for dpkg-shlibdeps)"
+  apt-get -o DPkg::Lock::Timeout=600 update -qq || die "apt-get update failed"
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends --no-remove "${missing[@]}" >/dev/null \
+    || die "installing ${missing[*]} failed (apt would have had to remove packages?)"
+}
+
 # check_glibc BIN [MAX]: the binary must not need a glibc newer than MAX
 # (2.36 = Debian 12 and Raspberry Pi OS bookworm). Prints the highest it needs.
 check_glibc() {
@@ -80,6 +105,12 @@ check_glibc() {
   case "$(file -b "$bin")" in *aarch64*) objdump=aarch64-linux-gnu-objdump;; esac
   top=$($objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
   [ -n "$top" ] || die "no GLIBC_ symbols found in $bin"
+  # A GLIBC_PRIVATE reference (seen once: `errno` as a data symbol) makes
+  # dpkg-shlibdeps pin the package to exactly this glibc (libc6 >> 2.36, << 2.37).
+  if $objdump -T "$bin" | grep -q 'GLIBC_PRIVATE'; then
+    $objdump -T "$bin" | grep 'GLIBC_PRIVATE' >&2
+    die "$bin uses glibc-private symbols (above): the package would only install with this exact glibc"
+  fi
   if [ "$(printf '%s\n%s\n' "$top" "$max" | sort -V | tail -1)" != "$max" ]; then
     die "$bin needs GLIBC_$top, newer than $max"
   fi

@@ -33,8 +33,8 @@ cd "$REPO"
 
 version=$(crate_version)
 amd64_deb=$REPO/target/debian/edgecam_${version}-1_amd64.deb
-cross_deb=$REPO/target/cross/$AARCH64/debian/edgecam_${version}-1_arm64.deb
-sysroot_deb=$REPO/target/sysroot/$AARCH64/debian/edgecam_${version}-1_arm64.deb
+cross_deb=$REPO/target/cross/debian/edgecam_${version}-1_arm64.deb
+sysroot_deb=$REPO/target/sysroot/debian/edgecam_${version}-1_arm64.deb
 
 stage_security() { bash tests/package/unit-security.sh; }
 stage_deb()      { scripts/build-deb.sh; }

@@ -7,7 +7,7 @@
 #   --rust rustup  (default) the machine's rustup toolchain plus its aarch64 std
 #   --rust debian  Debian's rustc-web/cargo-web with libstd-rust-web-dev:arm64
 #                  (bookworm-security): everything from Debian's archive
-# Output: target/sysroot/aarch64-unknown-linux-gnu/debian/edgecam_<version>_arm64.deb
+# Output: target/sysroot/debian/edgecam_<version>_arm64.deb
 #
 # Why a sysroot and not `apt-get install libgstreamer*-dev:arm64` on this box:
 # the arm64 and amd64 GStreamer -dev sets do not co-install (libopencv-dev in
@@ -107,10 +107,12 @@ file -b "$bin" | grep -q 'ARM aarch64' || die "$bin is not an aarch64 ELF"
 step_done
 
 step "cargo deb (arm64)"
+arm64_shlibs_on_host
 check_glibc "$bin" 2.36
 aarch64-linux-gnu-strip --strip-unneeded --remove-section=.comment "$bin"
-deb=$($CARGO deb --target "$AARCH64" --no-build --no-strip 2>&1 | tail -1)
-[ -f "$deb" ] || die "cargo deb did not produce a package: $deb"
+out=$($CARGO deb --target "$AARCH64" --no-build --no-strip 2>&1) || { echo "$out" >&2; die "cargo deb failed"; }
+deb=$(echo "$out" | tail -1)
+[ -f "$deb" ] || { echo "$out" >&2; die "cargo deb did not produce a package"; }
 dpkg-deb -f "$deb" Package Version Architecture Depends | sed 's/^/  /' >&2
 step_done
 log "done in $(( $(date +%s) - t_all ))s: $deb"

@@ -423,7 +423,7 @@ cameras:
     #[test]
     fn bad_values_are_errors_with_position() {
         let e = error("defaults:\n  fps: 0\n");
-        assert!(e.starts_with("test.yaml:2:8: fps must be between 1 and 240"), "{e}");
+        assert!(e.starts_with("test.yaml:2:3: defaults: fps must be between 1 and 240, got 0"), "{e}");
         let e = error("listen: nowhere\n");
         assert!(e.starts_with("test.yaml:1:9:"), "{e}");
         let e = error("cameras:\n  \"bad id\": {device: /dev/video0}\n");

@@ -93,3 +93,66 @@ impl Registry {
             .send_replace(entries.values().map(|e| e.info.clone()).collect());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::camera::Command;
+    use crate::signalling::protocol::CameraState;
+
+    fn info(id: &str, state: CameraState) -> CameraInfo {
+        CameraInfo {
+            id: id.into(),
+            name: id.to_uppercase(),
+            state,
+            detail: None,
+            kind: "test".into(),
+            device: None,
+            mode: None,
+            encoder: None,
+            bitrate_kbps: 1000,
+            viewers: 0,
+        }
+    }
+
+    #[test]
+    fn cameras_come_and_go_and_readers_see_each_change() {
+        let registry = Registry::new();
+        let mut list = registry.subscribe();
+        assert!(!list.has_changed().unwrap());
+
+        let (a, _a_rx) = CameraHandle::detached("a");
+        let (b, _b_rx) = CameraHandle::detached("b");
+        registry.insert(b, info("b", CameraState::Offline));
+        registry.insert(a, info("a", CameraState::Starting));
+        assert!(list.has_changed().unwrap());
+        let ids: Vec<String> = list.borrow_and_update().iter().map(|i| i.id.clone()).collect();
+        assert_eq!(ids, ["a", "b"], "listed in id order, whatever the insertion order");
+
+        registry.update(info("a", CameraState::Streaming));
+        assert!(list.has_changed().unwrap());
+        assert_eq!(list.borrow_and_update()[0].state, CameraState::Streaming);
+
+        // An identical update is no change: pages are not sent the same list again.
+        registry.update(info("a", CameraState::Streaming));
+        assert!(!list.has_changed().unwrap());
+
+        // An update for a camera that is gone does not bring it back.
+        assert!(registry.remove("b").is_some());
+        registry.update(info("b", CameraState::Streaming));
+        assert_eq!(registry.infos().len(), 1);
+        assert!(registry.handle("b").is_none());
+    }
+
+    #[test]
+    fn handles_reach_their_camera() {
+        let registry = Registry::new();
+        let (a, mut a_rx) = CameraHandle::detached("a");
+        registry.insert(a, info("a", CameraState::Streaming));
+        let handle = registry.handle("a").expect("registered");
+        assert!(handle.try_send(Command::Leave { conn: 7 }));
+        assert!(matches!(a_rx.try_recv(), Ok(Command::Leave { conn: 7 })));
+        assert_eq!(registry.handles().len(), 1);
+        assert!(registry.handle("nope").is_none());
+    }
+}

@@ -55,6 +55,7 @@ pub(super) fn run(
         viewers: Viewers::default(),
         events_tx,
         retry_at: None,
+        fallback_reason: None,
         frames_base: 0,
     };
     tokio::spawn(actor.run(commands, events).instrument(span))
@@ -75,6 +76,8 @@ struct Actor {
     viewers: Viewers,
     events_tx: ViewerEvents,
     retry_at: Option<Instant>,
+    /// Why the current encoder is not the first choice, for the API.
+    fallback_reason: Option<String>,
     /// Frames encoded by pipelines already torn down, so the total survives rebuilds.
     frames_base: u64,
 }
@@ -118,6 +121,7 @@ impl Actor {
                 info!(source = ?setup.source, "camera online");
                 self.setup = Some(*setup);
                 self.encoder_index = 0;
+                self.fallback_reason = None;
                 self.retry_at = None;
                 self.stop_pipeline().await;
                 if self.shared.idle == IdlePolicy::KeepEncoding || !self.viewers.is_empty() {
@@ -328,9 +332,8 @@ impl Actor {
         self.stop_pipeline().await;
         self.encoder_index += 1;
         if self.current_plan().is_some() {
+            self.fallback_reason = Some(format!("fell back from {failed}: {reason}"));
             self.start_pipeline().await;
-            self.info.detail = Some(format!("fell back from {failed}: {reason}"));
-            self.publish();
         } else {
             self.set_state(CameraState::Failed, Some(format!("every usable encoder failed; last: {failed}: {reason}")));
         }
@@ -348,10 +351,10 @@ impl Actor {
         while let Some(plan) = setup.encoders.get(self.encoder_index) {
             match CameraPipeline::build(&setup.source, plan).and_then(|p| p.play().map(|_| p)) {
                 Ok(pipeline) => {
-                    let reason = if self.encoder_index == 0 {
-                        setup.encoder_reason.clone()
-                    } else {
-                        format!("fallback #{}", self.encoder_index)
+                    let reason = match (self.encoder_index, &self.fallback_reason) {
+                        (0, _) => setup.encoder_reason.clone(),
+                        (_, Some(why)) => why.clone(),
+                        (n, None) => format!("fallback #{n}: the encoders before it did not start"),
                     };
                     info!(encoder = %plan.profile, %reason, "pipeline playing");
                     self.bus = Some(pipeline.bus().stream());
@@ -368,6 +371,7 @@ impl Actor {
                 }
                 Err(e) => {
                     warn!(encoder = %plan.profile, error = %e, "pipeline did not start; trying the next encoder");
+                    self.fallback_reason = Some(format!("fell back from {}: {e}", plan.profile));
                     self.encoder_index += 1;
                 }
             }

@@ -95,6 +95,18 @@ impl CameraHandle {
         self.tx.send(command).await.is_ok()
     }
 
+    /// A handle with no actor behind it, for tests of code that routes commands.
+    #[cfg(test)]
+    pub(crate) fn detached(id: &str) -> (Self, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let handle = Self {
+            id: id.to_string(),
+            tx,
+            encoded_frames: Arc::default(),
+        };
+        (handle, rx)
+    }
+
     /// Frames encoded since the daemon started (across pipeline rebuilds).
     pub fn encoded_frames(&self) -> u64 {
         self.encoded_frames.load(Ordering::Relaxed)
@@ -122,3 +134,6 @@ pub fn spawn(identity: Identity, shared: Shared) -> (CameraHandle, tokio::task::
     let task = actor::run(identity, shared, handle.clone(), rx);
     (handle, task)
 }
+
+#[cfg(test)]
+mod tests;

@@ -40,15 +40,19 @@ impl DeviceProps {
 /// The camera id: lowercase [a-z0-9-], the same after unplug/replug, reboot or a new /dev/videoN.
 ///
 /// 1. USB serial: `usb-<serial>` follows the camera to any port.
-/// 2. ID_PATH (the by-path link name, `<path>-video-index<N>`): the port it is plugged into.
+/// 2. Virtual devices (v4l2loopback): driver and node name. Their node number is chosen by whoever
+///    creates them (video_nr=), so it is their identity, unlike a probed device's.
+/// 3. SoC devices, by the driver instance QUERYCAP names in `bus_info` ("platform:vivid-000"):
+///    one platform device can carry several V4L2 devices (vivid n_devs=2 puts both under
+///    vivid.0), and then ID_PATH is the same for both and their by-path links collide.
+/// 4. ID_PATH (the by-path link name, `<path>-video-index<N>`): the port it is plugged into.
 ///    The by-id link is not used without a serial: it is then vendor and model only, the same
 ///    for two cameras of one model, which is the common two-camera setup.
-/// 3. The sysfs device path (`platform-vivid.0-video-index0`) when udev has no ID_PATH (no udevd).
-/// 4. Virtual devices (v4l2loopback): driver and node name. Their node number is chosen by whoever
-///    creates them (video_nr=), so it is their identity, unlike a probed device's.
+/// 5. The sysfs device path when udev has no ID_PATH (no udevd).
 ///
-/// A device's second capture node gets `-video-index<N>`, so every capture node has its own id.
-pub fn camera_id(props: &DeviceProps, driver: &str) -> String {
+/// Serial-based ids get `-video-index<N>` only for a device's second capture node, so every
+/// capture node has its own id and a webcam's is simply `usb-<serial>`.
+pub fn camera_id(props: &DeviceProps, driver: &str, bus_info: &str) -> String {
     let index = props.index.unwrap_or(0);
     if let Some(serial) = props.serial.as_deref().map(slug).filter(|s| !s.is_empty()) {
         let bus = props.id_bus.as_deref().unwrap_or("usb");
@@ -59,15 +63,15 @@ pub fn camera_id(props: &DeviceProps, driver: &str) -> String {
         };
         return slug(&format!("{bus}-{serial}{suffix}"));
     }
+    if props.is_virtual() || props.syspath.as_os_str().is_empty() {
+        let driver = if driver.is_empty() { "v4l2" } else { driver };
+        return slug(&format!("{driver}-{}", props.sysname));
+    }
+    if let Some(instance) = bus_info.strip_prefix("platform:").filter(|i| !i.is_empty()) {
+        return slug(&format!("platform-{instance}-video-index{index}"));
+    }
     if let Some(path) = props.id_path.as_deref().filter(|p| !p.is_empty()) {
         return slug(&format!("{path}-video-index{index}"));
-    }
-    if props.is_virtual() || props.syspath.as_os_str().is_empty() {
-        return slug(&format!(
-            "{}-{}",
-            if driver.is_empty() { "v4l2" } else { driver },
-            props.sysname
-        ));
     }
     slug(&format!("{}-video-index{index}", sysfs_device_path(&props.syspath)))
 }
@@ -138,19 +142,22 @@ mod tests {
     #[test]
     fn usb_serial_wins_and_survives_a_new_node_and_port() {
         let a = usbcam();
-        assert_eq!(camera_id(&a, "uvcvideo"), "usb-fake0001");
+        assert_eq!(camera_id(&a, "uvcvideo", "usb-vhci_hcd.0-1"), "usb-fake0001");
         let mut replugged = usbcam();
         replugged.sysname = "video3".into();
         replugged.syspath = "/sys/devices/platform/vhci_hcd.0/usb1/1-2/1-2:1.0/video4linux/video3".into();
         replugged.id_path = Some("platform-vhci_hcd.0-usb-0:2:1.0".into());
-        assert_eq!(camera_id(&replugged, "uvcvideo"), "usb-fake0001");
+        assert_eq!(camera_id(&replugged, "uvcvideo", "usb-vhci_hcd.0-2"), "usb-fake0001");
     }
 
     #[test]
     fn second_capture_node_of_one_device_gets_its_own_id() {
         let mut second = usbcam();
         second.index = Some(2);
-        assert_eq!(camera_id(&second, "uvcvideo"), "usb-fake0001-video-index2");
+        assert_eq!(
+            camera_id(&second, "uvcvideo", "usb-vhci_hcd.0-1"),
+            "usb-fake0001-video-index2"
+        );
     }
 
     #[test]
@@ -161,25 +168,55 @@ mod tests {
         right.id_path = Some("pci-0000:00:14.0-usb-0:2:1.0".into());
         left.id_path = Some("pci-0000:00:14.0-usb-0:1:1.0".into());
         assert_eq!(
-            camera_id(&left, "uvcvideo"),
+            camera_id(&left, "uvcvideo", "usb-0000:00:14.0-1"),
             "pci-0000-00-14-0-usb-0-1-1-0-video-index0"
         );
-        assert_ne!(camera_id(&left, "uvcvideo"), camera_id(&right, "uvcvideo"));
+        assert_ne!(
+            camera_id(&left, "uvcvideo", "usb-0000:00:14.0-1"),
+            camera_id(&right, "uvcvideo", "usb-0000:00:14.0-2")
+        );
     }
 
     #[test]
-    fn platform_device_from_id_path_or_from_sysfs_alone() {
-        let vivid = DeviceProps {
-            sysname: "video3".into(),
-            syspath: "/sys/devices/platform/vivid.0/video4linux/video3".into(),
+    fn each_vivid_instance_has_its_own_id_though_both_sit_under_vivid_0() {
+        // `modprobe vivid n_devs=2`: udev gives both nodes ID_PATH platform-vivid.0 and index 0
+        let vivid = |sysname: &str| DeviceProps {
+            sysname: sysname.into(),
+            syspath: format!("/sys/devices/platform/vivid.0/video4linux/{sysname}").into(),
             index: Some(0),
             id_path: Some("platform-vivid.0".into()),
-            v4l_product: Some("vivid".into()),
             ..DeviceProps::default()
         };
-        assert_eq!(camera_id(&vivid, "vivid"), "platform-vivid-0-video-index0");
-        let no_udevd = DeviceProps { id_path: None, ..vivid };
-        assert_eq!(camera_id(&no_udevd, "vivid"), "platform-vivid-0-video-index0");
+        assert_eq!(
+            camera_id(&vivid("video0"), "vivid", "platform:vivid-000"),
+            "platform-vivid-000-video-index0"
+        );
+        assert_eq!(
+            camera_id(&vivid("video2"), "vivid", "platform:vivid-001"),
+            "platform-vivid-001-video-index0"
+        );
+    }
+
+    #[test]
+    fn without_udevd_ids_come_from_sysfs() {
+        let pci = DeviceProps {
+            sysname: "video0".into(),
+            syspath: "/sys/devices/pci0000:00/0000:00:1c.0/0000:03:00.0/video4linux/video0".into(),
+            index: Some(0),
+            ..DeviceProps::default()
+        };
+        assert_eq!(
+            camera_id(&pci, "cx23885", "PCIe:0000:03:00.0"),
+            "pci0000-00-0000-00-1c-0-0000-03-00-0-video-index0"
+        );
+        let no_sysfs = DeviceProps {
+            sysname: "video0".into(),
+            ..DeviceProps::default()
+        };
+        assert_eq!(
+            camera_id(&no_sysfs, "uvcvideo", "usb-0000:00:14.0-1"),
+            "uvcvideo-video0"
+        );
     }
 
     #[test]
@@ -207,7 +244,10 @@ mod tests {
         use crate::devices::fixture::node;
         let id_and_name = |fixture: &str, devnode: &str| {
             let n = node(fixture, devnode);
-            (camera_id(&n.props, &n.cap.driver), camera_name(&n.props, &n.cap.card))
+            (
+                camera_id(&n.props, &n.cap.driver, &n.cap.bus_info),
+                camera_name(&n.props, &n.cap.card),
+            )
         };
         let expect = |id: &str, name: &str| (id.to_string(), name.to_string());
         assert_eq!(
@@ -224,7 +264,7 @@ mod tests {
         );
         assert_eq!(
             id_and_name("vivid", "/dev/video0"),
-            expect("platform-vivid-0-video-index0", "vivid")
+            expect("platform-vivid-000-video-index0", "vivid")
         );
         assert_eq!(
             id_and_name("v4l2loopback", "/dev/video10"),
@@ -232,7 +272,7 @@ mod tests {
         );
         assert_eq!(
             id_and_name("pi-legacy-camera", "/dev/video0"),
-            expect("platform-soc-bcm2835-camera-video-index0", "mmal service 16.1")
+            expect("platform-bcm2835-v4l2-0-video-index0", "mmal service 16.1")
         );
     }
 

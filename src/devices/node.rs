@@ -33,7 +33,7 @@ impl Node {
     }
 
     pub fn id(&self) -> String {
-        camera_id(&self.props, self.info.as_ref().map(|i| i.driver.as_str()).unwrap_or(""))
+        camera_id(&self.props, self.driver(), self.bus_info())
     }
 
     /// When another node already has this node's serial-based id (cheap cameras ship one serial
@@ -47,19 +47,26 @@ impl Node {
             serial: None,
             ..self.props.clone()
         };
-        let port_id = camera_id(&props, self.info.as_ref().map(|i| i.driver.as_str()).unwrap_or(""));
+        let port_id = camera_id(&props, self.driver(), self.bus_info());
         tracing::warn!(devnode = %self.devnode.display(), %id, %port_id, "serial shared with another camera, using port-based id");
         port_id
     }
 
     pub fn bus(&self) -> Bus {
-        let bus_info = self.info.as_ref().map(|i| i.bus_info.as_str()).unwrap_or("");
         Bus::from_node(
-            bus_info,
+            self.bus_info(),
             self.props.id_bus.as_deref(),
             self.props.usb_speed.as_deref(),
             self.props.is_virtual(),
         )
+    }
+
+    pub fn driver(&self) -> &str {
+        self.info.as_ref().map(|i| i.driver.as_str()).unwrap_or("")
+    }
+
+    fn bus_info(&self) -> &str {
+        self.info.as_ref().map(|i| i.bus_info.as_str()).unwrap_or("")
     }
 
     fn name(&self) -> String {

@@ -113,8 +113,19 @@ pub fn render_table(reports: &[NodeReport]) -> String {
     for (report, row) in reports.iter().zip(&rows) {
         out.push_str(&line(row));
         if report.kind == NodeKind::Camera {
-            for format in &report.formats {
+            let (usable, other): (Vec<&FormatCaps>, Vec<&FormatCaps>) =
+                report.formats.iter().partition(|f| f.is_usable());
+            for format in usable {
                 render_format(&mut out, format);
+            }
+            if !other.is_empty() {
+                let names: Vec<&str> = other.iter().map(|f| f.format.fourcc()).collect();
+                let _ = writeln!(
+                    out,
+                    "    ({} more that edgecam does not use: {})",
+                    names.len(),
+                    names.join(" ")
+                );
             }
         }
     }
@@ -200,9 +211,13 @@ mod tests {
     }
 
     #[test]
-    fn rates_that_are_not_whole_show_as_decimals() {
+    fn rates_that_are_not_whole_show_as_decimals_and_unused_formats_are_only_named() {
         let table = render_table(&reports("vivid"));
         assert!(table.contains("640x480: 25 15 12.5 10 5 4 2 1 fps"), "{table}");
+        assert!(
+            table.ends_with("    (2 more that edgecam does not use: GREY BA81)\n"),
+            "{table}"
+        );
     }
 
     #[test]

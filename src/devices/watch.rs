@@ -143,7 +143,6 @@ struct Watcher {
     /// v4l2loopback nodes, and when to probe them again.
     loopbacks: BTreeSet<PathBuf>,
     next_recheck: Instant,
-    wanted: Wanted,
 }
 
 /// The receiver is gone: nobody is listening, stop.
@@ -157,7 +156,6 @@ impl Watcher {
             pending: Debouncer::default(),
             loopbacks: BTreeSet::new(),
             next_recheck: Instant::now() + LOOPBACK_RECHECK,
-            wanted: Wanted::default(),
         }
     }
 
@@ -257,7 +255,7 @@ impl Watcher {
     }
 
     fn report(&mut self, node: Node) -> Result<(), Closed> {
-        if node.info.as_ref().is_ok_and(|i| i.driver == LOOPBACK_DRIVER) {
+        if node.driver() == LOOPBACK_DRIVER {
             self.loopbacks.insert(node.devnode.clone());
         }
         if node.is_camera() {
@@ -268,7 +266,7 @@ impl Watcher {
                 return self.send(DeviceEvent::Added(camera));
             }
         }
-        let report = node.report(node.id(), &self.wanted);
+        let report = node.report(node.id(), &Wanted::default());
         tracing::info!(devnode = %report.devnode.display(), why = report.why.as_deref().unwrap_or(""), "V4L2 node skipped");
         self.known.insert(node.devnode.clone(), None);
         self.send(DeviceEvent::Skipped(report))

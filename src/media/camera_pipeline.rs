@@ -275,6 +275,14 @@ impl CameraPipeline {
     }
 }
 
+impl Drop for CameraPipeline {
+    /// A pipeline dropped while PLAYING keeps its streaming threads running on freed elements; however
+    /// the owner goes away (a panic, a runtime shutting down), stop it first.
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
 fn launch_description(source: &SourceSpec, encoder: &EncoderPlan) -> Result<String, MediaError> {
     let mut parts: Vec<String> = Vec::new();
     match source {

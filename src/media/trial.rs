@@ -6,7 +6,7 @@
 //! behind it, and only running it shows that. Both are used once per profile at start, never on a
 //! camera's pipeline.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gst::glib;
 use gst::prelude::*;
@@ -209,19 +209,12 @@ pub fn trial_encode(fragment: &str, raw_input: Option<&str>, frames: u32, timeou
         let error = bus.pop_filtered(&[gst::MessageType::Error]);
         return Err(error.as_ref().and_then(failure).unwrap_or(TrialError::StartRefused));
     }
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let wait = gst::ClockTime::from_nseconds(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX));
-        let message = bus
-            .timed_pop_filtered(wait, &[gst::MessageType::Eos, gst::MessageType::Error])
-            .ok_or(TrialError::Timeout { frames, timeout })?;
-        if let Some(error) = failure(&message) {
-            return Err(error);
-        }
-        if message.type_() == gst::MessageType::Eos {
-            break;
-        }
+    let wait = gst::ClockTime::from_nseconds(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
+    let message = bus
+        .timed_pop_filtered(wait, &[gst::MessageType::Eos, gst::MessageType::Error])
+        .ok_or(TrialError::Timeout { frames, timeout })?;
+    if let Some(error) = failure(&message) {
+        return Err(error);
     }
     // EOS alone would also follow an encoder that swallowed every frame.
     let sink = pipeline.0.downcast_ref::<gst::Bin>().and_then(|bin| bin.by_name(SINK_NAME));
@@ -320,6 +313,14 @@ mod tests {
             Err(TrialError::Failed { element, .. }) => assert_eq!(element, "breaker"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_stalling_encoder_times_out_and_is_stopped() {
+        // 100 ms per frame: 10 frames cannot finish in 300 ms.
+        let fragment = format!("{X264} ! identity sleep-time=100000");
+        let err = trial_encode(&fragment, Some("I420"), 10, Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(err, TrialError::Timeout { frames: 10, .. }), "{err}");
     }
 
     #[test]

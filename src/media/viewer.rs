@@ -98,6 +98,10 @@ impl ViewerBranch {
         if state != gst_webrtc::WebRTCSignalingState::HaveLocalOffer {
             return Err(MediaError::StaleAnswer);
         }
+        // GStreamer's SDP parser accepts nearly anything; an SDP body starts with its version line.
+        if !sdp.trim_start().starts_with("v=0") {
+            return Err(MediaError::Sdp("answer is not valid SDP (no v=0 line)".into()));
+        }
         let message = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
             .map_err(|_| MediaError::Sdp("answer is not valid SDP".into()))?;
         // A browser that cannot take the offered codec answers with port 0; renegotiating would loop

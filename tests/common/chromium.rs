@@ -172,6 +172,10 @@ impl Browser {
                     if let Some(url) = line.strip_prefix("DevTools listening on ") {
                         let _ = url_tx.send(url.trim().to_string());
                     }
+                    // No system bus in containers and CI: Chromium complains many times, harmlessly.
+                    if line.contains("dbus/") {
+                        continue;
+                    }
                     let mut tail = tail.lock().unwrap();
                     tail.push(line);
                     if tail.len() > 200 {

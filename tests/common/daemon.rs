@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,15 @@ const LOG_LINES: usize = 5000;
 /// Config used when a test gives none: the demo cameras only, nothing from udev (this machine may or may
 /// not have V4L2 devices, and tests must not depend on it).
 pub const NO_DISCOVERY: &str = "discovery: false\n";
+
+/// The daemon to run: the one cargo built for these integration tests, or (for bench/, which is built
+/// outside `cargo test`) the binary named by EDGECAM_BIN.
+fn edgecam_bin() -> Result<PathBuf> {
+    option_env!("CARGO_BIN_EXE_edgecam")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("EDGECAM_BIN").map(PathBuf::from))
+        .context("no edgecam binary: set EDGECAM_BIN")
+}
 
 enum Event {
     Listening,
@@ -58,9 +68,8 @@ impl Daemon {
             "--listen".into(),
             addr.to_string(),
             "--ice-local-address".into(),
-            "192.0.2.1".into(),
-            "--web-dir".into(),
-            concat!(env!("CARGO_MANIFEST_DIR"), "/web").into(),
+            "127.0.0.1".into(),
+            // No --web-dir: the tests exercise the page built into the binary, the one that ships.
         ];
         args.extend(extra_args.iter().map(|s| s.to_string()));
         let mut daemon = Daemon {
@@ -75,7 +84,7 @@ impl Daemon {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgecam"));
+        let mut cmd = Command::new(edgecam_bin()?);
         cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

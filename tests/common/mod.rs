@@ -10,6 +10,8 @@
 
 pub mod chromium;
 pub mod daemon;
+pub mod firefox;
+pub mod netns;
 pub mod viewer;
 pub mod webrtc_client;
 

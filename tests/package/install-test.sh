@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
 done
 need_root
 if [ -z "$deb" ]; then
-  deb=$(ls -t "$REPO"/target/debian/edgecam_*_"$arch".deb "$REPO"/target/*/*/debian/edgecam_*_"$arch".deb 2>/dev/null | head -1 || true)
+  deb=$(ls -t "$REPO"/target/debian/edgecam_*_"$arch".deb "$REPO"/target/*/debian/edgecam_*_"$arch".deb 2>/dev/null | head -1 || true)
   [ -n "$deb" ] || die "no edgecam_*_$arch.deb found: run scripts/build-deb.sh first (or pass DEB)"
 fi
 deb=$(readlink -f "$deb")

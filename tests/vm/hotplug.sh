@@ -1,0 +1,140 @@
+#!/bin/bash
+# Runs INSIDE the test VM (tests/vm/run.sh boots it): edgecam's camera discovery against real
+# kernel drivers and real udev events, with the binary built on the host.
+#  1. `edgecam probe --json`: vivid (a capture node, and an output node beside one), usbcam (a
+#     real USB UVC device: capture + metadata node, and the gadget's own output node).
+#  2. `edgecam run`: cameras appear in /api/cameras and encode frames when plugged in (vivid,
+#     v4l2loopback MJPEG and YUYV webcams), go offline when unplugged (vivid unbound while
+#     streaming) while the others keep streaming, and a USB camera keeps its id across
+#     unplug/replug.
+# Prints PASS/FAIL per check and "N passed, M failed"; exit status 0 only if all passed.
+# Timeouts are generous (the VM runs under TCG emulation); no timing is asserted.
+set -u
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+bin=${EDGECAM_BIN:-$root/target/debug/edgecam}
+listen=127.0.0.1:8089
+api=http://$listen/api/cameras
+log=/tmp/edgecam-daemon.log
+pass=0; fail=0
+ok()  { echo "PASS: $*"; pass=$((pass+1)); }
+bad() { echo "FAIL: $*"; fail=$((fail+1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+indent() { sed 's/^/  /'; }
+
+# ---- edgecam probe ---------------------------------------------------------------------
+probe() { "$bin" probe --json 2>/dev/null; }
+# probe_is "what" JQ_FILTER: one probe, the filter must hold
+probe_is() { local out; out=$(probe) && echo "$out" | jq -e "$2" >/dev/null || { echo "  probe: $(echo "$out" | jq -c '[.[] | {devnode, kind, reason, id}]' 2>&1)"; return 1; }; }
+
+# ---- the daemon's /api/cameras ----------------------------------------------------------
+cams() { curl -sf --max-time 5 "$api"; }
+# wait_api "what" SECONDS JQ_FILTER: poll /api/cameras until the filter holds
+wait_api() {
+  local what=$1 end=$((SECONDS + $2)) filter=$3
+  while [ $SECONDS -lt $end ]; do
+    cams | jq -e "$filter" >/dev/null 2>&1 && { ok "$what"; return 0; }
+    sleep 1
+  done
+  bad "$what"
+  echo "  /api/cameras: $(cams | jq -c '[.[] | {id, state, device, mode, frames_encoded, detail}]' 2>&1)"
+  return 1
+}
+# api_is JQ_FILTER: /api/cameras now satisfies the filter
+api_is() { cams | jq -e "$1" >/dev/null 2>&1 || { echo "  /api/cameras: $(cams | jq -c '[.[] | {id, state, device}]' 2>&1)"; return 1; }; }
+has() { printf '[.[] | select(.id == "%s" and %s)] | length == 1' "$1" "$2"; }
+frames() { cams | jq -r --arg id "$1" '.[] | select(.id == $id) | .frames_encoded // empty'; }
+# encoding: frames_encoded > 0 and still growing a few seconds later
+encoding() {
+  local a b
+  a=$(frames "$1"); sleep 4; b=$(frames "$1")
+  [ -n "$a" ] || { echo "  $1: no frames_encoded in /api/cameras"; return 1; }
+  [ "$a" -gt 0 ] && [ "$b" -gt "$a" ] || { echo "  $1: frames_encoded $a then $b"; return 1; }
+}
+
+echo "kernel $(uname -r), $(nproc) cpu; binary $bin"
+[ -x "$bin" ] || { echo "FAIL: no edgecam binary at $bin"; echo "0 passed, 1 failed"; exit 1; }
+
+vivid0=platform-vivid-000-video-index0
+vivid1=platform-vivid-001-video-index0
+loop10=v4l2-loopback-video10
+loop11=v4l2-loopback-video11
+usb=usb-fake0001
+
+# ---- 1. edgecam probe -------------------------------------------------------------------
+echo "== 1. edgecam probe"
+# vivid.0: capture + output node (node_types bit 8), vivid.1: capture only
+modprobe vivid n_devs=2 node_types=0x101,0x1 && udevadm settle
+"$bin" probe | grep -v '^        ' | indent
+check "vivid: 2 cameras ($vivid0, $vivid1)" probe_is vivid \
+  "[.[] | select(.kind == \"camera\") | .id] == [\"$vivid0\", \"$vivid1\"]"
+check "vivid: the output node beside capture is skipped (output_only)" probe_is vivid \
+  '[.[] | select(.kind == "skipped") | .reason] == ["output_only"]'
+check "vivid: explicit 640x480 mode, not the 3840x2160@2 v4l2src negotiates" probe_is vivid \
+  '[.[] | select(.kind == "camera") | .mode | "\(.format) \(.width)x\(.height)@\(.fps.num)/\(.fps.den)"] | unique == ["yuyv 640x480@25/1"]'
+rmmod vivid; udevadm settle
+
+usbcam add -n "Fake UVC Camera" -s FAKE0001 > /dev/null && udevadm settle
+"$bin" probe | grep -v '^        ' | indent
+check "usbcam: one camera, id $usb from its serial, bus usb2" probe_is usbcam \
+  "[.[] | select(.kind == \"camera\") | \"\(.id) \(.driver) \(.bus.type) \(.bus.speed_mbps)\"] == [\"$usb uvcvideo usb 480\"]"
+check "usbcam: its metadata node is skipped (metadata)" probe_is usbcam \
+  '[.[] | select(.driver == "uvcvideo" and .kind == "skipped") | .reason] == ["metadata"]'
+check "usbcam: the gadget's own node is skipped (output_only)" probe_is usbcam \
+  '[.[] | select(.driver == "g_uvc") | .reason] == ["output_only"]'
+check "usbcam: by-id link and serial reported" probe_is usbcam \
+  '[.[] | select(.kind == "camera") | (.serial == "FAKE0001") and (.links | any(startswith("/dev/v4l/by-id/usb-")))] == [true]'
+usbcam remove; udevadm settle
+
+# ---- 2. edgecam run -----------------------------------------------------------------------
+echo "== 2. edgecam run (hot-plug)"
+RUST_LOG=${RUST_LOG:-info} "$bin" run --listen "$listen" > "$log" 2>&1 &
+daemon=$!
+wait_api "daemon serves /api/cameras" 120 'type == "array"'
+
+modprobe vivid n_devs=2 node_types=0x101,0x1 && udevadm settle
+wait_api "vivid plugged: $vivid0 and $vivid1 streaming" 180 \
+  "[.[] | select((.id == \"$vivid0\" or .id == \"$vivid1\") and .state == \"streaming\")] | length == 2"
+check "vivid: only the capture nodes became cameras" api_is '[.[] | select(.kind == "v4l2")] | length == 2'
+check "vivid: $vivid0 encodes frames" encoding "$vivid0"
+check "vivid: $vivid1 encodes frames" encoding "$vivid1"
+
+fakecam add -n "Fake MJPEG Webcam" -f mjpeg -s 640x480 -r 30 10 > /dev/null
+wait_api "fakecam MJPEG 640x480: $loop10 streaming MJPG 640x480" 180 "$(has $loop10 '.state == "streaming" and (.mode | startswith("MJPG 640x480"))')"
+check "fakecam MJPEG: $loop10 encodes frames" encoding "$loop10"
+fakecam add -n "Fake YUYV Webcam" -f yuyv -s 640x480 -r 30 11 > /dev/null
+wait_api "fakecam YUYV 640x480: $loop11 streaming YUYV 640x480" 180 "$(has $loop11 '.state == "streaming" and (.mode | startswith("YUYV 640x480"))')"
+check "fakecam YUYV: $loop11 encodes frames" encoding "$loop11"
+
+# vivid.0 carries both vivid instances (n_devs=2): unbinding it unplugs both while streaming
+echo vivid.0 > /sys/bus/platform/drivers/vivid/unbind; udevadm settle
+wait_api "vivid unbound while streaming: $vivid0 and $vivid1 offline" 60 \
+  "[.[] | select((.id == \"$vivid0\" or .id == \"$vivid1\") and .state == \"offline\")] | length == 2"
+check "the loopback cameras still stream after vivid went away" \
+  api_is "[.[] | select((.id == \"$loop10\" or .id == \"$loop11\") and .state == \"streaming\")] | length == 2"
+check "$loop10 still encodes frames" encoding "$loop10"
+removed=1
+for _ in $(seq 20); do rmmod vivid 2>/dev/null && { removed=0; break; }; sleep 0.5; done
+check "the daemon let go of vivid's nodes (rmmod vivid succeeds)" test $removed = 0
+
+usbcam add -n "Fake UVC Camera" -s FAKE0001 > /dev/null && udevadm settle
+wait_api "usbcam plugged: listed as $usb" 60 "$(has $usb 'true')"
+check "usbcam: one camera for the device (metadata node not a camera)" \
+  api_is "[.[] | select(.id | startswith(\"$usb\"))] | length == 1"
+usbcam unplug
+wait_api "usbcam unplugged: $usb offline" 60 "$(has $usb '.state == "offline"')"
+usbcam plug > /dev/null && udevadm settle
+wait_api "usbcam replugged: same id $usb back, not offline" 60 "$(has $usb '.state != "offline"')"
+check "usbcam replugged: still one camera for it" api_is "[.[] | select(.id | startswith(\"$usb\"))] | length == 1"
+
+kill -TERM $daemon
+stopped=1
+for _ in $(seq 40); do kill -0 $daemon 2>/dev/null || { stopped=0; break; }; sleep 0.5; done
+check "daemon stops on SIGTERM" test $stopped = 0
+kill -KILL $daemon 2>/dev/null; wait $daemon 2>/dev/null
+fakecam remove all 2>/dev/null; usbcam remove 2>/dev/null
+
+if [ $fail != 0 ]; then
+  echo "-- daemon log (last 60 lines):"; tail -60 "$log" | indent
+fi
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
