@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use edgecam::camera::Shared;
 use edgecam::config::{self, Config};
-use edgecam::encoders::{Catalog, Host};
+use edgecam::encoders::{Catalog, Codec, Host};
 use edgecam::media::IceSettings;
 use edgecam::registry::Registry;
 use edgecam::service::Service;
@@ -217,10 +217,31 @@ async fn shutdown_signal() {
 
 fn probe(json: bool) -> anyhow::Result<()> {
     let reports = devices::scan();
+    let catalog = checked_catalog(&[])?;
+    // The encoder each camera would get with the default config: the first usable H.264 profile for its mode.
+    let encoders: Vec<Option<String>> = reports
+        .iter()
+        .map(|r| {
+            let mode = r.mode.as_ref()?;
+            let first = catalog.candidates(&mode.format, Codec::H264, None).first().map(|p| p.name().to_string());
+            Some(first.unwrap_or_else(|| "none usable".into()))
+        })
+        .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        let mut value = serde_json::to_value(&reports)?;
+        if let Some(list) = value.as_array_mut() {
+            for (node, encoder) in list.iter_mut().zip(&encoders) {
+                node["encoder"] = serde_json::json!(encoder);
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", devices::render_table(&reports));
+        for (report, encoder) in reports.iter().zip(&encoders) {
+            if let Some(encoder) = encoder {
+                println!("{}: encoder {encoder}", report.id);
+            }
+        }
     }
     Ok(())
 }
