@@ -34,7 +34,11 @@ struct Args {
 }
 
 fn args() -> Result<Args> {
-    let mut args = Args { seconds: 10, tries: 7, out: "bench/results".into() };
+    let mut args = Args {
+        seconds: 10,
+        tries: 7,
+        out: "bench/results".into(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
@@ -59,7 +63,9 @@ struct ProcSample {
 fn proc_sample(pid: u32) -> Result<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after "(comm)": state is field 3, utime 14, stime 15 (proc(5)).
-    let rest: Vec<&str> = stat[stat.rfind(')').context("bad stat")? + 2..].split_whitespace().collect();
+    let rest: Vec<&str> = stat[stat.rfind(')').context("bad stat")? + 2..]
+        .split_whitespace()
+        .collect();
     let cpu_ticks = rest[11].parse::<u64>()? + rest[12].parse::<u64>()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> Result<u64> {
@@ -70,7 +76,12 @@ fn proc_sample(pid: u32) -> Result<ProcSample> {
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("no {name} in /proc/{pid}/status"))
     };
-    Ok(ProcSample { at: Instant::now(), cpu_ticks, rss_kib: field("VmRSS:")?, threads: field("Threads:")? })
+    Ok(ProcSample {
+        at: Instant::now(),
+        cpu_ticks,
+        rss_kib: field("VmRSS:")?,
+        threads: field("Threads:")?,
+    })
 }
 
 /// CPU (% of one core) and memory of `pid` over `seconds`, sampled each second.
@@ -160,7 +171,9 @@ async fn ready_to_first_frame(browser: &Browser, daemon: &Daemon) -> Result<f64>
         Ok(())
     })
     .await?;
-    let ms = page.eval(&format!("({READY_TO_FRAME_JS})('demo1')")).await?;
+    let ms = page
+        .eval(&format!("({READY_TO_FRAME_JS})('demo1')"))
+        .await?;
     page.close().await?;
     wait_viewers(daemon.addr, "demo1", 0).await?;
     match ms.as_f64() {
@@ -175,7 +188,14 @@ fn command_line(cmd: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -183,7 +203,10 @@ fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
         .unwrap_or_else(|| "unknown".into());
     json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -215,7 +238,12 @@ fn markdown(report: &Value) -> String {
     for p in report["phases"].as_array().into_iter().flatten() {
         md += &format!(
             "| {} | {} | {} | {} / {} | {} |\n",
-            p["viewers"], p["peer_connections"], p["cpu_percent_of_one_core"], p["rss_mib_mean"], p["rss_mib_max"], p["threads"]
+            p["viewers"],
+            p["peer_connections"],
+            p["cpu_percent_of_one_core"],
+            p["rss_mib_mean"],
+            p["rss_mib_max"],
+            p["threads"]
         );
     }
     let r = &report["ready_to_first_frame_ms"];
@@ -231,8 +259,15 @@ async fn main() -> Result<()> {
     let args = args()?;
     let machine = machine();
     let daemon_bin = std::env::var("EDGECAM_BIN").context("set EDGECAM_BIN (bench/run.sh does)")?;
-    let daemon_build = if daemon_bin.contains("/release/") { "release" } else { "debug" };
-    eprintln!("bench: {daemon_bin}, {} s per phase, {} latency tries", args.seconds, args.tries);
+    let daemon_build = if daemon_bin.contains("/release/") {
+        "release"
+    } else {
+        "debug"
+    };
+    eprintln!(
+        "bench: {daemon_bin}, {} s per phase, {} latency tries",
+        args.seconds, args.tries
+    );
 
     let daemon = Daemon::demo(2)?;
     let pid = daemon.pid().context("daemon not running")?;
@@ -299,10 +334,16 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let json_path = args.out.join(format!("{stamp}.json"));
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
-    std::fs::write(args.out.join("latest.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+    std::fs::write(
+        args.out.join("latest.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
     let md = markdown(&report);
     std::fs::write(args.out.join("latest.md"), &md)?;
-    eprintln!("bench: wrote {} and latest.json / latest.md", json_path.display());
+    eprintln!(
+        "bench: wrote {} and latest.json / latest.md",
+        json_path.display()
+    );
     println!("{md}");
     Ok(())
 }

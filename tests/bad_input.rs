@@ -91,7 +91,10 @@ async fn still_serving(page: &Page, daemon: &Daemon) -> Result<()> {
     wait_rising(page, &base).await?;
     let mut sig = Signalling::connect(daemon.addr).await?;
     let list = sig.expect("cameras", LIVENESS).await?;
-    if !list["cameras"].as_array().is_some_and(|l| l.iter().any(|c| c["id"] == "demo1")) {
+    if !list["cameras"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|c| c["id"] == "demo1"))
+    {
         bail!("camera list without demo1: {list}");
     }
     Ok(())
@@ -113,16 +116,24 @@ async fn bad_messages_are_answered_and_streaming_goes_on() {
             eprintln!("{case}: {reply}");
             match camera {
                 Some("*") => {}
-                Some(id) if reply["camera"] != id => bail!("case {case:?}: error not about {id}: {reply}"),
-                None if !reply["camera"].is_null() => bail!("case {case:?}: error names a camera: {reply}"),
+                Some(id) if reply["camera"] != id => {
+                    bail!("case {case:?}: error not about {id}: {reply}")
+                }
+                None if !reply["camera"].is_null() => {
+                    bail!("case {case:?}: error names a camera: {reply}")
+                }
                 _ => {}
             }
         }
 
         // A real viewer on this connection, then an answer that is not SDP.
-        sig.send(&json!({"type": "ready", "camera": "demo1"})).await?;
-        sig.expect("offer", LIVENESS).await.context("offer after ready")?;
-        sig.send(&json!({"type": "answer", "camera": "demo1", "sdp": "this is not an SDP answer"})).await?;
+        sig.send(&json!({"type": "ready", "camera": "demo1"}))
+            .await?;
+        sig.expect("offer", LIVENESS)
+            .await
+            .context("offer after ready")?;
+        sig.send(&json!({"type": "answer", "camera": "demo1", "sdp": "this is not an SDP answer"}))
+            .await?;
         let reply = expect_error(&mut sig, "bad SDP answer").await?;
         eprintln!("bad SDP answer: {reply}");
         if reply["camera"] != "demo1" {
@@ -130,16 +141,21 @@ async fn bad_messages_are_answered_and_streaming_goes_on() {
         }
 
         // After all that, the connection is still up and usable: `ready` again gets a fresh offer.
-        sig.send(&json!({"type": "ready", "camera": "demo1"})).await?;
+        sig.send(&json!({"type": "ready", "camera": "demo1"}))
+            .await?;
         loop {
-            let msg = sig.recv(LIVENESS).await.context("offer after the bad cases")?;
+            let msg = sig
+                .recv(LIVENESS)
+                .await
+                .context("offer after the bad cases")?;
             match msg["type"].as_str() {
                 Some("offer") if msg["camera"] == "demo1" => break,
                 Some("cameras") | Some("candidate") => continue,
                 _ => bail!("expected an offer for demo1 after the bad cases, got {msg}"),
             }
         }
-        sig.send(&json!({"type": "stop", "camera": "demo1"})).await?;
+        sig.send(&json!({"type": "stop", "camera": "demo1"}))
+            .await?;
         sig.ws.close(None).await?;
         drop(sig);
 
@@ -233,7 +249,8 @@ async fn send_oversized(addr: std::net::SocketAddr, fragmented: bool) -> Result<
         for (i, piece) in pieces.iter().enumerate() {
             let opcode = if i == 0 { 0x1 } else { 0x0 };
             let fin = if i + 1 == pieces.len() { 0x80 } else { 0 };
-            wr.write_all(&client_frame_header(fin | opcode, piece.len())).await?;
+            wr.write_all(&client_frame_header(fin | opcode, piece.len()))
+                .await?;
             // Mask key 0: valid framing, and the payload goes out unchanged.
             for part in piece.chunks(64 * 1024) {
                 wr.write_all(part).await?;
@@ -248,7 +265,11 @@ async fn send_oversized(addr: std::net::SocketAddr, fragmented: bool) -> Result<
                 buf.drain(..used);
                 match opcode {
                     0x8 => {
-                        let code = if body.len() >= 2 { u16::from_be_bytes([body[0], body[1]]) } else { 1005 };
+                        let code = if body.len() >= 2 {
+                            u16::from_be_bytes([body[0], body[1]])
+                        } else {
+                            1005
+                        };
                         return Oversized::Closed(code);
                     }
                     0x1 => {
@@ -299,8 +320,14 @@ fn parse_server_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     let opcode = buf[0] & 0x0f;
     let masked = buf[1] & 0x80 != 0;
     let (len, mut at) = match buf[1] & 0x7f {
-        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize, 4),
-        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
         n => (n as usize, 2),
     };
     let mask: Option<[u8; 4]> = if masked {
@@ -312,7 +339,9 @@ fn parse_server_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     };
     let mut body = buf.get(at..at + len)?.to_vec();
     if let Some(m) = mask {
-        body.iter_mut().enumerate().for_each(|(i, b)| *b ^= m[i % 4]);
+        body.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b ^= m[i % 4]);
     }
     Some((opcode, body, at + len))
 }

@@ -40,14 +40,20 @@ async fn harness_chromium_devtools_roundtrip() -> Result<()> {
     let page = browser.open(&format!("http://{addr}/")).await?;
     assert_eq!(page.eval("1 + 1").await?, json!(2));
     let answer = wait_until("the page's script to run", LIVENESS, || async {
-        match page.eval("new Promise(r => setTimeout(() => r(window.answer), 10))").await? {
+        match page
+            .eval("new Promise(r => setTimeout(() => r(window.answer), 10))")
+            .await?
+        {
             Value::Null => bail!("window.answer not set yet"),
             v => Ok(v),
         }
     })
     .await?;
     assert_eq!(answer, json!(42));
-    let err = page.eval("(() => { throw new Error('boom') })()").await.unwrap_err();
+    let err = page
+        .eval("(() => { throw new Error('boom') })()")
+        .await
+        .unwrap_err();
     assert!(format!("{err}").contains("boom"), "{err}");
     wait_until("console capture", LIVENESS, || async {
         if !page.console().contains("hello from page") {
@@ -124,7 +130,9 @@ async fn page_recovers_after_daemon_restart() {
     let mut daemon = Daemon::demo(1).unwrap();
     let browser = Browser::launch().await.unwrap();
     let ids = ["demo1"];
-    let page = open_viewer(&browser, &daemon, "?cameras=demo1").await.unwrap();
+    let page = open_viewer(&browser, &daemon, "?cameras=demo1")
+        .await
+        .unwrap();
     let before = async {
         let base = wait_decoding(&page, &ids, None).await?;
         wait_rising(&page, &base).await

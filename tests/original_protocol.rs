@@ -128,7 +128,10 @@ async fn original_viewer_url_serves_the_page() {
         for path in ["/", "/dual_camera_viewer.html"] {
             let (status, body) = http_get(daemon.addr, path).await?;
             if status != 200 || !body.to_ascii_lowercase().contains("<html") {
-                bail!("GET {path}: HTTP {status}, body starts {:?}", &body[..body.len().min(200)]);
+                bail!(
+                    "GET {path}: HTTP {status}, body starts {:?}",
+                    &body[..body.len().min(200)]
+                );
             }
         }
         anyhow::Ok(())

@@ -93,7 +93,10 @@ impl View<'_> {
             View::Firefox(ff) => {
                 let console = ff.console();
                 let lines: Vec<&str> = console.lines().collect();
-                format!("firefox page console (last 40 lines):\n{}", lines[lines.len().saturating_sub(40)..].join("\n"))
+                format!(
+                    "firefox page console (last 40 lines):\n{}",
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                )
             }
         }
     }
@@ -101,13 +104,21 @@ impl View<'_> {
     /// Waits until the page is live on a peer connection and decodes `codec`, then until that same
     /// peer connection has decoded `FRAMES` more: returns (first read, last read).
     async fn wait_codec_rising(&self, codec: &str) -> Result<(Seen, Seen)> {
-        let base = wait_until(&format!("{} decoding demo1 as {codec}", self.name()), LIVENESS, || async {
-            let s = self.read().await?;
-            if s.pc.is_none() || s.status != "live" || s.frames == 0 || s.codec.as_deref() != Some(codec) {
-                bail!("{s:?}");
-            }
-            Ok(s)
-        })
+        let base = wait_until(
+            &format!("{} decoding demo1 as {codec}", self.name()),
+            LIVENESS,
+            || async {
+                let s = self.read().await?;
+                if s.pc.is_none()
+                    || s.status != "live"
+                    || s.frames == 0
+                    || s.codec.as_deref() != Some(codec)
+                {
+                    bail!("{s:?}");
+                }
+                Ok(s)
+            },
+        )
         .await
         .with_context(|| self.context())?;
         self.wait_more(&base, codec).await.map(|last| (base, last))
@@ -115,17 +126,27 @@ impl View<'_> {
 
     /// Waits until the peer connection of `base` has decoded `FRAMES` more frames, still as `codec`.
     async fn wait_more(&self, base: &Seen, codec: &str) -> Result<Seen> {
-        wait_until(&format!("{} framesDecoded +{FRAMES} as {codec}", self.name()), LIVENESS, || async {
-            let s = self.read().await?;
-            if s.pc != base.pc {
-                bail!("peer connection replaced: {base:?} -> {s:?}");
-            }
-            if s.frames < base.frames + FRAMES || s.codec.as_deref() != Some(codec) {
-                bail!("{base:?} -> {s:?}");
-            }
-            eprintln!("{}: demo1 {codec} framesDecoded {} -> {} ({}px wide)", self.name(), base.frames, s.frames, s.width);
-            Ok(s)
-        })
+        wait_until(
+            &format!("{} framesDecoded +{FRAMES} as {codec}", self.name()),
+            LIVENESS,
+            || async {
+                let s = self.read().await?;
+                if s.pc != base.pc {
+                    bail!("peer connection replaced: {base:?} -> {s:?}");
+                }
+                if s.frames < base.frames + FRAMES || s.codec.as_deref() != Some(codec) {
+                    bail!("{base:?} -> {s:?}");
+                }
+                eprintln!(
+                    "{}: demo1 {codec} framesDecoded {} -> {} ({}px wide)",
+                    self.name(),
+                    base.frames,
+                    s.frames,
+                    s.width
+                );
+                Ok(s)
+            },
+        )
         .await
         .with_context(|| self.context())
     }
@@ -138,19 +159,28 @@ fn count(log: &str, needle: &str) -> usize {
 #[test]
 fn firefox_gets_vp8_while_chromium_gets_h264_and_vp8_stops_after() {
     if let Some(reason) = netns::unavailable() {
-        eprintln!("SKIPPED firefox_gets_vp8_while_chromium_gets_h264_and_vp8_stops_after: {reason}");
+        eprintln!(
+            "SKIPPED firefox_gets_vp8_while_chromium_gets_h264_and_vp8_stops_after: {reason}"
+        );
         return;
     }
     let _heavy = heavy_lock();
     let ns = NetnsPair::create().expect("create the test's network namespaces");
     ns.run_in(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(scenario()).unwrap();
     });
 }
 
 async fn scenario() -> Result<()> {
-    let daemon = Daemon::start(NO_DISCOVERY, &["--demo", "1", "--ice-local-address", &ADDR_A.to_string()])?;
+    let daemon = Daemon::start(
+        NO_DISCOVERY,
+        &["--demo", "1", "--ice-local-address", &ADDR_A.to_string()],
+    )?;
     let chromium = Browser::launch().await?;
     let url = daemon.url("/?cameras=demo1");
 
@@ -162,7 +192,10 @@ async fn scenario() -> Result<()> {
     let (_, chrome_alone) = chrome.wait_codec_rising("H264").await?;
     wait_viewers(daemon.addr, "demo1", 1).await?;
     if count(&daemon.log(), VP8_STARTED) != 0 {
-        bail!("a VP8 encode was started for Chromium, which lists H264:\n{}", daemon.log_tail(40));
+        bail!(
+            "a VP8 encode was started for Chromium, which lists H264:\n{}",
+            daemon.log_tail(40)
+        );
     }
 
     // 2. Firefox joins: it must not list H264, and gets VP8 from an extra encode of the same camera.
@@ -170,10 +203,15 @@ async fn scenario() -> Result<()> {
     firefox.open(&url).await?;
     let codecs = wait_until("firefox page's receive codecs", LIVENESS, || async {
         let v = firefox
-            .eval("RTCRtpReceiver.getCapabilities('video').codecs.map(c => c.mimeType.split('/')[1])")
+            .eval(
+                "RTCRtpReceiver.getCapabilities('video').codecs.map(c => c.mimeType.split('/')[1])",
+            )
             .await?;
         match v.as_array() {
-            Some(list) if !list.is_empty() => Ok(list.iter().filter_map(|c| c.as_str().map(String::from)).collect::<Vec<_>>()),
+            Some(list) if !list.is_empty() => Ok(list
+                .iter()
+                .filter_map(|c| c.as_str().map(String::from))
+                .collect::<Vec<_>>()),
             _ => bail!("getCapabilities gave {v}"),
         }
     })
@@ -195,8 +233,14 @@ async fn scenario() -> Result<()> {
     if started == 0 || started != stopped + 1 {
         bail!("with Firefox watching, '{VP8_STARTED}' {started} times and '{ENCODING_STOPPED}' {stopped} times:\n{}", daemon.log_tail(40));
     }
-    if !log.lines().any(|l| l.contains("viewer joined") && l.to_ascii_lowercase().contains("codec=vp8")) {
-        bail!("no 'viewer joined codec=vp8' line in the daemon log:\n{}", daemon.log_tail(40));
+    if !log
+        .lines()
+        .any(|l| l.contains("viewer joined") && l.to_ascii_lowercase().contains("codec=vp8"))
+    {
+        bail!(
+            "no 'viewer joined codec=vp8' line in the daemon log:\n{}",
+            daemon.log_tail(40)
+        );
     }
 
     // 3. Both at once: each has decoded FRAMES more since a common moment, each in its own codec, on the
@@ -214,17 +258,32 @@ async fn scenario() -> Result<()> {
 
     // 4. Firefox quits: the daemon drops that viewer and the VP8 encode with it; Chromium goes on.
     if count(&daemon.log(), ENCODING_STOPPED) != stopped {
-        bail!("an encoding was stopped while both viewers watched:\n{}", daemon.log_tail(40));
+        bail!(
+            "an encoding was stopped while both viewers watched:\n{}",
+            daemon.log_tail(40)
+        );
     }
     firefox.close().await?;
     wait_viewers(daemon.addr, "demo1", 1).await?;
     wait_until("the daemon stopping the VP8 encode", LIVENESS, || async {
         let log = daemon.log();
-        let lines: Vec<&str> = log.lines().filter(|l| l.contains(ENCODING_STOPPED)).collect();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(ENCODING_STOPPED))
+            .collect();
         if lines.len() != stopped + 1 {
-            bail!("{} '{ENCODING_STOPPED}' lines, {} before Firefox quit", lines.len(), stopped);
+            bail!(
+                "{} '{ENCODING_STOPPED}' lines, {} before Firefox quit",
+                lines.len(),
+                stopped
+            );
         }
-        if !lines.last().unwrap().to_ascii_lowercase().contains("codec=vp8") {
+        if !lines
+            .last()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("codec=vp8")
+        {
             bail!("the encoding stopped is not VP8: {:?}", lines.last());
         }
         Ok(())
@@ -232,7 +291,10 @@ async fn scenario() -> Result<()> {
     .await
     .with_context(|| daemon.log_tail(40))?;
     if count(&daemon.log(), VP8_STARTED) != started {
-        bail!("a VP8 encode was started again after Firefox quit:\n{}", daemon.log_tail(40));
+        bail!(
+            "a VP8 encode was started again after Firefox quit:\n{}",
+            daemon.log_tail(40)
+        );
     }
     let chrome_after = chrome.read().await?;
     if chrome_after.pc != chrome_alone.pc {

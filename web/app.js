@@ -292,13 +292,9 @@ async function onOffer(msg) {
   clearRetry(cam);
   cam.session = true;
   const offer = { type: 'offer', sdp: msg.sdp };
-  // A second offer on an established pc is a renegotiation of the same session: keep the transport.
-  // If the pc refuses it (the daemon rebuilt its side), fall through to a fresh pc.
-  const current = cam.pc;
-  if (current?.signalingState === 'stable' && current.remoteDescription) {
-    const err = await answer(cam, current, offer);
-    if (!err) return;
-  }
+  // Every offer starts a new session: the daemon never renegotiates a running one, it sends a new
+  // offer only after rebuilding its side (encoder fallback, camera replugged). Reusing the old pc
+  // would keep its DTLS session, which the new sender never saw, and no media would flow.
   const servers = await iceServers;
   if (!cam.session) return; // stopped while waiting
   const pc = newPeer(cam, servers);

@@ -41,9 +41,9 @@ pub fn choose_mode(formats: &[FormatCaps], wanted: &Wanted, bus: Bus) -> Option<
     })
 }
 
-/// The camera's own H.264 closest to `wanted`, for passing it through without re-encoding (one
-/// encode fewer, and the only way a Pi Zero streams 1080p). None when the camera has no H.264;
-/// the caller then uses [`choose_mode`] with an encoder.
+/// The camera's own H.264 closest to `wanted`, for passing it through without re-encoding (no
+/// decode and no encode on the device at all). None when the camera has no H.264; the caller
+/// then uses [`choose_mode`] with an encoder. The bus does not matter: H.264 always fits.
 pub fn choose_passthrough_mode(formats: &[FormatCaps], wanted: &Wanted) -> Option<CaptureMode> {
     candidates(formats, wanted)
         .filter(|c| c.format == PixelFormat::H264)
@@ -70,9 +70,9 @@ fn candidates<'a>(formats: &'a [FormatCaps], wanted: &'a Wanted) -> impl Iterato
     })
 }
 
-/// Which of two modes is closer to `wanted`: size distance first, then rate distance, both as ratios (|ln|): 1280x720 is as far above
-/// 640x360 as 320x180 is below it, and 15 fps as far from 30 as 60 is. Width and height count
-/// separately so a different aspect ratio counts against a mode.
+/// Which of two modes is closer to `wanted`: size distance first, then rate distance, both as
+/// ratios (|ln|): 1280x720 is as far above 640x360 as 320x180 is below it, and 15 fps as far from
+/// 30 as 60 is. Width and height count separately so a different aspect ratio counts against a mode.
 fn closeness(a: &CaptureMode, b: &CaptureMode, wanted: &Wanted) -> Ordering {
     let ratio = |have: f64, want: u32| {
         if have > 0.0 && want > 0 {

@@ -184,9 +184,14 @@ fn c_string(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).trim().to_string()
 }
 
-/// The fourcc as text ("YUYV", "Y10 " trimmed later), bytes that are not printable replaced.
+/// V4L2 marks the big-endian variant of a format with the fourcc's top bit (V4L2_PIX_FMT_FLAG_BE).
+const FOURCC_BIG_ENDIAN: u32 = 1 << 31;
+
+/// The fourcc as text ("YUYV"; "Y16 -BE" as v4l2-ctl writes big-endian variants), bytes that are
+/// not printable replaced.
 fn fourcc_text(code: u32) -> String {
-    code.to_le_bytes()
+    let bytes = (code & !FOURCC_BIG_ENDIAN).to_le_bytes();
+    let text: String = bytes
         .iter()
         .map(|&b| {
             if b.is_ascii_graphic() || b == b' ' {
@@ -195,7 +200,12 @@ fn fourcc_text(code: u32) -> String {
                 '?'
             }
         })
-        .collect()
+        .collect();
+    if code & FOURCC_BIG_ENDIAN != 0 {
+        text + "-BE"
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +225,7 @@ mod tests {
         assert_eq!(fourcc_text(u32::from_le_bytes(*b"MJPG")), "MJPG");
         assert_eq!(fourcc_text(u32::from_le_bytes(*b"Y10 ")), "Y10 ");
         assert_eq!(fourcc_text(0x0000_4d4a), "JM??");
+        assert_eq!(fourcc_text(u32::from_le_bytes(*b"Y16 ") | FOURCC_BIG_ENDIAN), "Y16 -BE");
     }
 
     #[test]

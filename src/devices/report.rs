@@ -66,6 +66,8 @@ pub fn scan() -> Vec<NodeReport> {
         .collect()
 }
 
+const MAX_UNUSED_NAMED: usize = 8;
+
 /// One line per node, then its formats indented, sizes grouped by the rates they share.
 pub fn render_table(reports: &[NodeReport]) -> String {
     if reports.is_empty() {
@@ -119,11 +121,15 @@ pub fn render_table(reports: &[NodeReport]) -> String {
                 render_format(&mut out, format);
             }
             if !other.is_empty() {
-                let names: Vec<&str> = other.iter().map(|f| f.format.fourcc()).collect();
+                // vivid has 80 of them: name a few
+                let mut names: Vec<&str> = other.iter().take(MAX_UNUSED_NAMED).map(|f| f.format.fourcc()).collect();
+                if other.len() > MAX_UNUSED_NAMED {
+                    names.push("...");
+                }
                 let _ = writeln!(
                     out,
                     "    ({} more that edgecam does not use: {})",
-                    names.len(),
+                    other.len(),
                     names.join(" ")
                 );
             }

@@ -75,7 +75,9 @@ async fn read_loop(
 ) {
     while let Some(Ok(msg)) = stream.next().await {
         let Message::Text(text) = msg else { continue };
-        let Ok(msg) = serde_json::from_str::<Value>(&text) else { continue };
+        let Ok(msg) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
         if let Some(id) = msg["id"].as_u64() {
             if let Some(tx) = pending.lock().unwrap().remove(&id) {
                 let reply = match msg.get("error") {
@@ -86,7 +88,9 @@ async fn read_loop(
             }
             continue;
         }
-        let Some(session) = msg["sessionId"].as_str() else { continue };
+        let Some(session) = msg["sessionId"].as_str() else {
+            continue;
+        };
         let line = match msg["method"].as_str() {
             Some("Runtime.consoleAPICalled") => {
                 let args: Vec<String> = msg["params"]["args"]
@@ -99,7 +103,11 @@ async fn read_loop(
                         None => a["description"].as_str().unwrap_or("?").to_string(),
                     })
                     .collect();
-                format!("console.{}: {}", msg["params"]["type"].as_str().unwrap_or("?"), args.join(" "))
+                format!(
+                    "console.{}: {}",
+                    msg["params"]["type"].as_str().unwrap_or("?"),
+                    args.join(" ")
+                )
             }
             Some("Runtime.exceptionThrown") => {
                 let d = &msg["params"]["exceptionDetails"];
@@ -111,7 +119,11 @@ async fn read_loop(
             }
             _ => continue,
         };
-        logs.lock().unwrap().entry(session.to_string()).or_default().push(line);
+        logs.lock()
+            .unwrap()
+            .entry(session.to_string())
+            .or_default()
+            .push(line);
     }
     // Dropping the senders wakes every waiting caller with "browser connection closed".
     pending.lock().unwrap().clear();
@@ -216,15 +228,30 @@ impl Browser {
 
     /// Opens a new tab on `url` and attaches to it.
     pub async fn open(&self, url: &str) -> Result<Page> {
-        let target = self.cdp.call(None, "Target.createTarget", json!({ "url": url })).await?;
-        let target_id = target["targetId"].as_str().context("no targetId")?.to_string();
+        let target = self
+            .cdp
+            .call(None, "Target.createTarget", json!({ "url": url }))
+            .await?;
+        let target_id = target["targetId"]
+            .as_str()
+            .context("no targetId")?
+            .to_string();
         let attached = self
             .cdp
-            .call(None, "Target.attachToTarget", json!({ "targetId": target_id, "flatten": true }))
+            .call(
+                None,
+                "Target.attachToTarget",
+                json!({ "targetId": target_id, "flatten": true }),
+            )
             .await?;
-        let session_id = attached["sessionId"].as_str().context("no sessionId")?.to_string();
+        let session_id = attached["sessionId"]
+            .as_str()
+            .context("no sessionId")?
+            .to_string();
         // Console messages and uncaught exceptions, for failure reports.
-        self.cdp.call(Some(&session_id), "Runtime.enable", json!({})).await?;
+        self.cdp
+            .call(Some(&session_id), "Runtime.enable", json!({}))
+            .await?;
         Ok(Page {
             cdp: self.cdp.clone(),
             target_id,
@@ -249,7 +276,10 @@ impl Drop for Browser {
         if std::thread::panicking() {
             let tail = self.stderr_tail();
             let lines: Vec<&str> = tail.lines().collect();
-            eprintln!("--- chromium stderr (last 30 lines) ---\n{}", lines[lines.len().saturating_sub(30)..].join("\n"));
+            eprintln!(
+                "--- chromium stderr (last 30 lines) ---\n{}",
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
         }
     }
 }
@@ -308,7 +338,11 @@ impl Page {
     pub async fn close(mut self) -> Result<()> {
         self.closed = true;
         self.cdp
-            .call(None, "Target.closeTarget", json!({ "targetId": self.target_id }))
+            .call(
+                None,
+                "Target.closeTarget",
+                json!({ "targetId": self.target_id }),
+            )
             .await?;
         Ok(())
     }
@@ -333,8 +367,20 @@ impl Drop for Page {
     fn drop(&mut self) {
         if std::thread::panicking() && !self.closed {
             let console = self.console();
-            let tail: Vec<&str> = console.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
-            eprintln!("--- console of tab {} (last {} lines) ---\n{}", self.url, tail.len(), tail.join("\n"));
+            let tail: Vec<&str> = console
+                .lines()
+                .rev()
+                .take(60)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            eprintln!(
+                "--- console of tab {} (last {} lines) ---\n{}",
+                self.url,
+                tail.len(),
+                tail.join("\n")
+            );
         }
     }
 }

@@ -56,7 +56,10 @@ impl Daemon {
 
     /// `edgecam run --config <yaml> <extra args>` on a free port.
     pub fn start(config_yaml: &str, extra_args: &[&str]) -> Result<Daemon> {
-        let mut config = tempfile::Builder::new().prefix("edgecam-test-").suffix(".yaml").tempfile()?;
+        let mut config = tempfile::Builder::new()
+            .prefix("edgecam-test-")
+            .suffix(".yaml")
+            .tempfile()?;
         config.write_all(config_yaml.as_bytes())?;
         config.flush()?;
         // Bind port 0 to learn a free port, then hand it to the daemon (and reuse it on restart).
@@ -116,7 +119,10 @@ impl Daemon {
             Ok(Event::Exited) => {
                 let status = self.child.as_mut().unwrap().wait()?;
                 self.child = None;
-                bail!("edgecam exited before listening ({status}):\n{}", self.log_tail(80))
+                bail!(
+                    "edgecam exited before listening ({status}):\n{}",
+                    self.log_tail(80)
+                )
             }
             Err(_) => bail!(
                 "edgecam printed no 'listening on http://' line within {LIVENESS:?}:\n{}",
@@ -127,14 +133,18 @@ impl Daemon {
 
     /// SIGTERM and wait; SIGKILL (and an error) if it does not exit within `STOP_GRACE`.
     pub fn stop(&mut self) -> Result<ExitStatus> {
-        let Some(mut child) = self.child.take() else { bail!("daemon not running") };
+        let Some(mut child) = self.child.take() else {
+            bail!("daemon not running")
+        };
         unsafe {
             libc::kill(child.id() as i32, libc::SIGTERM);
         }
         let deadline = Instant::now() + STOP_GRACE;
         loop {
             if let Some(status) = child.try_wait()? {
-                self.note(&format!("=== harness: edgecam exited after SIGTERM: {status} ==="));
+                self.note(&format!(
+                    "=== harness: edgecam exited after SIGTERM: {status} ==="
+                ));
                 return Ok(status);
             }
             if Instant::now() > deadline {
@@ -187,7 +197,10 @@ impl Drop for Daemon {
             }
         }
         if std::thread::panicking() {
-            eprintln!("--- edgecam stderr (last 120 lines) ---\n{}", self.log_tail(120));
+            eprintln!(
+                "--- edgecam stderr (last 120 lines) ---\n{}",
+                self.log_tail(120)
+            );
         }
     }
 }

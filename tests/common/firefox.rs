@@ -109,7 +109,9 @@ async fn read_loop(
 ) {
     while let Some(Ok(msg)) = stream.next().await {
         let Message::Text(text) = msg else { continue };
-        let Ok(msg) = serde_json::from_str::<Value>(&text) else { continue };
+        let Ok(msg) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
         match msg["type"].as_str() {
             Some("success") | Some("error") => {
                 let Some(id) = msg["id"].as_u64() else {
@@ -160,7 +162,13 @@ impl Firefox {
             }
         }
         let mut child = Command::new(FIREFOX)
-            .args(["--headless", "--no-remote", "--remote-debugging-port", "0", "--profile"])
+            .args([
+                "--headless",
+                "--no-remote",
+                "--remote-debugging-port",
+                "0",
+                "--profile",
+            ])
             .arg(profile.path())
             .arg("about:blank")
             .env("MOZ_CRASHREPORTER_DISABLE", "1")
@@ -192,7 +200,10 @@ impl Firefox {
         let mut guard = KillOnDrop(Some(child));
         let url = match tokio::task::spawn_blocking(move || url_rx.recv_timeout(LIVENESS)).await? {
             Ok(url) => url,
-            Err(_) => bail!("firefox printed no BiDi endpoint:\n{}", stderr_tail.lock().unwrap().join("\n")),
+            Err(_) => bail!(
+                "firefox printed no BiDi endpoint:\n{}",
+                stderr_tail.lock().unwrap().join("\n")
+            ),
         };
         let session_url = format!("{}/session", url.trim_end_matches('/'));
         let (ws, _) = tokio_tungstenite::connect_async(session_url.as_str())
@@ -202,7 +213,12 @@ impl Firefox {
         let pending = Arc::new(Mutex::new(HashMap::new()));
         let log = Arc::new(Mutex::new(Vec::new()));
         tokio::spawn(read_loop(stream, pending.clone(), log.clone()));
-        let bidi = Arc::new(Bidi { sink: tokio::sync::Mutex::new(sink), pending, log, next_id: AtomicU64::new(1) });
+        let bidi = Arc::new(Bidi {
+            sink: tokio::sync::Mutex::new(sink),
+            pending,
+            log,
+            next_id: AtomicU64::new(1),
+        });
         let mut ff = Firefox {
             child: guard.0.take(),
             bidi,
@@ -210,9 +226,16 @@ impl Firefox {
             stderr_tail,
             _profile: profile,
         };
-        ff.bidi.call("session.new", json!({ "capabilities": {} })).await?;
-        ff.bidi.call("session.subscribe", json!({ "events": ["log.entryAdded"] })).await?;
-        let tree = ff.bidi.call("browsingContext.getTree", json!({ "maxDepth": 0 })).await?;
+        ff.bidi
+            .call("session.new", json!({ "capabilities": {} }))
+            .await?;
+        ff.bidi
+            .call("session.subscribe", json!({ "events": ["log.entryAdded"] }))
+            .await?;
+        let tree = ff
+            .bidi
+            .call("browsingContext.getTree", json!({ "maxDepth": 0 }))
+            .await?;
         ff.context = tree["contexts"][0]["context"]
             .as_str()
             .ok_or_else(|| anyhow!("no top-level browsing context in {tree}"))?
@@ -223,7 +246,10 @@ impl Firefox {
     /// Navigates the browser's one tab to `url` and waits for its load event.
     pub async fn open(&self, url: &str) -> Result<()> {
         self.bidi
-            .call("browsingContext.navigate", json!({ "context": self.context, "url": url, "wait": "complete" }))
+            .call(
+                "browsingContext.navigate",
+                json!({ "context": self.context, "url": url, "wait": "complete" }),
+            )
             .await?;
         Ok(())
     }
@@ -246,7 +272,11 @@ impl Firefox {
             .await?;
         if reply["type"] == "exception" {
             let d = &reply["exceptionDetails"];
-            bail!("page threw: {} {}", d["text"].as_str().unwrap_or("?"), d["exception"]);
+            bail!(
+                "page threw: {} {}",
+                d["text"].as_str().unwrap_or("?"),
+                d["exception"]
+            );
         }
         match &reply["result"] {
             r if r["type"] == "string" => {
@@ -276,7 +306,9 @@ impl Firefox {
     pub async fn close(&mut self) -> Result<()> {
         // The reply may be lost with the connection; the process exiting is what counts.
         let _ = self.bidi.call("browser.close", json!({})).await;
-        let Some(mut child) = self.child.take() else { bail!("firefox not running") };
+        let Some(mut child) = self.child.take() else {
+            bail!("firefox not running")
+        };
         let deadline = Instant::now() + LIVENESS;
         loop {
             if child.try_wait()?.is_some() {
@@ -322,10 +354,16 @@ impl Drop for Firefox {
         if std::thread::panicking() {
             let console = self.console();
             let lines: Vec<&str> = console.lines().collect();
-            eprintln!("--- firefox page console (last 60 lines) ---\n{}", lines[lines.len().saturating_sub(60)..].join("\n"));
+            eprintln!(
+                "--- firefox page console (last 60 lines) ---\n{}",
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
             let tail = self.stderr_tail();
             let lines: Vec<&str> = tail.lines().collect();
-            eprintln!("--- firefox stderr (last 30 lines) ---\n{}", lines[lines.len().saturating_sub(30)..].join("\n"));
+            eprintln!(
+                "--- firefox stderr (last 30 lines) ---\n{}",
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
         }
     }
 }

@@ -16,7 +16,7 @@ pub mod viewer;
 pub mod webrtc_client;
 
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -32,11 +32,29 @@ pub const LIVENESS: Duration = Duration::from_secs(30);
 /// Tests that run a daemon plus a browser hold this lock: on 2 cores, several encoders, decoders and
 /// Chromium instances at once starve each other until ICE or DTLS time out, which would be flakiness
 /// rather than a finding. (Cargo runs test binaries one after another, so a per-binary lock suffices.)
-static HEAVY: Mutex<()> = Mutex::new(());
+///
+/// A flag and a condvar rather than a `Mutex<()>` guard: the guard lives across the whole async test,
+/// which is intended (every `#[tokio::test]` has its own runtime on its own thread, so waiting here only
+/// holds back other tests), and a test that panicked must not poison it for the rest.
+static HEAVY_BUSY: Mutex<bool> = Mutex::new(false);
+static HEAVY_FREED: Condvar = Condvar::new();
 
-pub fn heavy_lock() -> MutexGuard<'static, ()> {
-    // A test that panicked while holding the lock must not fail every later test.
-    HEAVY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+pub struct HeavyGuard(());
+
+pub fn heavy_lock() -> HeavyGuard {
+    let mut busy = HEAVY_BUSY.lock().unwrap_or_else(|p| p.into_inner());
+    while *busy {
+        busy = HEAVY_FREED.wait(busy).unwrap_or_else(|p| p.into_inner());
+    }
+    *busy = true;
+    HeavyGuard(())
+}
+
+impl Drop for HeavyGuard {
+    fn drop(&mut self) {
+        *HEAVY_BUSY.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        HEAVY_FREED.notify_one();
+    }
 }
 
 /// Polls `poll` every 250 ms until it returns `Ok`, or fails after `timeout` with the last `Err`, so a
@@ -90,7 +108,8 @@ pub async fn api_cameras(addr: std::net::SocketAddr) -> Result<Vec<Value>> {
     if status != 200 {
         bail!("GET /api/cameras: HTTP {status}: {body}");
     }
-    serde_json::from_str(&body).with_context(|| format!("GET /api/cameras: not a JSON list: {body}"))
+    serde_json::from_str(&body)
+        .with_context(|| format!("GET /api/cameras: not a JSON list: {body}"))
 }
 
 /// The entry for `id` in /api/cameras.
@@ -104,25 +123,33 @@ pub async fn api_camera(addr: std::net::SocketAddr, id: &str) -> Result<Value> {
 
 /// Waits until /api/cameras shows `id` in state "streaming".
 pub async fn wait_streaming(addr: std::net::SocketAddr, id: &str) -> Result<()> {
-    wait_until(&format!("{id} streaming in /api/cameras"), LIVENESS, || async {
-        let cam = api_camera(addr, id).await?;
-        if cam["state"] != "streaming" {
-            bail!("{id}: {cam}");
-        }
-        Ok(())
-    })
+    wait_until(
+        &format!("{id} streaming in /api/cameras"),
+        LIVENESS,
+        || async {
+            let cam = api_camera(addr, id).await?;
+            if cam["state"] != "streaming" {
+                bail!("{id}: {cam}");
+            }
+            Ok(())
+        },
+    )
     .await
 }
 
 /// Waits until /api/cameras reports `n` viewers on `id`.
 pub async fn wait_viewers(addr: std::net::SocketAddr, id: &str, n: u64) -> Result<()> {
-    wait_until(&format!("{n} viewers on {id} in /api/cameras"), LIVENESS, || async {
-        let cam = api_camera(addr, id).await?;
-        if cam["viewers"].as_u64() != Some(n) {
-            bail!("{id}: {cam}");
-        }
-        Ok(())
-    })
+    wait_until(
+        &format!("{n} viewers on {id} in /api/cameras"),
+        LIVENESS,
+        || async {
+            let cam = api_camera(addr, id).await?;
+            if cam["viewers"].as_u64() != Some(n) {
+                bail!("{id}: {cam}");
+            }
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -148,7 +175,10 @@ impl Signalling {
     }
 
     pub async fn send_text(&mut self, text: String) -> Result<()> {
-        self.ws.send(Message::Text(text)).await.context("websocket send")
+        self.ws
+            .send(Message::Text(text))
+            .await
+            .context("websocket send")
     }
 
     /// Next JSON message (text frame); pings and pongs are skipped. A close or the end of the stream is an error.

@@ -54,7 +54,12 @@ pub fn unavailable() -> Option<String> {
 fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip").args(args).output().context("run ip")?;
     if !out.status.success() {
-        bail!("ip {}: {}{}", args.join(" "), String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        bail!(
+            "ip {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     Ok(())
 }
@@ -62,11 +67,17 @@ fn ip(args: &[&str]) -> Result<()> {
 /// Deletes namespaces this harness left behind in an earlier run whose process is gone (a test killed
 /// before its drop ran). Only names with our prefix and a dead pid are touched.
 fn remove_stale() {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else { return };
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             let _ = ip(&["netns", "del", &name]);
         }
@@ -76,20 +87,53 @@ fn remove_stale() {
 impl NetnsPair {
     pub fn create() -> Result<NetnsPair> {
         remove_stale();
-        let base = format!("{PREFIX}{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
-        let pair = NetnsPair { a: format!("{base}-a"), b: format!("{base}-b") };
+        let base = format!(
+            "{PREFIX}{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let pair = NetnsPair {
+            a: format!("{base}-a"),
+            b: format!("{base}-b"),
+        };
         ip(&["netns", "add", &pair.a])?;
         // From here on, drop deletes whatever was made.
         ip(&["netns", "add", &pair.b])?;
         let (a, b) = (pair.a.as_str(), pair.b.as_str());
         // The veth is created inside a, its peer moved straight into b: it never exists on the host.
-        ip(&["-n", a, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", b])?;
-        ip(&["-n", a, "addr", "add", &format!("{ADDR_A}/24"), "dev", "veth0"])?;
-        ip(&["-n", b, "addr", "add", &format!("{ADDR_B}/24"), "dev", "veth1"])?;
+        ip(&[
+            "-n", a, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", b,
+        ])?;
+        ip(&[
+            "-n",
+            a,
+            "addr",
+            "add",
+            &format!("{ADDR_A}/24"),
+            "dev",
+            "veth0",
+        ])?;
+        ip(&[
+            "-n",
+            b,
+            "addr",
+            "add",
+            &format!("{ADDR_B}/24"),
+            "dev",
+            "veth1",
+        ])?;
         for (ns, dev) in [(a, "lo"), (a, "veth0"), (b, "lo"), (b, "veth1")] {
             ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
-        ip(&["-n", a, "route", "add", "default", "via", &ADDR_B.to_string()])?;
+        ip(&[
+            "-n",
+            a,
+            "route",
+            "add",
+            "default",
+            "via",
+            &ADDR_B.to_string(),
+        ])?;
         Ok(pair)
     }
 

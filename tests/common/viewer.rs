@@ -79,7 +79,11 @@ pub async fn wait_decoding(
         let s = sample(page, ids).await?;
         for id in ids {
             let cam = &s[*id];
-            if cam.pc.is_none() || cam.pc.as_deref() == not_pc || cam.frames == 0 || cam.status != "live" {
+            if cam.pc.is_none()
+                || cam.pc.as_deref() == not_pc
+                || cam.frames == 0
+                || cam.status != "live"
+            {
                 bail!("{id}: {cam:?} (not_pc {not_pc:?})");
             }
         }
@@ -91,24 +95,37 @@ pub async fn wait_decoding(
 
 /// Waits until, in a single read, every camera's framesDecoded is above `base` on the same peer connection:
 /// all of them decoding at the same time, none stalled.
-pub async fn wait_rising(page: &Page, base: &HashMap<String, Sample>) -> Result<HashMap<String, Sample>> {
+pub async fn wait_rising(
+    page: &Page,
+    base: &HashMap<String, Sample>,
+) -> Result<HashMap<String, Sample>> {
     let ids: Vec<&str> = base.keys().map(String::as_str).collect();
-    wait_until(&format!("framesDecoded rising on {ids:?}"), LIVENESS, || async {
-        let s = sample(page, &ids).await?;
-        for (id, before) in base {
-            let now = &s[id];
-            if now.pc != before.pc {
-                bail!("{id}: peer connection replaced ({before:?} -> {now:?})");
+    wait_until(
+        &format!("framesDecoded rising on {ids:?}"),
+        LIVENESS,
+        || async {
+            let s = sample(page, &ids).await?;
+            for (id, before) in base {
+                let now = &s[id];
+                if now.pc != before.pc {
+                    bail!("{id}: peer connection replaced ({before:?} -> {now:?})");
+                }
+                if now.frames <= before.frames {
+                    bail!("{id}: framesDecoded not rising ({before:?} -> {now:?})");
+                }
             }
-            if now.frames <= before.frames {
-                bail!("{id}: framesDecoded not rising ({before:?} -> {now:?})");
+            for (id, before) in base {
+                eprintln!(
+                    "{}: {id} framesDecoded {} -> {} ({})",
+                    page.url(),
+                    before.frames,
+                    s[id].frames,
+                    s[id].status
+                );
             }
-        }
-        for (id, before) in base {
-            eprintln!("{}: {id} framesDecoded {} -> {} ({})", page.url(), before.frames, s[id].frames, s[id].status);
-        }
-        Ok(s)
-    })
+            Ok(s)
+        },
+    )
     .await
     .with_context(|| page_context(page))
 }
@@ -126,7 +143,9 @@ pub fn page_context(page: &Page) -> String {
 pub async fn open_viewer(browser: &Browser, daemon: &Daemon, query: &str) -> Result<Page> {
     let page = browser.open(&daemon.url(&format!("/{query}"))).await?;
     wait_until("window.edgecam test hook", LIVENESS, || async {
-        let ok = page.eval("typeof window.edgecam === 'object' && window.edgecam.cameras instanceof Map").await?;
+        let ok = page
+            .eval("typeof window.edgecam === 'object' && window.edgecam.cameras instanceof Map")
+            .await?;
         if ok != Value::Bool(true) {
             bail!("window.edgecam missing or without a cameras Map");
         }

@@ -40,7 +40,9 @@ pub struct GstViewer {
 impl GstViewer {
     fn new(camera: &str, out: mpsc::UnboundedSender<Outgoing>) -> Result<GstViewer> {
         gst::init()?;
-        if gst::ElementFactory::find("openh264dec").is_none() && gst::ElementFactory::find("avdec_h264").is_none() {
+        if gst::ElementFactory::find("openh264dec").is_none()
+            && gst::ElementFactory::find("avdec_h264").is_none()
+        {
             bail!("no H.264 decoder: install gstreamer1.0-plugins-bad (openh264dec) or gstreamer1.0-libav");
         }
         let pipeline = gst::Pipeline::new();
@@ -77,7 +79,9 @@ impl GstViewer {
             if pad.direction() != gst::PadDirection::Src {
                 return;
             }
-            let Some(pipeline) = pipeline_weak.upgrade() else { return };
+            let Some(pipeline) = pipeline_weak.upgrade() else {
+                return;
+            };
             if let Some(caps) = pad.current_caps() {
                 rec.lock().unwrap().encoding = caps
                     .structure(0)
@@ -89,14 +93,20 @@ impl GstViewer {
         });
 
         pipeline.set_state(gst::State::Playing)?;
-        Ok(GstViewer { camera: camera.to_string(), pipeline, webrtc, received })
+        Ok(GstViewer {
+            camera: camera.to_string(),
+            pipeline,
+            webrtc,
+            received,
+        })
     }
 
     /// Sets the daemon's offer and answers it; the answer comes out on the outgoing channel.
     fn handle_offer(&self, sdp: &str, out: mpsc::UnboundedSender<Outgoing>) -> Result<()> {
         let sdp = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
             .map_err(|_| anyhow!("daemon's offer is not SDP: {sdp}"))?;
-        let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, sdp);
+        let offer =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, sdp);
         let webrtc = self.webrtc.clone();
         let camera = self.camera.clone();
         let on_remote_set = gst::Promise::with_change_func(move |reply| {
@@ -116,9 +126,12 @@ impl GstViewer {
                         return;
                     }
                 };
-                webrtc_a.emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
+                webrtc_a
+                    .emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
                 let sdp = answer.sdp().as_text().unwrap_or_default();
-                let _ = out.send(Ok(json!({ "type": "answer", "camera": camera, "sdp": sdp })));
+                let _ = out.send(Ok(
+                    json!({ "type": "answer", "camera": camera, "sdp": sdp }),
+                ));
             });
             webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &on_answer]);
         });
@@ -144,7 +157,11 @@ impl GstViewer {
         let conn = self
             .webrtc
             .property::<gst_webrtc::WebRTCPeerConnectionState>("connection-state");
-        format!("{}: {:?}, ice {ice:?}, connection {conn:?}", self.camera, self.received())
+        format!(
+            "{}: {:?}, ice {ice:?}, connection {conn:?}",
+            self.camera,
+            self.received()
+        )
     }
 
     /// Errors posted on the pipeline's bus since the last call.
@@ -166,7 +183,9 @@ impl Drop for GstViewer {
     }
 }
 
-fn promise_ok(reply: Result<Option<&gst::StructureRef>, gst::PromiseError>) -> Result<Option<&gst::StructureRef>, String> {
+fn promise_ok(
+    reply: Result<Option<&gst::StructureRef>, gst::PromiseError>,
+) -> Result<Option<&gst::StructureRef>, String> {
     match reply {
         Err(e) => Err(format!("{e:?}")),
         Ok(Some(s)) if s.has_field("error") => Err(format!("{s}")),
@@ -175,12 +194,23 @@ fn promise_ok(reply: Result<Option<&gst::StructureRef>, gst::PromiseError>) -> R
 }
 
 /// webrtcbin src pad (RTP) -> decodebin -> fakesink, counting decoded frames on decodebin's raw pad.
-fn link_decoder(pipeline: &gst::Pipeline, pad: &gst::Pad, received: Arc<Mutex<Received>>) -> Result<()> {
+fn link_decoder(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    received: Arc<Mutex<Received>>,
+) -> Result<()> {
     let decodebin = gst::ElementFactory::make("decodebin").build()?;
     let pipeline_weak = pipeline.downgrade();
     decodebin.connect_pad_added(move |_, dpad| {
-        let Some(pipeline) = pipeline_weak.upgrade() else { return };
-        let Ok(sink) = gst::ElementFactory::make("fakesink").property("sync", false).build() else { return };
+        let Some(pipeline) = pipeline_weak.upgrade() else {
+            return;
+        };
+        let Ok(sink) = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .build()
+        else {
+            return;
+        };
         if pipeline.add(&sink).is_err() {
             return;
         }
@@ -229,9 +259,13 @@ impl OriginalSession {
 
     /// `{"type":"ready","camera":...}` exactly as the original viewer sent it, with a fresh receiver.
     pub async fn ready(&mut self, camera: &str) -> Result<()> {
-        self.viewers
-            .insert(camera.to_string(), GstViewer::new(camera, self.out_tx.clone())?);
-        self.sig.send(&json!({ "type": "ready", "camera": camera })).await
+        self.viewers.insert(
+            camera.to_string(),
+            GstViewer::new(camera, self.out_tx.clone())?,
+        );
+        self.sig
+            .send(&json!({ "type": "ready", "camera": camera }))
+            .await
     }
 
     /// Runs the signalling (offers in, answers and candidates out) until `done` holds for the viewers.
@@ -278,7 +312,8 @@ impl OriginalSession {
     }
 
     fn on_daemon_message(&mut self, text: &str) -> Result<()> {
-        let msg: Value = serde_json::from_str(text).with_context(|| format!("daemon sent non-JSON: {text}"))?;
+        let msg: Value =
+            serde_json::from_str(text).with_context(|| format!("daemon sent non-JSON: {text}"))?;
         self.transcript.push(msg.clone());
         let camera = msg["camera"].as_str().unwrap_or_default();
         match msg["type"].as_str() {
@@ -287,7 +322,9 @@ impl OriginalSession {
                     .viewers
                     .get(camera)
                     .ok_or_else(|| anyhow!("offer for a camera we did not ask for: {msg}"))?;
-                let sdp = msg["sdp"].as_str().ok_or_else(|| anyhow!("offer without sdp: {msg}"))?;
+                let sdp = msg["sdp"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("offer without sdp: {msg}"))?;
                 viewer.handle_offer(sdp, self.out_tx.clone())?;
             }
             Some("candidate") => {
@@ -295,7 +332,9 @@ impl OriginalSession {
                     .viewers
                     .get(camera)
                     .ok_or_else(|| anyhow!("candidate for a camera we did not ask for: {msg}"))?;
-                let candidate = msg["candidate"].as_str().ok_or_else(|| anyhow!("bad candidate: {msg}"))?;
+                let candidate = msg["candidate"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("bad candidate: {msg}"))?;
                 // The original sent no sdpMLineIndex; everything is bundled on line 0.
                 let mline = msg["sdpMLineIndex"].as_u64().unwrap_or(0) as u32;
                 viewer.add_candidate(mline, candidate);

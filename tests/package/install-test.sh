@@ -45,7 +45,8 @@ tarball=$EDGECAM_CACHE/install-root-$arch-$key.tar
 if [ ! -f "$tarball" ]; then
   step "mmdebstrap $arch root (once)"
   mkdir -p "$EDGECAM_CACHE"
-  mmdebstrap --quiet --architectures="$arch" --variant=minbase --include="$BASE_PKGS" "$SUITE" "$tarball.tmp" \
+  # --format=tar: the name does not end in .tar, so mmdebstrap would make a directory.
+  mmdebstrap --quiet --format=tar --architectures="$arch" --variant=minbase --include="$BASE_PKGS" "$SUITE" "$tarball.tmp" \
     "deb $DEBIAN_MIRROR $SUITE main" "deb $DEBIAN_MIRROR $SUITE-updates main" \
     "deb ${DEBIAN_MIRROR%/debian}/debian-security $SUITE-security main" \
     > "$EDGECAM_CACHE/install-root-$arch.log" 2>&1 \

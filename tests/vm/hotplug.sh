@@ -22,9 +22,10 @@ check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; 
 indent() { sed 's/^/  /'; }
 
 # ---- edgecam probe ---------------------------------------------------------------------
-probe() { "$bin" probe --json 2>/dev/null; }
-# probe_is "what" JQ_FILTER: one probe, the filter must hold
-probe_is() { local out; out=$(probe) && echo "$out" | jq -e "$2" >/dev/null || { echo "  probe: $(echo "$out" | jq -c '[.[] | {devnode, kind, reason, id}]' 2>&1)"; return 1; }; }
+# snapshot: `edgecam probe --json` once into $snap (and the table on the log) for the checks after it
+snapshot() { "$bin" probe 2>/dev/null | grep -v '^        ' | indent; snap=$("$bin" probe --json 2>/dev/null); }
+# probe_is JQ_FILTER: the last snapshot satisfies the filter
+probe_is() { echo "$snap" | jq -e "$1" >/dev/null 2>&1 || { echo "  probe: $(echo "$snap" | jq -c '[.[] | {devnode, kind, reason, id}]' 2>&1)"; return 1; }; }
 
 # ---- the daemon's /api/cameras ----------------------------------------------------------
 cams() { curl -sf --max-time 5 "$api"; }
@@ -64,24 +65,24 @@ usb=usb-fake0001
 echo "== 1. edgecam probe"
 # vivid.0: capture + output node (node_types bit 8), vivid.1: capture only
 modprobe vivid n_devs=2 node_types=0x101,0x1 && udevadm settle
-"$bin" probe | grep -v '^        ' | indent
-check "vivid: 2 cameras ($vivid0, $vivid1)" probe_is vivid \
+snapshot
+check "vivid: 2 cameras ($vivid0, $vivid1)" probe_is \
   "[.[] | select(.kind == \"camera\") | .id] == [\"$vivid0\", \"$vivid1\"]"
-check "vivid: the output node beside capture is skipped (output_only)" probe_is vivid \
+check "vivid: the output node beside capture is skipped (output_only)" probe_is \
   '[.[] | select(.kind == "skipped") | .reason] == ["output_only"]'
-check "vivid: explicit 640x480 mode, not the 3840x2160@2 v4l2src negotiates" probe_is vivid \
+check "vivid: explicit 640x480 mode, not the 3840x2160@2 v4l2src negotiates" probe_is \
   '[.[] | select(.kind == "camera") | .mode | "\(.format) \(.width)x\(.height)@\(.fps.num)/\(.fps.den)"] | unique == ["yuyv 640x480@25/1"]'
 rmmod vivid; udevadm settle
 
 usbcam add -n "Fake UVC Camera" -s FAKE0001 > /dev/null && udevadm settle
-"$bin" probe | grep -v '^        ' | indent
-check "usbcam: one camera, id $usb from its serial, bus usb2" probe_is usbcam \
+snapshot
+check "usbcam: one camera, id $usb from its serial, bus usb2" probe_is \
   "[.[] | select(.kind == \"camera\") | \"\(.id) \(.driver) \(.bus.type) \(.bus.speed_mbps)\"] == [\"$usb uvcvideo usb 480\"]"
-check "usbcam: its metadata node is skipped (metadata)" probe_is usbcam \
+check "usbcam: its metadata node is skipped (metadata)" probe_is \
   '[.[] | select(.driver == "uvcvideo" and .kind == "skipped") | .reason] == ["metadata"]'
-check "usbcam: the gadget's own node is skipped (output_only)" probe_is usbcam \
+check "usbcam: the gadget's own node is skipped (output_only)" probe_is \
   '[.[] | select(.driver == "g_uvc") | .reason] == ["output_only"]'
-check "usbcam: by-id link and serial reported" probe_is usbcam \
+check "usbcam: by-id link and serial reported" probe_is \
   '[.[] | select(.kind == "camera") | (.serial == "FAKE0001") and (.links | any(startswith("/dev/v4l/by-id/usb-")))] == [true]'
 usbcam remove; udevadm settle
 

@@ -27,6 +27,7 @@ if [ "${1:-}" = -- ]; then shift; cmd=("$@"); fi
 # the binary's folder is shared too when it lives outside the repository
 shares=(--share "$root")
 case "$bin" in "$root"/*) ;; *) shares+=(--share "$(dirname "$bin")");; esac
-exec "$here/vm-run.sh" "${shares[@]}" --cwd "$root" --mem "${V4L2VM_MEM:-1536}" \
+# under TCG four cameras encoding at once make the suite take several minutes: allow 30
+exec "$here/vm-run.sh" "${shares[@]}" --cwd "$root" --mem "${V4L2VM_MEM:-1536}" --timeout "${V4L2VM_TIMEOUT:-1800}" \
   --env EDGECAM_BIN="$bin" --env PATH="$(dirname "$bin"):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
   --env RUST_LOG="${RUST_LOG:-info}" -- "${cmd[@]}"
