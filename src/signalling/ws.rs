@@ -20,6 +20,9 @@ use crate::camera::{Command, ConnId, Outbox};
 /// a connection that lets 256 pile up is not reading and loses messages rather than holding up cameras.
 const OUTBOX_QUEUE: usize = 256;
 
+/// How long a socket closed for a protocol violation stays open so the close frame reaches the client.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
     ws.max_message_size(MAX_MESSAGE_BYTES)
@@ -62,6 +65,9 @@ async fn serve(socket: WebSocket, state: AppState, conn: ConnId) {
     };
     if let Some(frame) = close {
         let _ = sink.send(Message::Close(Some(frame))).await;
+        // The rest of the oversized message is still unread: closing the socket now makes the kernel
+        // reset the connection and discard the close frame before the client reads it.
+        tokio::time::sleep(CLOSE_GRACE).await;
     }
     for camera in joined {
         if let Some(handle) = state.registry.handle(&camera) {

@@ -88,6 +88,16 @@ check() {  # check "what" command...: one line per check
     fail=$((fail+1)); echo "FAIL  $what"; [ -n "$out" ] && echo "$out" | tail -15 | sed 's/^/      /'
   fi
 }
+# checkv: the same, and on success also the command's last output line (what it saw)
+checkv() {
+  local what=$1; shift
+  local out
+  if out=$("$@" 2>&1); then
+    pass=$((pass+1)); echo "PASS  $what"; echo "$out" | tail -1 | sed 's/^/      /'
+  else
+    fail=$((fail+1)); echo "FAIL  $what"; [ -n "$out" ] && echo "$out" | tail -15 | sed 's/^/      /'
+  fi
+}
 has_line() { grep -q -- "$1" <<<"$2"; }
 
 # ---- install --------------------------------------------------------------------------
@@ -125,7 +135,7 @@ fi
 
 # ---- systemd unit -----------------------------------------------------------------------------
 unit=$(ls "$R"/lib/systemd/system/edgecam.service "$R"/usr/lib/systemd/system/edgecam.service 2>/dev/null | head -1)
-check "unit file installed ($unit)" test -n "$unit"
+check "unit file installed (${unit#$R})" test -n "$unit"
 check "unit enabled (systemctl is-enabled)" sh -c "chroot '$R' systemctl is-enabled edgecam | grep -qx enabled"
 check "unit wanted by multi-user.target" test -L "$R/etc/systemd/system/multi-user.target.wants/edgecam.service"
 check "systemd-analyze verify edgecam.service (in the root)" \
@@ -147,7 +157,7 @@ if [ $run = 1 ]; then
   # the host; loopback only (ICE host candidates included).
   in_root /usr/bin/edgecam run --demo 1 --listen 127.0.0.1:$port > "$R/tmp/run.log" 2>&1 &
   dpid=$!
-  check "edgecam run --demo 1: a websocket client receives an offer for demo1" \
+  checkv "edgecam run --demo 1: a websocket client receives an offer for demo1" \
     python3 "$REPO/tests/package/ws_offer.py" --url ws://127.0.0.1:$port/ws --camera demo1 --timeout 180
   kill -TERM $dpid 2>/dev/null
   stopped() { ! kill -0 $dpid 2>/dev/null; }
