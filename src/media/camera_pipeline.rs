@@ -257,9 +257,10 @@ impl CameraPipeline {
     }
 
     pub fn failure_origin(&self, message_source: Option<&gst::Object>) -> FailureOrigin {
+        // v4l2src's buffer pool and other helpers post under the source, so ancestry counts too.
         let from_source = message_source
-            .and_then(|o| self.pipeline.by_name("src").map(|src| o == src.upcast_ref::<gst::Object>()))
-            .unwrap_or(false);
+            .zip(self.pipeline.by_name("src"))
+            .is_some_and(|(o, src)| o == src.upcast_ref::<gst::Object>() || o.has_as_ancestor(&src));
         if from_source {
             FailureOrigin::Source
         } else {
