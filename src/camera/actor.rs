@@ -29,7 +29,8 @@ pub(super) fn run(
     handle: CameraHandle,
     commands: mpsc::Receiver<Command>,
 ) -> tokio::task::JoinHandle<()> {
-    let span = info_span!("camera", id = %identity.id);
+    // A root span: the actor outlives whatever span it was started from (a supervisor's plug event).
+    let span = info_span!(parent: None, "camera", id = %identity.id);
     let (events_tx, events) = mpsc::unbounded_channel();
     let info = CameraInfo {
         id: identity.id.clone(),

@@ -271,7 +271,10 @@ impl CameraPipeline {
     /// Stops the pipeline and waits for it to reach NULL, so the device is released before anyone
     /// (a replug, a fallback rebuild) opens it again. Blocking: call off the async runtime.
     pub fn shut_down(self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        if self.pipeline.set_state(gst::State::Null).is_err() {
+            // Seen with a V4L2 device unbound while streaming: v4l2src fails to stop and keeps its fds.
+            tracing::warn!("pipeline did not stop cleanly; its device may stay open");
+        }
         let _ = self.pipeline.state(gst::ClockTime::from_seconds(5));
     }
 }

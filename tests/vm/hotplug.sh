@@ -6,7 +6,7 @@
 #  2. `edgecam run`: cameras appear in /api/cameras and encode frames when plugged in (vivid,
 #     v4l2loopback MJPEG and YUYV webcams), go offline when unplugged (vivid unbound while
 #     streaming) while the others keep streaming, and a USB camera keeps its id across
-#     unplug/replug.
+#     unplug/replug. (usbcam cannot stream through usbip: it is checked for listing and id.)
 # Prints PASS/FAIL per check and "N passed, M failed"; exit status 0 only if all passed.
 # Timeouts are generous (the VM runs under TCG emulation); no timing is asserted.
 set -u
@@ -37,19 +37,19 @@ wait_api() {
     sleep 1
   done
   bad "$what"
-  echo "  /api/cameras: $(cams | jq -c '[.[] | {id, state, device, mode, frames_encoded, detail}]' 2>&1)"
+  echo "  /api/cameras: $(cams | jq -c '[.[] | {id, state, device, mode, encoded_frames, detail}]' 2>&1)"
   return 1
 }
 # api_is JQ_FILTER: /api/cameras now satisfies the filter
 api_is() { cams | jq -e "$1" >/dev/null 2>&1 || { echo "  /api/cameras: $(cams | jq -c '[.[] | {id, state, device}]' 2>&1)"; return 1; }; }
 has() { printf '[.[] | select(.id == "%s" and %s)] | length == 1' "$1" "$2"; }
-frames() { cams | jq -r --arg id "$1" '.[] | select(.id == $id) | .frames_encoded // empty'; }
-# encoding: frames_encoded > 0 and still growing a few seconds later
+frames() { cams | jq -r --arg id "$1" '.[] | select(.id == $id) | .encoded_frames // empty'; }
+# encoding: encoded_frames > 0 and still growing a few seconds later
 encoding() {
   local a b
   a=$(frames "$1"); sleep 4; b=$(frames "$1")
-  [ -n "$a" ] || { echo "  $1: no frames_encoded in /api/cameras"; return 1; }
-  [ "$a" -gt 0 ] && [ "$b" -gt "$a" ] || { echo "  $1: frames_encoded $a then $b"; return 1; }
+  [ -n "$a" ] || { echo "  $1: no encoded_frames in /api/cameras"; return 1; }
+  [ "$a" -gt 0 ] && [ "$b" -gt "$a" ] || { echo "  $1: encoded_frames $a then $b"; return 1; }
 }
 
 echo "kernel $(uname -r), $(nproc) cpu; binary $bin"
@@ -92,12 +92,11 @@ RUST_LOG=${RUST_LOG:-info} "$bin" run --listen "$listen" > "$log" 2>&1 &
 daemon=$!
 wait_api "daemon serves /api/cameras" 120 'type == "array"'
 
-modprobe vivid n_devs=2 node_types=0x101,0x1 && udevadm settle
-wait_api "vivid plugged: $vivid0 and $vivid1 streaming" 180 \
-  "[.[] | select((.id == \"$vivid0\" or .id == \"$vivid1\") and .state == \"streaming\")] | length == 2"
-check "vivid: only the capture nodes became cameras" api_is '[.[] | select(.kind == "v4l2")] | length == 2'
+# one vivid instance here (capture + output node): under TCG every camera's encoder costs
+modprobe vivid n_devs=1 node_types=0x101 && udevadm settle
+wait_api "vivid plugged: $vivid0 streaming" 180 "$(has $vivid0 '.state == "streaming"')"
+check "vivid: only the capture node became a camera" api_is '[.[] | select(.kind == "v4l2")] | length == 1'
 check "vivid: $vivid0 encodes frames" encoding "$vivid0"
-check "vivid: $vivid1 encodes frames" encoding "$vivid1"
 
 fakecam add -n "Fake MJPEG Webcam" -f mjpeg -s 640x480 -r 30 10 > /dev/null
 wait_api "fakecam MJPEG 640x480: $loop10 streaming MJPG 640x480" 180 "$(has $loop10 '.state == "streaming" and (.mode | startswith("MJPG 640x480"))')"
@@ -106,16 +105,15 @@ fakecam add -n "Fake YUYV Webcam" -f yuyv -s 640x480 -r 30 11 > /dev/null
 wait_api "fakecam YUYV 640x480: $loop11 streaming YUYV 640x480" 180 "$(has $loop11 '.state == "streaming" and (.mode | startswith("YUYV 640x480"))')"
 check "fakecam YUYV: $loop11 encodes frames" encoding "$loop11"
 
-# vivid.0 carries both vivid instances (n_devs=2): unbinding it unplugs both while streaming
 echo vivid.0 > /sys/bus/platform/drivers/vivid/unbind; udevadm settle
-wait_api "vivid unbound while streaming: $vivid0 and $vivid1 offline" 60 \
-  "[.[] | select((.id == \"$vivid0\" or .id == \"$vivid1\") and .state == \"offline\")] | length == 2"
+wait_api "vivid unbound while streaming: $vivid0 offline" 60 "$(has $vivid0 '.state == "offline"')"
 check "the loopback cameras still stream after vivid went away" \
   api_is "[.[] | select((.id == \"$loop10\" or .id == \"$loop11\") and .state == \"streaming\")] | length == 2"
 check "$loop10 still encodes frames" encoding "$loop10"
 removed=1
 for _ in $(seq 20); do rmmod vivid 2>/dev/null && { removed=0; break; }; sleep 0.5; done
 check "the daemon let go of vivid's nodes (rmmod vivid succeeds)" test $removed = 0
+[ $removed = 0 ] || echo "  the daemon's open video fds: $(ls -l /proc/$daemon/fd 2>/dev/null | grep -o '/dev/video[^ ]*.*' | tr '\n' ' ')"
 
 usbcam add -n "Fake UVC Camera" -s FAKE0001 > /dev/null && udevadm settle
 wait_api "usbcam plugged: listed as $usb" 60 "$(has $usb 'true')"
