@@ -214,12 +214,16 @@ impl Actor {
     async fn leave(&mut self, conn: ConnId, why: &str) {
         if let Some(viewer) = self.viewers.remove(conn) {
             viewer.span.in_scope(|| info!(why, "viewer left"));
-            self.detach(viewer);
-            self.publish();
             if self.viewers.is_empty() && self.shared.idle == IdlePolicy::Stop && self.pipeline.is_some() {
+                // The branch stops with the pipeline. Detaching it first would leave an unlink pending
+                // on a pad that stops flowing, and the branch would never be freed.
                 info!("no viewers left; stopping (idle policy: stop)");
+                drop(viewer);
                 self.stop_pipeline().await;
                 self.set_state(CameraState::Idle, None);
+            } else {
+                self.detach(viewer);
+                self.publish();
             }
         }
     }
