@@ -332,16 +332,16 @@ async fn main() -> Result<()> {
         },
     });
     std::fs::create_dir_all(&args.out)?;
-    let json_path = args.out.join(format!("{stamp}.json"));
+    let json_path = args.out.join(format!("viewers-{stamp}.json"));
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
     std::fs::write(
-        args.out.join("latest.json"),
+        args.out.join("viewers.json"),
         serde_json::to_string_pretty(&report)? + "\n",
     )?;
     let md = markdown(&report);
-    std::fs::write(args.out.join("latest.md"), &md)?;
+    std::fs::write(args.out.join("viewers.md"), &md)?;
     eprintln!(
-        "bench: wrote {} and latest.json / latest.md",
+        "bench: wrote {} and viewers.json / viewers.md",
         json_path.display()
     );
     println!("{md}");
