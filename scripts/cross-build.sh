@@ -4,28 +4,26 @@
 # or reachable: the base image comes from debootstrap, the rest from Debian's
 # archive through apt inside `podman build`).
 #
-# usage: scripts/cross-build.sh [--image-only] [--rebuild-image] [-- CARGO_ARGS...]
-#   --image-only     prepare podman, the base image and the cross image, then stop
-#   --rebuild-image  rebuild the cross image even if its Dockerfile did not change
+# usage: scripts/cross-build.sh [--image-only] [-- CARGO_ARGS...]
+#   --image-only     prepare podman and the base image, then stop
 # Output: target/cross/debian/edgecam_<version>_arm64.deb
 #
 # Stages and why they exist:
 #  1. podman config: this sandbox refuses rlimits and has hybrid cgroups; crun
 #     fails there and runc works (see shared/notes/packaging-cross.md).
 #  2. localhost/edgecam/bookworm:base from debootstrap (cached; about 1 min).
-#  3. localhost/edgecam/cross-aarch64:bookworm from packaging/cross/Dockerfile,
-#     rebuilt only when the Dockerfile changes (its hash is an image label).
-#  4. cross build --release --target aarch64-unknown-linux-gnu (Cross.toml names
-#     the image of stage 3), then cargo deb --no-build and a glibc <= 2.36 check.
+#  3. cross build --release --target aarch64-unknown-linux-gnu: cross builds the
+#     image from packaging/cross/Dockerfile (Cross.toml; FROM the base image; about
+#     4 min the first time, cached after), then runs cargo in it. Then a glibc
+#     <= 2.36 check and cargo deb --no-build.
 set -euo pipefail
 LOG_TAG=cross-build
 . "$(dirname "$0")/lib.sh"
 
-image_only=0; rebuild_image=0; cargo_args=()
+image_only=0; cargo_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --image-only) image_only=1; shift;;
-    --rebuild-image) rebuild_image=1; shift;;
     --) shift; cargo_args=("$@"); break;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0;;
     *) die "unknown option $1 (see --help)";;
@@ -34,8 +32,6 @@ done
 need_root
 
 BASE_IMAGE=localhost/edgecam/bookworm:base
-CROSS_IMAGE=localhost/edgecam/cross-aarch64:bookworm   # must match Cross.toml
-DOCKERFILE=$REPO/packaging/cross/Dockerfile
 export CROSS_CONTAINER_ENGINE=podman
 t_all=$(date +%s)
 
@@ -93,25 +89,9 @@ EOF
 fi
 step_done
 
-# ---- 3. cross image -------------------------------------------------------------
-step "cross image $CROSS_IMAGE"
-want=$(sha256sum "$DOCKERFILE" | cut -c1-16)
-have=$(podman image inspect --format '{{ index .Labels "org.edgecam.dockerfile-sha" }}' "$CROSS_IMAGE" 2>/dev/null || true)
-if [ "$have" = "$want" ] && [ $rebuild_image = 0 ]; then
-  log "cached (Dockerfile unchanged)"
-else
-  log "podman build (about 3-4 min; apt inside needs the host network)"
-  podman build --network host --pull=never \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" \
-    --label org.edgecam.dockerfile-sha="$want" \
-    -t "$CROSS_IMAGE" -f "$DOCKERFILE" "$(dirname "$DOCKERFILE")" > "$EDGECAM_CACHE/cross-image.log" 2>&1 \
-    || { tail -30 "$EDGECAM_CACHE/cross-image.log" >&2; die "podman build failed (log: $EDGECAM_CACHE/cross-image.log)"; }
-  podman image prune -f >/dev/null 2>&1 || true   # drop the replaced image's layers
-fi
-step_done
-[ $image_only = 1 ] && { log "image ready (--image-only)"; exit 0; }
+[ $image_only = 1 ] && { log "podman and the base image are ready (--image-only)"; exit 0; }
 
-# ---- 4. cross build + .deb --------------------------------------------------------
+# ---- 3. cross build + .deb --------------------------------------------------------
 step "cross build --release --target $AARCH64"
 cargo_tool cross cross
 cargo_tool cargo-deb cargo-deb

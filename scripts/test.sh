@@ -11,7 +11,9 @@ cargo test --no-fail-fast 2>&1 | tee target/test-cargo.log
 cargo_status=${PIPESTATUS[0]}
 
 # Real kernel V4L2 devices and udev hot-plug, in a throwaway VM (see tests/vm/run.sh).
-tests/vm/run.sh 2>&1 | tee target/test-vm.log
+# cargo test already built target/debug/edgecam (the e2e tests run it); building it again without
+# dev-dependencies would recompile half the dependency tree with other features.
+EDGECAM_BIN=$PWD/target/debug/edgecam tests/vm/run.sh 2>&1 | tee target/test-vm.log
 vm_status=${PIPESTATUS[0]}
 
 # One closing line over both: cargo's "N passed; M failed" lines and the VM suite's "N passed, M failed".

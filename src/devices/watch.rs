@@ -216,6 +216,7 @@ impl Watcher {
         for s in settled.iter().filter(|s| s.removed) {
             self.loopbacks.remove(&s.key);
             if let Some(Some(id)) = self.known.remove(&s.key) {
+                tracing::info!(%id, devnode = %s.key.display(), "camera gone");
                 self.send(DeviceEvent::Removed {
                     id,
                     devnode: s.key.clone(),

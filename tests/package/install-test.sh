@@ -59,6 +59,11 @@ R=$(mktemp -d /tmp/edgecam-install-test.XXXXXX)
 ARCHIVES=$EDGECAM_CACHE/apt-archives-$arch
 mkdir -p "$ARCHIVES/partial"
 cleanup() {
+  # Anything still running inside the root (a daemon a failed check left) goes first.
+  local p
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/root" 2>/dev/null)" = "$R" ] && kill -KILL "${p#/proc/}" 2>/dev/null
+  done
   for m in var/cache/apt/archives dev/pts dev sys proc; do
     mountpoint -q "$R/$m" && umount -l "$R/$m"
   done
@@ -109,6 +114,12 @@ check "dpkg status: installed" in_root sh -c "dpkg-query -W -f='\${Status}' edge
 check "binary: /usr/bin/edgecam runs (--help)" in_root /usr/bin/edgecam --help
 check "default /etc/edgecam/config.yaml passes 'edgecam check-config'" \
   in_root /usr/bin/edgecam check-config /etc/edgecam/config.yaml
+# The commented-out settings document the schema: uncommented, they must be
+# valid too, so the file cannot drift from the daemon's (strict) parser.
+# Settings are "#key:" or "#  key:" / "#    - ..."; prose is "# text".
+sed -E 's/^#([a-z_]+:|  +(- |[a-z_0-9]+:))/\1/; /^#/d' "$R/etc/edgecam/config.yaml" > "$R/tmp/config-all.yaml"
+check "default config with every example setting uncommented passes check-config" \
+  in_root /usr/bin/edgecam check-config /tmp/config-all.yaml
 n_repo=$(ls "$REPO"/profiles/*.yaml | wc -l)
 check "profiles: all $n_repo in /usr/share/edgecam/profiles" \
   test "$(ls "$R"/usr/share/edgecam/profiles/*.yaml 2>/dev/null | wc -l)" = "$n_repo"
@@ -155,14 +166,18 @@ if [ $run = 1 ]; then
   port=$(( 20000 + RANDOM % 20000 ))
   # The chroot shares this machine's network namespace, so the client runs on
   # the host; loopback only (ICE host candidates included).
-  in_root /usr/bin/edgecam run --demo 1 --listen 127.0.0.1:$port > "$R/tmp/run.log" 2>&1 &
+  # Not through in_root: a shell function in the background is a subshell, and
+  # $! would be that subshell, not the daemon (chroot and env exec, so here it is).
+  chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 GST_REGISTRY_FORK=no \
+    /usr/bin/edgecam run --demo 1 --listen 127.0.0.1:$port > "$R/tmp/run.log" 2>&1 &
   dpid=$!
   checkv "edgecam run --demo 1: a websocket client receives an offer for demo1" \
     python3 "$REPO/tests/package/ws_offer.py" --url ws://127.0.0.1:$port/ws --camera demo1 --timeout 180
+  dcomm=$(cat /proc/$dpid/comm 2>/dev/null || echo gone)
   kill -TERM $dpid 2>/dev/null
   stopped() { ! kill -0 $dpid 2>/dev/null; }
   for _ in $(seq 40); do stopped && break; sleep 0.5; done
-  check "edgecam run stops within 20 s of SIGTERM" stopped
+  check "edgecam run (pid $dpid: $dcomm) stops within 20 s of SIGTERM" sh -c "[ '$dcomm' != gone ] && ! kill -0 $dpid 2>/dev/null"
   stopped || { kill -KILL $dpid 2>/dev/null; echo "      log: $(tail -5 "$R/tmp/run.log")"; }
   wait $dpid 2>/dev/null
   step_done

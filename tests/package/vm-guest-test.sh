@@ -38,7 +38,7 @@ say "system: $(systemctl is-system-running)"
 check "dpkg -i edgecam.deb (postinst starts the service)" dpkg -i $T/edgecam.deb
 check "unit enabled" sh -c "systemctl is-enabled edgecam | grep -qx enabled"
 # Type=notify: 'active' only after READY=1 (HTTP bound, first enumeration done).
-check "READY=1 reached: active (running) within 120 s" wait_for 120 is_active
+check "READY=1 reached: active (running) within 180 s" wait_for 180 is_active
 say "state $(prop ActiveState)/$(prop SubState), status: '$(prop StatusText)'"
 start_us=$(prop ExecMainStartTimestampMonotonic); ready_us=$(prop ActiveEnterTimestampMonotonic)
 [ "${ready_us:-0}" -gt 0 ] && say "start -> READY: $(( (ready_us - start_us) / 1000 )) ms (TCG emulation)"
@@ -61,41 +61,51 @@ check "modprobe vivid (a V4L2 camera plugged in after start)" modprobe vivid n_d
 wait_for 20 test -e /dev/video0
 say "devices: $(ls /dev/video* 2>/dev/null | tr '\n' ' ')"
 checkv "hot-plugged camera listed and an offer for it (device opened despite DevicePolicy=closed)" \
-  python3 $T/ws_offer.py --url ws://127.0.0.1:$PORT/ws --camera '*' --timeout 120
-journal -n 15 | sed 's/^/      /'
-modprobe -r vivid 2>/dev/null || true
+  python3 $T/ws_offer.py --url ws://127.0.0.1:$PORT/ws --camera '*' --timeout 300
+journal -n 8 | sed 's/^/      /'
+# Unplug it again: the daemon must let go of the device for the module to unload.
+systemctl stop edgecam
+modprobe -r vivid || say "vivid still in use"
 
 # ---- --demo 1: a synthetic camera; a headless client gets an offer -----------------------
+# From here on a lighter config: under TCG emulation a 640x480@30 x264 encode
+# takes most of a vCPU, which slows everything else (and the watchdog test
+# must not be disturbed by a starved guest).
+cat > /etc/edgecam/vmtest.yaml <<EOF
+listen: 0.0.0.0:$PORT
+discovery: false
+defaults: { width: 320, height: 240, fps: 10, bitrate: 300 }
+EOF
 mkdir -p /run/systemd/system/edgecam.service.d
 cat > /run/systemd/system/edgecam.service.d/10-demo.conf <<EOF
 [Service]
 ExecStart=
-ExecStart=/usr/bin/edgecam run --demo 1
+ExecStart=/usr/bin/edgecam run --config /etc/edgecam/vmtest.yaml --demo 1
 EOF
 systemctl daemon-reload
-check "restart with --demo 1" systemctl restart edgecam
-check "active again (READY)" wait_for 120 is_active
+check "start with --demo 1" systemctl start edgecam
+check "active again (READY)" wait_for 180 is_active
 checkv "offer received for demo1 by a headless websocket client" \
-  python3 $T/ws_offer.py --url ws://127.0.0.1:$PORT/ws --camera demo1 --timeout 120
+  python3 $T/ws_offer.py --url ws://127.0.0.1:$PORT/ws --camera demo1 --timeout 300
 
 # ---- watchdog: a hung supervisor loop is killed and restarted by systemd ------------------
 install -D -m 755 $T/edgecam-fi /usr/local/lib/edgecam-test/edgecam
 cat > /run/systemd/system/edgecam.service.d/20-watchdog-test.conf <<EOF
 [Service]
 ExecStart=
-ExecStart=/usr/local/lib/edgecam-test/edgecam run --demo 1
-WatchdogSec=8s
+ExecStart=/usr/local/lib/edgecam-test/edgecam run --config /etc/edgecam/vmtest.yaml --demo 1
+WatchdogSec=10s
 EOF
 systemctl daemon-reload
-check "restart with the fault-injection build, WatchdogSec=8s" systemctl restart edgecam
-check "fault-injection build active (READY)" wait_for 120 is_active
-sleep 10   # a few watchdog periods with no hang: no restart must happen
+check "restart with the fault-injection build, WatchdogSec=10s" systemctl restart edgecam
+check "fault-injection build active (READY)" wait_for 180 is_active
+sleep 25   # several watchdog periods with no hang: no restart may happen
 n0=$(prop NRestarts); pid0=$(prop MainPID)
-check "no watchdog restart while healthy (NRestarts=$n0 after 10 s)" test "$n0" = 0
+check "no watchdog restart while healthy (NRestarts=$n0 after 25 s)" test "$n0" = 0
 say "SIGUSR2 to pid $pid0: the supervisor loop hangs"
 systemctl kill -s SIGUSR2 --kill-whom=main edgecam
 restarted() { [ "$(prop NRestarts)" -gt "$n0" ] && is_active && [ "$(prop MainPID)" != "$pid0" ]; }
-check "systemd killed it and restarted it (NRestarts $n0 -> more, new PID, active)" wait_for 90 restarted
+check "systemd killed it and restarted it (NRestarts $n0 -> more, new PID, active)" wait_for 240 restarted
 say "NRestarts=$(prop NRestarts), MainPID $pid0 -> $(prop MainPID)"
 check "journal: 'Watchdog timeout'" sh -c "journalctl -u edgecam --no-pager | grep -q 'Watchdog timeout'"
 journalctl -u edgecam --no-pager -o short-monotonic | grep -E 'Watchdog|hang|Main process exited|Scheduled restart' | tail -6 | sed 's/^/      /'
@@ -103,7 +113,7 @@ journalctl -u edgecam --no-pager -o short-monotonic | grep -E 'Watchdog|hang|Mai
 # ---- stop: clean and quick ------------------------------------------------------------
 rm -rf /run/systemd/system/edgecam.service.d
 systemctl daemon-reload
-systemctl restart edgecam; wait_for 120 is_active
+systemctl restart edgecam; wait_for 180 is_active
 ts=$(date +%s%N)
 check "systemctl stop" systemctl stop edgecam
 stop_ms=$(( ($(date +%s%N) - ts) / 1000000 ))

@@ -109,17 +109,21 @@ def main():
     ws.sock.settimeout(2)
     print(f"ws_offer: connected to {a.url}")
 
-    sent_ready = 0.0
-    listed = False
+    # One "ready" per attempt: every ready makes the daemon start a new viewer
+    # branch, so ask again only after an error reply (a camera still starting).
+    want_ready = False
+    retry_at = None
     connected = time.monotonic()
     while time.monotonic() < deadline:
         # No camera list naming it after 10 s: ask anyway, the error says why.
-        listed = listed or time.monotonic() - connected > 10
-        # Ask (again) after a camera list naming it, or every 5 s: a camera
-        # still starting answers with an error, and we try again.
-        if listed and time.monotonic() - sent_ready > 5:
+        if not want_ready and retry_at is None and time.monotonic() - connected > 10:
+            want_ready = True
+        if retry_at is not None and time.monotonic() >= retry_at:
+            want_ready, retry_at = True, None
+        if want_ready:
             ws.send_text(json.dumps({"type": "ready", "camera": a.camera}))
-            sent_ready = time.monotonic()
+            want_ready = False
+            retry_at = float("inf")  # until an answer comes
             print(f"ws_offer: sent ready for {a.camera}")
         try:
             msg = json.loads(ws.recv_text())
@@ -136,7 +140,8 @@ def main():
             if a.camera == "*" and ids:  # any camera: the first one listed
                 a.camera = ids[0]
                 print(f"ws_offer: using camera {a.camera}")
-            listed = listed or a.camera in ids
+            if a.camera in ids and retry_at is None:
+                want_ready = True
         elif kind == "offer" and msg.get("camera") == a.camera:
             sdp = msg.get("sdp", "")
             ok = sdp.startswith("v=0") and "m=video" in sdp
@@ -147,7 +152,7 @@ def main():
             return 0 if ok else 1
         elif kind == "error":
             print(f"ws_offer: error from daemon: {msg.get('message')}")
-            listed = True  # retry the ready after a pause
+            retry_at = time.monotonic() + 2  # ask again after a pause
     print(f"ws_offer: no offer for {a.camera} within {a.timeout:.0f}s")
     return 1
 

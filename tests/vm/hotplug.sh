@@ -45,11 +45,18 @@ api_is() { cams | jq -e "$1" >/dev/null 2>&1 || { echo "  /api/cameras: $(cams |
 has() { printf '[.[] | select(.id == "%s" and %s)] | length == 1' "$1" "$2"; }
 frames() { cams | jq -r --arg id "$1" '.[] | select(.id == $id) | .encoded_frames // empty'; }
 # encoding: encoded_frames > 0 and still growing a few seconds later
+# (polled for up to 60 s: under TCG emulation a pipeline can take a while to get going, and an API call
+# can time out while the guest is busy)
 encoding() {
-  local a b
-  a=$(frames "$1"); sleep 4; b=$(frames "$1")
-  [ -n "$a" ] || { echo "  $1: no encoded_frames in /api/cameras"; return 1; }
-  [ "$a" -gt 0 ] && [ "$b" -gt "$a" ] || { echo "  $1: encoded_frames $a then $b"; return 1; }
+  local a="" b="" i
+  for i in $(seq 15); do
+    b=$(frames "$1")
+    if [ -n "$a" ] && [ -n "$b" ] && [ "$a" -gt 0 ] && [ "$b" -gt "$a" ]; then return 0; fi
+    [ -n "$b" ] && a=$b
+    sleep 4
+  done
+  echo "  $1: encoded_frames did not grow (last reads: ${a:-none}, ${b:-none})"
+  return 1
 }
 
 echo "kernel $(uname -r), $(nproc) cpu; binary $bin"
