@@ -191,8 +191,18 @@ fn connect_signals(webrtc: &gst::Element, events: EventSink) {
             };
             match (offer, weak.upgrade()) {
                 (Some(offer), Some(webrtc)) => {
-                    webrtc.emit_by_name::<()>("set-local-description", &[&offer, &None::<gst::Promise>]);
-                    events(ViewerEvent::Offer(offer.sdp().to_string()));
+                    // The offer goes out once it is the local description: an answer arriving before
+                    // that would meet a `stable` webrtcbin and be dropped as stale.
+                    let sdp = offer.sdp().to_string();
+                    let events = events.clone();
+                    let applied = gst::Promise::with_change_func(move |reply| match reply {
+                        Ok(Some(reply)) if reply.has_field("error") => {
+                            events(ViewerEvent::Failed("webrtcbin refused its own offer".into()))
+                        }
+                        Ok(_) => events(ViewerEvent::Offer(sdp)),
+                        Err(_) => {}
+                    });
+                    webrtc.emit_by_name::<()>("set-local-description", &[&offer, &Some(applied)]);
                 }
                 (None, _) => events(ViewerEvent::Failed("webrtcbin could not create an offer".into())),
                 (_, None) => {}
