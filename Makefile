@@ -1,5 +1,5 @@
 # The two commands the README promises, and the slower checks behind them.
-.PHONY: demo test unit vm-test bench deb cross sysroot release-check
+.PHONY: demo test unit vm-test bench deb deb-arm64 cross sysroot release-check
 
 # Build and run the daemon with two synthetic cameras: open http://localhost:8080/
 demo:
@@ -21,6 +21,11 @@ bench:
 
 deb:
 	scripts/build-deb.sh
+
+# The arm64 .deb for a Raspberry Pi, by the route that needs no containers (an arm64 Debian 12 sysroot);
+# `make cross` builds the same package with cross in podman.
+deb-arm64:
+	scripts/sysroot-build.sh
 
 cross:
 	scripts/cross-build.sh

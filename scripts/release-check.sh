@@ -11,7 +11,7 @@
 #   deb          scripts/build-deb.sh: release build, cargo deb, lintian        (~1 s if built; ~6 min clean)
 #   install      tests/package/install-test.sh on the amd64 .deb                (~1-2 min; 3 min first run)
 #   fi           the fault-injection build for the watchdog test                (~4 min clean)
-#   vm           tests/package/systemd-vm-test.sh (systemd PID 1, TCG)          (~4-6 min; +5 min image once)
+#   vm           tests/package/systemd-vm-test.sh (systemd PID 1, Chromium, TCG) (~10-20 min; +6 min image once)
 #   cross        scripts/cross-build.sh (podman, bookworm image)                (~5 min; +10 min images once)
 #   sysroot      scripts/sysroot-build.sh (mmdebstrap arm64 sysroot)            (~5 min; +2 min sysroot once)
 #   arm64        lintian + install-test.sh --arch arm64 on both arm64 .debs     (~10 min under qemu-user)

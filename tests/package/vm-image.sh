@@ -2,7 +2,8 @@
 # Make (once, cached) the Debian 12 VM image for tests/package/systemd-vm-test.sh:
 # real systemd as PID 1, Debian's own kernel and initramfs, and everything the
 # edgecam package depends on already installed, because the guest has no
-# network (it gets the .deb over 9p and installs it with dpkg -i).
+# network (it gets the .deb over 9p and installs it with dpkg -i). Debian's
+# chromium too, for the browser check (headless, on the guest's loopback).
 #   vmlinuz, initrd.img  from the image's linux-image-amd64 (initramfs-tools)
 #   rootfs.img           ext4 made with mke2fs -d from an mmdebstrap root
 # Prints the image directory on the last line of stdout.
@@ -20,7 +21,8 @@ need_root
 PKGS="systemd,systemd-sysv,udev,dbus,kmod,procps,iproute2,curl,python3,\
 linux-image-amd64,initramfs-tools,\
 adduser,gstreamer1.0-plugins-base,gstreamer1.0-plugins-good,gstreamer1.0-plugins-bad,\
-gstreamer1.0-plugins-ugly,gstreamer1.0-nice,gstreamer1.0-tools"
+gstreamer1.0-plugins-ugly,gstreamer1.0-nice,gstreamer1.0-tools,\
+chromium"
 key=$( { sed -n '/^PKGS=/,$p' "$0"; } | sha256sum | cut -c1-12)
 IMG=$EDGECAM_CACHE/vm-$key
 if [ -f "$IMG/done" ]; then log "cached: $IMG"; echo "$IMG"; exit 0; fi
