@@ -135,6 +135,7 @@ impl Supervisor {
                 width,
                 height,
                 fps,
+                time_code: pattern.stamps_time(),
             };
             let mode = format!("I420 {width}x{height}@{fps}");
             let identity = Identity {

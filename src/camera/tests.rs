@@ -27,6 +27,7 @@ fn setup(encoders: Vec<EncoderPlan>) -> Box<Setup> {
             width: 320,
             height: 240,
             fps: 30,
+            time_code: false,
         },
         encoders,
         encoder_reason: "test".into(),

@@ -3,6 +3,7 @@
 
 pub mod camera_pipeline;
 mod tee_branch;
+pub mod timecode;
 pub mod trial;
 pub mod viewer;
 
