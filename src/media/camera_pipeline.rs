@@ -279,7 +279,6 @@ impl CameraPipeline {
     /// (a replug, a fallback rebuild) opens it again. Blocking: call off the async runtime.
     pub fn shut_down(self) {
         if self.pipeline.set_state(gst::State::Null).is_err() {
-            // Seen with a V4L2 device unbound while streaming: v4l2src fails to stop and keeps its fds.
             tracing::warn!("pipeline did not stop cleanly; its device may stay open");
         }
         let _ = self.pipeline.state(gst::ClockTime::from_seconds(5));

@@ -26,7 +26,16 @@ pub enum MediaError {
 
 /// Initialises GStreamer once and checks the elements every camera needs, so a missing plugin
 /// package is reported at start with its name instead of as a failed camera later.
+/// Call it before any thread starts: it sets an environment variable.
 pub fn init() -> Result<(), MediaError> {
+    // v4l2src in GStreamer 1.22 "orphans" its buffer pool when it stops; when the device was unplugged
+    // mid-stream the orphaned pool is never freed and keeps the node open, so the driver can never go
+    // (rmmod refused; a replugged camera's old node stays busy). Draining instead frees it, and the
+    // cost (waiting for in-flight buffers at stop) does not matter: a camera's pipeline is only ever
+    // stopped whole. Shown by the VM test's unbind-while-streaming check.
+    if std::env::var_os("GST_V4L2_FORCE_DRAIN").is_none() {
+        std::env::set_var("GST_V4L2_FORCE_DRAIN", "1");
+    }
     gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
     let required = [
         ("webrtcbin", "gstreamer1.0-plugins-bad"),

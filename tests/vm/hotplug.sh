@@ -119,13 +119,12 @@ check "the loopback cameras still stream after vivid went away" \
 check "$loop10 still encodes frames" encoding "$loop10"
 removed=1
 for _ in $(seq 20); do rmmod vivid 2>/dev/null && { removed=0; break; }; sleep 0.5; done
-# Known issue, reported and not counted: after an unbind while streaming, v4l2src's buffer pool keeps its
-# duplicate of the device fd (the element's own fd is closed), so the module stays in use until the
-# daemon exits. Printed so a fix shows up as a PASS here and the check can count again.
+# v4l2src's buffer pool used to keep a duplicate of the device fd after an unbind while streaming
+# (GStreamer 1.22's orphaned pools, fixed by draining instead: src/media/mod.rs); rmmod proves it let go.
 if [ $removed = 0 ]; then
   ok "the daemon let go of vivid's nodes (rmmod vivid succeeds)"
 else
-  echo "KNOWN ISSUE (not counted): the daemon still holds vivid's node after the unbind (rmmod vivid refused)"
+  bad "the daemon let go of vivid's nodes (rmmod vivid refused)"
   echo "  the daemon's open video fds: $(ls -l /proc/$daemon/fd 2>/dev/null | grep -o '/dev/video[^ ]*.*' | tr '\n' ' ')"
 fi
 
