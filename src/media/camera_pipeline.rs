@@ -500,7 +500,6 @@ mod tests {
             ..x264()
         };
         let p = CameraPipeline::build(&stamped(640, 480), &plan).unwrap();
-        // decodebin picks whichever H.264 decoder is installed (openh264dec on plain Debian).
         // decodebin picks whichever H.264 decoder is installed (openh264dec on plain Debian). Its output
         // is linked late, so only the queue's sink is ghosted (not videoconvert's, unlinked at parse time).
         let branch = gst::parse::bin_from_description(
