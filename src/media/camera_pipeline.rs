@@ -170,11 +170,24 @@ impl CameraPipeline {
         })
     }
 
+    /// Starts the pipeline. A source that cannot start (a busy or vanished device) is told apart from
+    /// an encoder that cannot: only the latter is a reason to try another encoder.
     pub fn play(&self) -> Result<(), MediaError> {
-        self.pipeline
-            .set_state(gst::State::Playing)
-            .map(|_| ())
-            .map_err(|_| MediaError::State("could not start the pipeline".into()))
+        if self.pipeline.set_state(gst::State::Playing).is_ok() {
+            return Ok(());
+        }
+        let error = self
+            .pipeline
+            .bus()
+            .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]));
+        let (origin, text) = match error.as_ref().map(|m| (m, m.view())) {
+            Some((message, gst::MessageView::Error(e))) => (self.failure_origin(message.src()), e.error().to_string()),
+            _ => (FailureOrigin::Encoder, "could not start the pipeline".to_string()),
+        };
+        Err(match origin {
+            FailureOrigin::Source => MediaError::Source(text),
+            FailureOrigin::Encoder => MediaError::State(text),
+        })
     }
 
     pub fn pipeline(&self) -> &gst::Pipeline {
