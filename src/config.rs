@@ -128,6 +128,22 @@ pub struct CameraConfig {
     pub enabled: bool,
 }
 
+impl CameraConfig {
+    /// A synthetic camera with everything else at the defaults (`edgecam run --demo N`).
+    pub fn test_pattern(pattern: TestPattern, name: String) -> Self {
+        Self {
+            selector: Some(Selector::TestPattern(pattern)),
+            name: Some(name),
+            width: None,
+            height: None,
+            fps: None,
+            bitrate: None,
+            profile: None,
+            enabled: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
     Device(PathBuf),
