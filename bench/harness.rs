@@ -1,6 +1,7 @@
 //! What every bench driver shares: `--name value` options, the daemon's own CPU/memory from /proc,
 //! the machine and its load (recorded with every result: the 2 cores are shared with other work),
-//! percentile summaries, and writing a result as JSON.
+//! percentile summaries, writing a result as JSON, and timing a viewer tab from `ready` to its first
+//! decoded frame.
 #![allow(dead_code)] // each driver binary uses part of it
 
 use std::collections::HashMap;
@@ -10,6 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+
+use crate::common::chromium::Page;
+use crate::common::viewer::wait_js_true;
 
 /// `--name value` pairs; a name the driver does not know is an error (a typo must not silently run
 /// the default).
@@ -200,4 +204,61 @@ pub fn write_result(dir: &Path, name: &str, value: &Value) -> Result<PathBuf> {
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(&v)? + "\n")?;
     Ok(path)
+}
+
+/// Connects `id` on a page opened with `?autoconnect=0` and returns ms from the page's `ready` for `id`
+/// leaving on the websocket (`ws.send` is wrapped) to getStats `framesDecoded > 0` on a NEW peer connection
+/// (polled every 5 ms); -1 if the frame came without that `ready`, null if none came within 30 s. With
+/// `leave`, the page disconnects `id` afterwards.
+const READY_TO_FRAME_JS: &str = r#"
+async (id, leave) => {
+  const ec = window.edgecam, ws = ec.ws;
+  const old = ec.cameras.get(id) && ec.cameras.get(id).pc;
+  let tReady = null;
+  const send = ws.send;
+  ws.send = function (data) {
+    try {
+      const m = JSON.parse(data);
+      if (m.type === 'ready' && m.camera === id && tReady === null) tReady = performance.now();
+    } catch (e) {}
+    return send.call(this, data);
+  };
+  try {
+    ec.connect(id);
+    const deadline = performance.now() + 30000;
+    while (performance.now() < deadline) {
+      const cam = ec.cameras.get(id);
+      if (cam && cam.pc && cam.pc !== old) {
+        let frames = 0;
+        (await cam.pc.getStats()).forEach(s => {
+          if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
+        });
+        if (frames > 0) return tReady === null ? -1 : performance.now() - tReady;
+      }
+      await new Promise(r => setTimeout(r, 5));
+    }
+    return null;
+  } finally {
+    delete ws.send;
+    if (leave) ec.disconnect(id);
+  }
+}"#;
+
+/// Waits until the page's websocket is open and lists `id`: what `ready_to_first_frame_ms` needs first.
+pub async fn wait_ws_lists(page: &Page, id: &str) -> Result<()> {
+    wait_js_true(
+        page,
+        &format!("page websocket open with {id} listed"),
+        &format!(
+            "window.edgecam.ws && window.edgecam.ws.readyState === 1 && window.edgecam.cameras.has({})",
+            json!(id)
+        ),
+    )
+    .await
+}
+
+/// Ms from `ready` to the first decoded frame of `id` (see `READY_TO_FRAME_JS`): a number, -1, or null.
+pub async fn ready_to_first_frame_ms(page: &Page, id: &str, leave: bool) -> Result<Value> {
+    page.eval(&format!("({READY_TO_FRAME_JS})({}, {leave})", json!(id)))
+        .await
 }

@@ -26,7 +26,10 @@ use common::chromium::{Browser, Page};
 use common::daemon::Daemon;
 use common::viewer::{open_viewer, wait_decoding};
 use common::{api_camera, wait_streaming, wait_until, wait_viewers, Signalling, LIVENESS};
-use harness::{load1, loadavg, machine, measure, proc_json, proc_read, results_dir, round1, summary, Options};
+use harness::{
+    load1, loadavg, machine, measure, proc_json, proc_read, ready_to_first_frame_ms, results_dir,
+    round1, summary, wait_ws_lists, Options,
+};
 
 /// Open fds of `pid` by kind (socket, pipe, anon_inode:[eventfd], /dev/..., file).
 fn fd_kinds(pid: u32) -> Value {
@@ -59,40 +62,6 @@ fn config(idle: &str, extra: &str) -> String {
 
 // ------------------------------------------------------------------------------------------- ttff
 
-/// Connects `id` on a page opened with ?autoconnect=0 and returns ms from `ready` leaving the websocket
-/// to getStats framesDecoded > 0 on a NEW peer connection (polled every 5 ms); then disconnects.
-const TTFF_JS: &str = r#"
-async (id) => {
-  const ec = window.edgecam, ws = ec.ws;
-  const old = ec.cameras.get(id) && ec.cameras.get(id).pc;
-  let tReady = null;
-  const send = ws.send;
-  ws.send = function (data) {
-    try { const m = JSON.parse(data);
-      if (m.type === 'ready' && m.camera === id && tReady === null) tReady = performance.now(); } catch (e) {}
-    return send.call(this, data);
-  };
-  try {
-    ec.connect(id);
-    const deadline = performance.now() + 30000;
-    while (performance.now() < deadline) {
-      const cam = ec.cameras.get(id);
-      if (cam && cam.pc && cam.pc !== old) {
-        let frames = 0;
-        (await cam.pc.getStats()).forEach(s => {
-          if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
-        });
-        if (frames > 0) return tReady === null ? -1 : performance.now() - tReady;
-      }
-      await new Promise(r => setTimeout(r, 5));
-    }
-    return null;
-  } finally {
-    delete ws.send;
-    ec.disconnect(id);
-  }
-}"#;
-
 async fn ttff_policy(browser: &Browser, idle: &str, tries: usize) -> Result<Value> {
     let daemon = Daemon::start(&config(idle, ""), &["--demo", "1"])?;
     let pid = daemon.pid().unwrap();
@@ -101,16 +70,7 @@ async fn ttff_policy(browser: &Browser, idle: &str, tries: usize) -> Result<Valu
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let page = open_viewer(browser, &daemon, "?autoconnect=0").await?;
-    wait_until("ws open, demo1 listed", LIVENESS, || async {
-        let ok = page
-            .eval("window.edgecam.ws && window.edgecam.ws.readyState === 1 && window.edgecam.cameras.has('demo1')")
-            .await?;
-        if ok != Value::Bool(true) {
-            bail!("not yet");
-        }
-        Ok(())
-    })
-    .await?;
+    wait_ws_lists(&page, "demo1").await?;
     let before = proc_read(pid)?;
     let mut ms = Vec::new();
     let mut loads = Vec::new();
@@ -126,7 +86,7 @@ async fn ttff_policy(browser: &Browser, idle: &str, tries: usize) -> Result<Valu
         })
         .await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let v = page.eval(&format!("({TTFF_JS})('demo1')")).await?;
+        let v = ready_to_first_frame_ms(&page, "demo1", true).await?;
         let t = match v.as_f64() {
             Some(t) if t >= 0.0 => t,
             _ => bail!("try {i}: no first frame ({v})"),
@@ -535,16 +495,12 @@ async fn peer(tries: usize, seconds: u64, python: &str) -> Result<Value> {
     wait_streaming(daemon.addr, "demo1").await?;
     let idle_cpu = measure(pid, 5).await?;
     let page = open_viewer(&browser, &daemon, "?autoconnect=0").await?;
-    wait_until("ws open", LIVENESS, || async {
-        if page.eval("window.edgecam.ws && window.edgecam.ws.readyState === 1 && window.edgecam.cameras.has('demo1')").await?
-            != Value::Bool(true) { bail!("not yet") }
-        Ok(())
-    }).await?;
+    wait_ws_lists(&page, "demo1").await?;
     let mut e_ttff = Vec::new();
     for _ in 0..tries {
         wait_viewers(daemon.addr, "demo1", 0).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let v = page.eval(&format!("({TTFF_JS})('demo1')")).await?;
+        let v = ready_to_first_frame_ms(&page, "demo1", true).await?;
         e_ttff.push(v.as_f64().filter(|t| *t >= 0.0).context("edgecam: no first frame")?);
     }
     wait_viewers(daemon.addr, "demo1", 0).await?;

@@ -24,8 +24,8 @@ use serde_json::{json, Value};
 use common::chromium::{Browser, Page};
 use common::daemon::Daemon;
 use common::viewer::{open_viewer, sample, wait_decoding, wait_rising};
-use common::{wait_streaming, wait_until, wait_viewers, LIVENESS};
-use harness::{machine, measure, summary, Options};
+use common::{wait_streaming, wait_viewers};
+use harness::{machine, measure, ready_to_first_frame_ms, summary, wait_ws_lists, Options};
 
 const CAMERAS: [&str; 2] = ["demo1", "demo2"];
 
@@ -65,54 +65,10 @@ async fn still_decoding(pages: &[Page]) -> Result<()> {
     Ok(())
 }
 
-/// Milliseconds from the page's `ready` for `id` to its first decoded frame; null if it never came.
-const READY_TO_FRAME_JS: &str = r#"
-async (id) => {
-  const ec = window.edgecam, ws = ec.ws;
-  let tReady = null;
-  const send = ws.send;
-  ws.send = function (data) {
-    try {
-      const m = JSON.parse(data);
-      if (m.type === 'ready' && m.camera === id && tReady === null) tReady = performance.now();
-    } catch (e) {}
-    return send.call(this, data);
-  };
-  try {
-    ec.connect(id);
-    const deadline = performance.now() + 30000;
-    while (performance.now() < deadline) {
-      const cam = ec.cameras.get(id);
-      if (cam && cam.pc) {
-        let frames = 0;
-        (await cam.pc.getStats()).forEach(s => {
-          if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
-        });
-        if (frames > 0) return tReady === null ? -1 : performance.now() - tReady;
-      }
-      await new Promise(r => setTimeout(r, 5));
-    }
-    return null;
-  } finally {
-    delete ws.send;
-  }
-}"#;
-
 async fn ready_to_first_frame(browser: &Browser, daemon: &Daemon) -> Result<f64> {
     let page = open_viewer(browser, daemon, "?autoconnect=0").await?;
-    wait_until("page websocket open with demo1 listed", LIVENESS, || async {
-        let ok = page
-            .eval("window.edgecam.ws && window.edgecam.ws.readyState === 1 && window.edgecam.cameras.has('demo1')")
-            .await?;
-        if ok != Value::Bool(true) {
-            bail!("not yet");
-        }
-        Ok(())
-    })
-    .await?;
-    let ms = page
-        .eval(&format!("({READY_TO_FRAME_JS})('demo1')"))
-        .await?;
+    wait_ws_lists(&page, "demo1").await?;
+    let ms = ready_to_first_frame_ms(&page, "demo1", false).await?;
     page.close().await?;
     wait_viewers(daemon.addr, "demo1", 0).await?;
     match ms.as_f64() {
