@@ -9,7 +9,7 @@
 #   idle     daemon CPU/RSS with 2 demo cameras and 0 viewers, per idle policy                   (~40 s)
 #   leak     1000 scripted ready/offer/stop cycles (keep-encoding), 300 with idle stop           (~3 min)
 #   bitrate  Chromium getStats bytesReceived over 20 s, ball and smpte                           (~40 s)
-#   latency  glass-to-glass, 300 frames, STANDALONE sender mirroring the daemon chain (latency.rs)(~30 s)
+#   latency  glass-to-glass through the daemon (test_pattern: stamp), 300 frames (latency.rs)   (~30 s)
 #   peer     aiortc side by side (venv in target/aiortc-venv, `pip install aiortc numpy`)        (~2 min)
 #   scaling  1,2,4,8 cameras x 1,2,4 viewers at 640x480 + 8x4 at 320x240                         (~10 min)
 # --quick: fewer tries/cycles/grid points (a smoke run, results in bench/results/quick/). --with-run-sh: also run bench/run.sh (the
@@ -52,7 +52,7 @@ run "$b" ttff --tries $tries
 run "$b" leak --cycles $cycles --settle 5
 run "$b" leak --cycles $stop_cycles --settle 5 --idle stop
 run "$b" bitrate --seconds 20
-run "$root/target/debug/edgecam-latency" --frames $frames --out "$ISSUE7_OUT"
+run "$root/target/debug/edgecam-latency" --frames $frames
 run "$b" peer --tries 10 --seconds 10 --python "$venv/bin/python"
 run "$b" scaling --seconds 10 --grid $grid
 [ $with_run = 1 ] && run bench/run.sh

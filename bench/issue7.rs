@@ -6,7 +6,8 @@
 //!   edgecam-issue7 leak    [--cycles 1000]     scripted ws join/leave cycles: threads, fds, RSS before/after
 //!   edgecam-issue7 bitrate [--seconds 20]      Chromium getStats bytesReceived per camera (ball, smpte)
 //!   edgecam-issue7 scaling [--seconds 10] [--grid 1x1,2x1,...]   cameras x viewers: CPU, RSS, threads, fps
-//!   edgecam-issue7 report                      markdown from the JSON files
+//!   edgecam-issue7 report                      markdown from the JSON files (also issue7_latency.json,
+//!                                              written by latency.rs: glass to glass through the daemon)
 //!
 //! Daemon numbers are the daemon process's own (/proc/PID/stat utime+stime, /proc/PID/status VmRSS and
 //! Threads, /proc/PID/fd). Chromium runs on the same 2 cores and is not counted. The 1-minute load average
@@ -14,8 +15,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod harness;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -24,61 +26,10 @@ use common::chromium::{Browser, Page};
 use common::daemon::Daemon;
 use common::viewer::{open_viewer, wait_decoding};
 use common::{api_camera, wait_streaming, wait_until, wait_viewers, Signalling, LIVENESS};
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn load1() -> f64 {
-    loadavg()
-        .split_whitespace()
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-#[derive(Clone, Copy)]
-struct Proc {
-    at: Instant,
-    ticks: u64,
-    rss_kib: u64,
-    threads: u64,
-    fds: u64,
-}
-
-fn proc_read(pid: u32) -> Result<Proc> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest: Vec<&str> = stat[stat.rfind(')').context("bad stat")? + 2..]
-        .split_whitespace()
-        .collect();
-    let ticks = rest[11].parse::<u64>()? + rest[12].parse::<u64>()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
-    Ok(Proc {
-        at: Instant::now(),
-        ticks,
-        rss_kib: field("VmRSS:"),
-        threads: field("Threads:"),
-        fds,
-    })
-}
+use harness::{
+    load1, loadavg, machine, measure, proc_json, proc_read, ready_to_first_frame_ms, results_dir,
+    round1, summary, wait_ws_lists, Options,
+};
 
 /// Open fds of `pid` by kind (socket, pipe, anon_inode:[eventfd], /dev/..., file).
 fn fd_kinds(pid: u32) -> Value {
@@ -105,106 +56,11 @@ fn thread_names(pid: u32) -> Value {
     json!(m)
 }
 
-fn proc_json(p: &Proc) -> Value {
-    json!({"rss_mib": round1(p.rss_kib as f64 / 1024.0), "rss_kib": p.rss_kib, "threads": p.threads, "fds": p.fds})
-}
-
-/// CPU (% of one core), RSS mean/max, threads, fds of `pid` over `seconds`, sampled each second.
-async fn measure(pid: u32, seconds: u64) -> Result<Value> {
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let load_before = loadavg();
-    let mut s = vec![proc_read(pid)?];
-    for _ in 0..seconds {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        s.push(proc_read(pid)?);
-    }
-    let (a, b) = (s[0], s[s.len() - 1]);
-    let el = b.at.duration_since(a.at).as_secs_f64();
-    let rss: Vec<f64> = s.iter().map(|x| x.rss_kib as f64 / 1024.0).collect();
-    Ok(json!({
-        "seconds": round1(el),
-        "cpu_percent_of_one_core": round1((b.ticks - a.ticks) as f64 / tck / el * 100.0),
-        "rss_mib_mean": round1(rss.iter().sum::<f64>() / rss.len() as f64),
-        "rss_mib_max": round1(rss.iter().cloned().fold(0.0, f64::max)),
-        "threads": b.threads,
-        "fds": b.fds,
-        "loadavg_before": load_before,
-        "loadavg_after": loadavg(),
-    }))
-}
-
-fn machine() -> Value {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
-        .unwrap_or_else(|| "unknown".into());
-    json!({
-        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "cpu_model": model,
-        "loadavg_at_start": loadavg(),
-    })
-}
-
 fn config(idle: &str, extra: &str) -> String {
     format!("discovery: false\nidle: {idle}\n{extra}")
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p / 100.0 * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn summary(mut v: Vec<f64>) -> Value {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    json!({
-        "n": v.len(),
-        "median": round1(percentile(&v, 50.0)),
-        "p95": round1(percentile(&v, 95.0)),
-        "min": round1(*v.first().unwrap_or(&f64::NAN)),
-        "max": round1(*v.last().unwrap_or(&f64::NAN)),
-        "all": v.iter().map(|x| round1(*x)).collect::<Vec<_>>(),
-    })
-}
-
 // ------------------------------------------------------------------------------------------- ttff
-
-/// Connects `id` on a page opened with ?autoconnect=0 and returns ms from `ready` leaving the websocket
-/// to getStats framesDecoded > 0 on a NEW peer connection (polled every 5 ms); then disconnects.
-const TTFF_JS: &str = r#"
-async (id) => {
-  const ec = window.edgecam, ws = ec.ws;
-  const old = ec.cameras.get(id) && ec.cameras.get(id).pc;
-  let tReady = null;
-  const send = ws.send;
-  ws.send = function (data) {
-    try { const m = JSON.parse(data);
-      if (m.type === 'ready' && m.camera === id && tReady === null) tReady = performance.now(); } catch (e) {}
-    return send.call(this, data);
-  };
-  try {
-    ec.connect(id);
-    const deadline = performance.now() + 30000;
-    while (performance.now() < deadline) {
-      const cam = ec.cameras.get(id);
-      if (cam && cam.pc && cam.pc !== old) {
-        let frames = 0;
-        (await cam.pc.getStats()).forEach(s => {
-          if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
-        });
-        if (frames > 0) return tReady === null ? -1 : performance.now() - tReady;
-      }
-      await new Promise(r => setTimeout(r, 5));
-    }
-    return null;
-  } finally {
-    delete ws.send;
-    ec.disconnect(id);
-  }
-}"#;
 
 async fn ttff_policy(browser: &Browser, idle: &str, tries: usize) -> Result<Value> {
     let daemon = Daemon::start(&config(idle, ""), &["--demo", "1"])?;
@@ -214,16 +70,7 @@ async fn ttff_policy(browser: &Browser, idle: &str, tries: usize) -> Result<Valu
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let page = open_viewer(browser, &daemon, "?autoconnect=0").await?;
-    wait_until("ws open, demo1 listed", LIVENESS, || async {
-        let ok = page
-            .eval("window.edgecam.ws && window.edgecam.ws.readyState === 1 && window.edgecam.cameras.has('demo1')")
-            .await?;
-        if ok != Value::Bool(true) {
-            bail!("not yet");
-        }
-        Ok(())
-    })
-    .await?;
+    wait_ws_lists(&page, "demo1").await?;
     let before = proc_read(pid)?;
     let mut ms = Vec::new();
     let mut loads = Vec::new();
@@ -239,7 +86,7 @@ async fn ttff_policy(browser: &Browser, idle: &str, tries: usize) -> Result<Valu
         })
         .await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let v = page.eval(&format!("({TTFF_JS})('demo1')")).await?;
+        let v = ready_to_first_frame_ms(&page, "demo1", true).await?;
         let t = match v.as_f64() {
             Some(t) if t >= 0.0 => t,
             _ => bail!("try {i}: no first frame ({v})"),
@@ -648,16 +495,12 @@ async fn peer(tries: usize, seconds: u64, python: &str) -> Result<Value> {
     wait_streaming(daemon.addr, "demo1").await?;
     let idle_cpu = measure(pid, 5).await?;
     let page = open_viewer(&browser, &daemon, "?autoconnect=0").await?;
-    wait_until("ws open", LIVENESS, || async {
-        if page.eval("window.edgecam.ws && window.edgecam.ws.readyState === 1 && window.edgecam.cameras.has('demo1')").await?
-            != Value::Bool(true) { bail!("not yet") }
-        Ok(())
-    }).await?;
+    wait_ws_lists(&page, "demo1").await?;
     let mut e_ttff = Vec::new();
     for _ in 0..tries {
         wait_viewers(daemon.addr, "demo1", 0).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let v = page.eval(&format!("({TTFF_JS})('demo1')")).await?;
+        let v = ready_to_first_frame_ms(&page, "demo1", true).await?;
         e_ttff.push(v.as_f64().filter(|t| *t >= 0.0).context("edgecam: no first frame")?);
     }
     wait_viewers(daemon.addr, "demo1", 0).await?;
@@ -723,18 +566,8 @@ async fn peer(tries: usize, seconds: u64, python: &str) -> Result<Value> {
 
 // ------------------------------------------------------------------------------------------- report
 
-fn results_dir() -> std::path::PathBuf {
-    std::env::var("ISSUE7_OUT").unwrap_or_else(|_| "bench/results".into()).into()
-}
-
 fn save(name: &str, v: &Value, log: bool) -> Result<()> {
-    let dir = results_dir();
-    std::fs::create_dir_all(&dir)?;
-    let mut v = v.clone();
-    v["machine"] = machine();
-    v["unix_time"] = json!(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs());
-    let path = dir.join(format!("issue7_{name}.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(&v)? + "\n")?;
+    let path = harness::write_result(&results_dir(), &format!("issue7_{name}"), v)?;
     if log {
         eprintln!("wrote {}", path.display());
     }
@@ -849,18 +682,40 @@ fn report() -> Result<String> {
     }
 
     if let Some(l) = load("latency") {
-        let g = &l["glass_to_glass_ms_at_expected_display"];
-        let c = &l["stamp_to_frame_callback_ms"];
-        md += &format!("## 5. Glass-to-glass latency, 640x480@30 ({})\n\n\
-            Stamp (wall-clock ms, 48 binary 16x16 blocks in the luma plane) written right after the source; read back in \
-            Chromium per presented frame (requestVideoFrameCallback + canvas getImageData) and compared with the same clock.\n\n\
-            | measure | frames | p50 ms | p95 ms | max ms | min | mean | target |\n|---|---|---|---|---|---|---|---|\n\
-            | stamp -> expected display time | {} | {} | {} | {} | {} | {} | p50 <= 80 ms |\n\
-            | stamp -> frame callback (Date.now) | {} | {} | {} | {} | {} | {} | |\n\n\
-            Frames with an unreadable stamp: {} of {}. Load avg {} -> {}.\n\n",
-            l["what"].as_str().unwrap_or(""), g["n"], g["p50"], g["p95"], g["max"], g["min"], g["mean"],
-            c["n"], c["p50"], c["p95"], c["max"], c["min"], c["mean"], l["frames_bad_stamp"], l["frames_seen"],
+        let row = |what: &str, k: &str, target: &str| {
+            let s = &l[k];
+            format!("| {what} | {} | {} | {} | {} | {} | {} | {target} |\n", s["n"], s["median"], s["p95"], s["max"], s["min"], s["mean"])
+        };
+        let c = &l["chromium"];
+        md += &format!("## 5. Glass-to-glass latency, 640x480@30, through the daemon (bench/latency.rs)\n\n\
+            `edgecam run` with a `test_pattern: stamp` camera: the daemon draws the wall-clock ms into each frame (48 binary \
+            16x16 blocks in the luma plane) at the source's output, before its encoder; its own viewer page in headless Chromium \
+            reads it back per presented frame (requestVideoFrameCallback + canvas getImageData) and compares with the same clock. \
+            Encoder: {}.\n\n\
+            | measure | frames | p50 ms | p95 ms | max ms | min | mean | target |\n|---|---|---|---|---|---|---|---|\n{}{}{}{}\n\
+            Chromium over the window: {} fps decoded, jitter buffer {} ms/frame, decode {} ms/frame, {} frames dropped. \
+            Frames with an unreadable stamp: {} of {}; presented without a callback: {}. Daemon CPU {} % of one core. \
+            Load avg {} -> {}.\n\n",
+            l["camera"]["encoder"].as_str().unwrap_or("?"),
+            row("stamp -> expected display time (glass to glass)", "glass_to_glass_ms", "p50 <= 80 ms"),
+            row("stamp -> frame callback (Date.now)", "stamp_to_callback_ms", ""),
+            row("stamp -> last packet received (daemon + loopback)", "stamp_to_receive_ms", ""),
+            row("last packet received -> expected display (Chromium)", "receive_to_display_ms", ""),
+            c["fps_decoded"], c["jitter_buffer_ms_per_frame"], c["decode_ms_per_frame"], c["frames_dropped"],
+            l["unreadable"], l["callbacks"], l["presented_without_callback"], l["daemon_cpu_percent_of_one_core"],
             l["loadavg_before"].as_str().unwrap_or("?"), l["loadavg_after"].as_str().unwrap_or("?"));
+        // Earlier runs kept as issue7_latency_run<N>.json: how much the load moves these numbers.
+        let runs: Vec<String> = (1..=9)
+            .filter_map(|n| load(&format!("latency_run{n}")))
+            .map(|r| {
+                let (g, s) = (&r["glass_to_glass_ms"], &r["stamp_to_receive_ms"]);
+                format!("{} / {} / {} (daemon + loopback p50 {}; load {})", g["median"], g["p95"], g["max"], s["median"],
+                    r["loadavg_before"].as_str().unwrap_or("?"))
+            })
+            .collect();
+        if !runs.is_empty() {
+            md += &format!("Other runs, glass to glass p50 / p95 / max ms: {}.\n\n", runs.join("; "));
+        }
     }
     if let Some(p) = load("peer") {
         let (e, a) = (&p["edgecam"], &p["aiortc"]);
@@ -887,34 +742,31 @@ fn report() -> Result<String> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let mut it = std::env::args().skip(1);
-    let phase = it.next().unwrap_or_default();
-    let mut opt = std::collections::HashMap::new();
-    while let Some(k) = it.next() {
-        opt.insert(k.trim_start_matches("--").to_string(), it.next().context("option needs a value")?);
-    }
-    let num = |k: &str, d: u64| -> u64 { opt.get(k).and_then(|v| v.parse().ok()).unwrap_or(d) };
+    const USAGE: &str = "edgecam-issue7 ttff|idle|leak|bitrate|scaling|peer|report [--option value]...";
+    let mut args = std::env::args().skip(1);
+    let phase = args.next().unwrap_or_default();
+    let known = ["tries", "seconds", "cycles", "settle", "idle", "grid", "python"];
+    let opt = Options::parse(args, &known, USAGE)?;
+    let num = |k: &str, d: u64| opt.get(k, d);
     let result = match phase.as_str() {
-        "ttff" => ttff(num("tries", 20) as usize).await?,
-        "idle" => idle(num("seconds", 10)).await?,
+        "ttff" => ttff(num("tries", 20)? as usize).await?,
+        "idle" => idle(num("seconds", 10)?).await?,
         "leak" => {
-            let idle = opt.get("idle").cloned().unwrap_or_else(|| "keep-encoding".into());
-            let r = leak(num("cycles", 1000) as usize, num("settle", 5), &idle).await?;
+            let idle = opt.text("idle", "keep-encoding");
+            let r = leak(num("cycles", 1000)? as usize, num("settle", 5)?, &idle).await?;
             let name = if idle == "stop" { "leak_idle_stop" } else { "leak" };
             save(name, &r, true)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             return Ok(());
         }
-        "bitrate" => bitrate(num("seconds", 20)).await?,
+        "bitrate" => bitrate(num("seconds", 20)?).await?,
         "scaling" => {
-            let grid = opt.get("grid").cloned().unwrap_or_else(|| {
-                "1x1,1x2,1x4,2x1,2x2,2x4,4x1,4x2,4x4,8x1,8x2,8x4,8x4s".into()
-            });
-            scaling(num("seconds", 10), &grid).await?
+            let grid = opt.text("grid", "1x1,1x2,1x4,2x1,2x2,2x4,4x1,4x2,4x4,8x1,8x2,8x4,8x4s");
+            scaling(num("seconds", 10)?, &grid).await?
         }
         "peer" => {
-            let py = opt.get("python").cloned().unwrap_or_else(|| "python3".into());
-            peer(num("tries", 10) as usize, num("seconds", 10), &py).await?
+            let py = opt.text("python", "python3");
+            peer(num("tries", 10)? as usize, num("seconds", 10)?, &py).await?
         }
         "report" => {
             let md = report()?;
@@ -922,7 +774,7 @@ async fn main() -> Result<()> {
             println!("{md}");
             return Ok(());
         }
-        _ => bail!("usage: edgecam-issue7 ttff|idle|leak|bitrate|scaling|report [--option value]..."),
+        _ => bail!("usage: {USAGE}"),
     };
     save(&phase, &result, true)?;
     println!("{}", serde_json::to_string_pretty(&result)?);

@@ -1,267 +1,224 @@
-//! Glass-to-glass latency (issue 7, item 5), measured with a STANDALONE sender that mirrors the daemon's
-//! demo-camera chain, because the daemon has no source that stamps a machine-readable capture time:
+//! Glass-to-glass latency through the daemon (issue 7, item 1), at the default 640x480@30.
 //!
-//!   videotestsrc is-live=true pattern=ball ! video/x-raw,640x480@30 ! videoconvert ! I420
-//!     [pad probe on videoconvert's src: writes the wall-clock time (ms since the Unix epoch) into the
-//!      luma plane as 48 black/white 16x16 blocks: 40 bits of time + an 8-bit xor check]
-//!     ! tee ! queue (leaky, 2) ! x264enc (the x264 profile: tune=zerolatency speed-preset=ultrafast
-//!     bitrate=1000 key-int-max=60) ! constrained-baseline ! h264parse ! rtph264pay config-interval=-1
-//!     aggregate-mode=zero-latency pt=96 mtu=1200 ! tee ! queue (leaky, 100) ! webrtcbin (max-bundle)
+//! `edgecam run` (EDGECAM_BIN, release in bench/all.sh) with one camera `g2g: {test_pattern: stamp}`:
+//! the daemon's own pipeline draws each frame's wall-clock capture time into it (src/media/timecode.rs)
+//! before its encoder, and streams it like any camera. Headless Chromium opens the daemon's own viewer
+//! page (`?cameras=g2g`, ICE on 127.0.0.1). For each frame that page's <video> presents
+//! (requestVideoFrameCallback), the code's corner is drawn to a canvas and one pixel per block is read
+//! back (getImageData); this driver decodes them with the daemon's own decoder (timecode.rs, compiled
+//! in by path) and compares the capture time with the page's clock at:
+//! - the frame's expected display time (performance.timeOrigin + expectedDisplayTime): glass to glass;
+//! - the callback itself (Date.now()), a second view;
+//! - the arrival of the frame's last packet (receiveTime), which splits the total into the daemon plus
+//!   network part and the browser part (jitter buffer, decode, render).
 //!
-//! Signalling goes through the DevTools protocol (no websocket server): the offer and candidates are
-//! handed to a headless Chromium tab, its answer comes back the same way. On the page, for each frame
-//! presented (requestVideoFrameCallback) the frame is drawn to a canvas, the blocks are read back with
-//! getImageData, and the stamp is compared with the page's wall clock at the frame's expected display
-//! time (performance.timeOrigin + metadata.expectedDisplayTime), and, as a second view, Date.now() in the
-//! callback. Both clocks are this machine's CLOCK_REALTIME, so no clock sync is involved.
+//! Daemon and page read the same CLOCK_REALTIME of this machine: no clock sync is involved.
 //!
-//!   edgecam-latency [--frames 300] [--out bench/results]
+//!   EDGECAM_BIN=target/release/edgecam edgecam-latency [--frames 300]
+//!
+//! Writes $ISSUE7_OUT/issue7_latency.json (default bench/results).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod harness;
+#[path = "../src/media/timecode.rs"]
+#[allow(dead_code)] // the daemon's half (stamping) is not used here
+mod timecode;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use gst::glib;
-use gst::prelude::*;
 use serde_json::{json, Value};
 
-use common::chromium::Browser;
+use common::chromium::{Browser, Page};
+use common::daemon::Daemon;
+use common::viewer::{open_viewer, wait_decoding};
+use common::{api_camera, wait_streaming};
+use harness::{cpu_percent, loadavg, proc_read, results_dir, round1, summary, write_result, Options};
 
-const W: usize = 640;
-const BLOCK: usize = 16;
-const PER_ROW: usize = 24;
+const CAMERA: &str = "g2g";
+const CONFIG: &str = "discovery: false\ncameras:\n  g2g: {test_pattern: stamp, name: Glass to glass}\n";
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// Writes `ms` into the Y plane (I420, stride 640) as 2 rows of 24 blocks.
-fn stamp(y: &mut [u8], ms: u64) {
-    let t = ms & ((1u64 << 40) - 1);
-    let check = (0..5).fold(0u8, |a, i| a ^ ((t >> (8 * i)) as u8));
-    let bits = (t << 8) | check as u64; // 48 bits, MSB first
-    for i in 0..48 {
-        let on = (bits >> (47 - i)) & 1 == 1;
-        let (bx, by) = ((i % PER_ROW) * BLOCK, (i / PER_ROW) * BLOCK);
-        for row in by..by + BLOCK {
-            let line = &mut y[row * W + bx..row * W + bx + BLOCK];
-            line.fill(if on { 235 } else { 16 });
-        }
-    }
-}
-
-const PAGE_SETUP_JS: &str = r#"
-async (offer, cands) => {
-  document.body.innerHTML = '<video id=v autoplay muted playsinline width=640 height=480></video>';
-  const v = document.getElementById('v');
-  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceServers: [] });
-  window.__pc = pc;
-  pc.ontrack = (e) => { v.srcObject = e.streams[0] || new MediaStream([e.track]); v.play().catch(() => {}); };
-  await pc.setRemoteDescription({ type: 'offer', sdp: offer });
-  for (const c of cands) await pc.addIceCandidate({ candidate: c[1], sdpMLineIndex: c[0] });
-  await pc.setLocalDescription(await pc.createAnswer());
-  const deadline = performance.now() + 10000;
-  while (pc.iceGatheringState !== 'complete' && performance.now() < deadline)
-    await new Promise(r => setTimeout(r, 20));
-  return pc.localDescription.sdp;
-}"#;
-
-const PAGE_MEASURE_JS: &str = r#"
-(n) => {
-  const v = document.getElementById('v');
-  const c = document.createElement('canvas'); c.width = 640; c.height = 480;
-  const ctx = c.getContext('2d', { willReadFrequently: true });
-  window.__lat = { display: [], callback: [], bad: 0, frames: 0, done: false };
-  const L = window.__lat;
+/// Starts collecting, per presented frame of camera `id`: one sample per time-code block (red channel),
+/// the callback's Date.now(), the expected display and receive times on the same epoch scale, and
+/// presentedFrames (its gaps are frames the compositor showed without a callback).
+const COLLECT_JS: &str = r#"
+(id, points, w, h) => {
+  const cam = window.edgecam.cameras.get(id);
+  const v = cam && cam.el && cam.el.video;
+  if (!v || !v.requestVideoFrameCallback) throw new Error(`no <video> with requestVideoFrameCallback for ${id}`);
+  const canvas = document.createElement('canvas');
+  canvas.width = w; canvas.height = h;
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  const out = window.__g2g = { frames: [], stop: false };
+  const t0 = performance.timeOrigin;
   const step = (now, meta) => {
-    const cbWall = Date.now();
-    ctx.drawImage(v, 0, 0, 640, 480);
-    const d = ctx.getImageData(0, 0, 24 * 16, 32).data;
-    let hi = 0, lo = 0; // 48 bits: hi = top 16 bits, lo = low 32 bits
-    for (let i = 0; i < 48; i++) {
-      const x = (i % 24) * 16 + 8, y = Math.floor(i / 24) * 16 + 8;
-      const bit = d[(y * 384 + x) * 4] > 128 ? 1 : 0;
-      if (i < 16) hi = hi * 2 + bit; else lo = lo * 2 + bit;
-    }
-    const bits = hi * 4294967296 + lo;
-    const check = bits % 256, t = Math.floor(bits / 256);
-    let x = 0; for (let k = 0; k < 5; k++) x ^= Math.floor(t / Math.pow(256, k)) % 256;
-    L.frames++;
-    if (x !== check) { L.bad++; }
-    else {
-      // Reconstruct the full epoch ms from the 40 low bits and the current time.
-      const span = 1099511627776, base = cbWall - (cbWall % span);
-      let ts = base + t; if (ts > cbWall + 1000) ts -= span;
-      L.display.push(performance.timeOrigin + meta.expectedDisplayTime - ts);
-      L.callback.push(cbWall - ts);
-    }
-    if (L.display.length < n) v.requestVideoFrameCallback(step); else L.done = true;
+    const cb = Date.now();
+    ctx.drawImage(v, 0, 0, w, h, 0, 0, w, h); // the top-left corner, unscaled
+    const d = ctx.getImageData(0, 0, w, h).data;
+    out.frames.push({
+      s: points.map(([x, y]) => d[(y * w + x) * 4]),
+      cb,
+      display: t0 + meta.expectedDisplayTime,
+      receive: meta.receiveTime === undefined ? null : t0 + meta.receiveTime,
+      presented: meta.presentedFrames,
+      width: meta.width,
+    });
+    if (!out.stop) v.requestVideoFrameCallback(step);
   };
   v.requestVideoFrameCallback(step);
   return true;
 }"#;
 
-fn summary(mut v: Vec<f64>) -> Value {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let p = |q: f64| v[((q / 100.0) * (v.len() as f64 - 1.0)).round() as usize];
-    json!({"n": v.len(), "p50": (p(50.0) * 10.0).round() / 10.0, "p95": (p(95.0) * 10.0).round() / 10.0,
-           "max": (v[v.len() - 1] * 10.0).round() / 10.0, "min": (v[0] * 10.0).round() / 10.0,
-           "mean": (v.iter().sum::<f64>() / v.len() as f64 * 10.0).round() / 10.0})
+/// The camera's inbound-rtp counters, and how far Date.now() is from timeOrigin + performance.now().
+const STATS_JS: &str = r#"
+async (id) => {
+  const r = { clock_offset_ms: Date.now() - (performance.timeOrigin + performance.now()) };
+  (await window.edgecam.cameras.get(id).pc.getStats()).forEach(s => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') Object.assign(r, {
+      t: s.timestamp, decoded: s.framesDecoded, dropped: s.framesDropped || 0,
+      jitter_delay: s.jitterBufferDelay, jitter_emitted: s.jitterBufferEmittedCount,
+      decode_time: s.totalDecodeTime, processing_delay: s.totalProcessingDelay,
+    });
+  });
+  return r;
+}"#;
+
+/// Chromium's own view of the window between two STATS_JS reads: per-frame averages.
+fn chromium_window(a: &Value, b: &Value) -> Value {
+    let d = |k: &str| b[k].as_f64().unwrap_or(f64::NAN) - a[k].as_f64().unwrap_or(f64::NAN);
+    let per_frame_ms = |k: &str, n: &str| round1(d(k) / d(n) * 1000.0);
+    json!({
+        "fps_decoded": round1(d("decoded") / (d("t") / 1000.0)),
+        "frames_dropped": d("dropped") as i64,
+        "jitter_buffer_ms_per_frame": per_frame_ms("jitter_delay", "jitter_emitted"),
+        "decode_ms_per_frame": per_frame_ms("decode_time", "decoded"),
+        "processing_delay_ms_per_frame": per_frame_ms("processing_delay", "decoded"),
+        "clock_offset_ms": round1(b["clock_offset_ms"].as_f64().unwrap_or(f64::NAN)),
+    })
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+/// What the frames read so far add up to.
+#[derive(Default)]
+struct Readings {
+    callbacks: usize,
+    unreadable: usize,
+    display: Vec<f64>,
+    callback: Vec<f64>,
+    receive: Vec<f64>,
+    receive_to_display: Vec<f64>,
+    skipped: u64,
+    last_presented: Option<u64>,
+    last_code: Option<u64>,
+    not_increasing: usize,
+}
+
+impl Readings {
+    fn add(&mut self, frame: &Value) {
+        self.callbacks += 1;
+        if let Some(p) = frame["presented"].as_u64() {
+            if let Some(last) = self.last_presented {
+                self.skipped += p.saturating_sub(last + 1);
+            }
+            self.last_presented = Some(p);
+        }
+        let samples: Vec<u8> = frame["s"].as_array().into_iter().flatten().map(|v| v.as_u64().unwrap_or(0) as u8).collect();
+        let Ok(code) = timecode::decode(&samples) else {
+            self.unreadable += 1;
+            return;
+        };
+        if self.last_code.is_some_and(|last| code <= last) {
+            self.not_increasing += 1;
+        }
+        self.last_code = Some(code);
+        let at = |k: &str| frame[k].as_f64();
+        let display = at("display").unwrap_or(f64::NAN);
+        self.display.push(timecode::age_ms(code, display));
+        self.callback.push(timecode::age_ms(code, at("cb").unwrap_or(f64::NAN)));
+        if let Some(receive) = at("receive") {
+            self.receive.push(timecode::age_ms(code, receive));
+            self.receive_to_display.push(display - receive);
+        }
+    }
+}
+
+async fn collect(page: &Page, frames: usize) -> Result<(Readings, f64)> {
+    let points: Vec<[usize; 2]> = timecode::sample_points().iter().map(|&(x, y)| [x, y]).collect();
+    page.eval(&format!(
+        "({COLLECT_JS})({}, {}, {}, {})",
+        json!(CAMERA),
+        json!(points),
+        timecode::WIDTH,
+        timecode::HEIGHT
+    ))
+    .await?;
+    let mut r = Readings::default();
+    let start = Instant::now();
+    // Generous: 300 frames take 10 s at 30 fps; a loaded machine presents fewer.
+    let limit = Duration::from_secs(60) + Duration::from_millis(frames as u64 * 200);
+    while r.display.len() < frames {
+        if start.elapsed() > limit {
+            bail!("only {} readable frames of {frames} in {limit:?} ({} callbacks)", r.display.len(), r.callbacks);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let batch = page.eval("window.__g2g.frames.splice(0)").await?;
+        for frame in batch.as_array().into_iter().flatten() {
+            r.add(frame);
+        }
+    }
+    page.eval("window.__g2g.stop = true").await?;
+    Ok((r, start.elapsed().as_secs_f64()))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let mut frames = 300usize;
-    let mut out: std::path::PathBuf = "bench/results".into();
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--frames" => frames = it.next().context("value")?.parse()?,
-            "--out" => out = it.next().context("value")?.into(),
-            _ => bail!("usage: edgecam-latency [--frames N] [--out DIR]"),
-        }
-    }
-    gst::init()?;
-    let pipeline = gst::parse::launch(
-        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=480,framerate=30/1 \
-         ! videoconvert name=conv ! video/x-raw,format=I420 ! tee name=raw allow-not-linked=true \
-         ! queue max-size-buffers=2 max-size-bytes=0 max-size-time=0 leaky=downstream \
-         ! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=1000 key-int-max=60 \
-         ! video/x-h264,profile=constrained-baseline ! h264parse \
-         ! rtph264pay name=pay config-interval=-1 aggregate-mode=zero-latency pt=96 mtu=1200 \
-         ! tee name=fanout allow-not-linked=true \
-         ! queue leaky=downstream max-size-buffers=100 max-size-bytes=0 max-size-time=0 \
-         ! webrtcbin name=web bundle-policy=max-bundle",
-    )?
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let conv = pipeline.by_name("conv").unwrap();
-    conv.static_pad("src").unwrap().add_probe(gst::PadProbeType::BUFFER, |_, info| {
-        if let Some(gst::PadProbeData::Buffer(buf)) = info.data.as_mut() {
-            let b = buf.make_mut();
-            if let Ok(mut map) = b.map_writable() {
-                if map.len() >= W * 480 {
-                    stamp(&mut map[..W * 480], now_ms());
-                }
-            }
-        }
-        gst::PadProbeReturn::Ok
-    });
-    let web = pipeline.by_name("web").unwrap();
-    if let Some(t) = web.static_pad("sink_0").and_then(|p| p.property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")) {
-        t.set_property("direction", gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly);
-    }
-    let agent = web.property::<glib::Object>("ice-agent");
-    agent.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
+    let opt = Options::parse(std::env::args().skip(1), &["frames"], "edgecam-latency [--frames 300]")?;
+    let frames: usize = opt.get("frames", 300)?;
+    let daemon_bin = std::env::var("EDGECAM_BIN").context("set EDGECAM_BIN to the daemon (bench/all.sh does)")?;
 
-    let cands: Arc<Mutex<Vec<(u32, String)>>> = Arc::default();
-    let offer: Arc<Mutex<Option<String>>> = Arc::default();
-    {
-        let cands = cands.clone();
-        web.connect("on-ice-candidate", false, move |v| {
-            let idx = v[1].get::<u32>().unwrap();
-            let c = v[2].get::<String>().unwrap();
-            cands.lock().unwrap().push((idx, c));
-            None
-        });
-    }
-    {
-        let offer = offer.clone();
-        web.connect("on-negotiation-needed", false, move |v| {
-            let w = v[0].get::<gst::Element>().unwrap();
-            let w2 = w.clone();
-            let offer = offer.clone();
-            let p = gst::Promise::with_change_func(move |r| {
-                if let Ok(Some(r)) = r {
-                    if let Ok(o) = r.get::<gst_webrtc::WebRTCSessionDescription>("offer") {
-                        w2.emit_by_name::<()>("set-local-description", &[&o, &None::<gst::Promise>]);
-                        *offer.lock().unwrap() = Some(o.sdp().as_text().unwrap());
-                    }
-                }
-            });
-            w.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &p]);
-            None
-        });
-    }
-    pipeline.set_state(gst::State::Playing)?;
-    // Wait for the offer and for gathering to finish.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let done = offer.lock().unwrap().is_some()
-            && web.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-                == gst_webrtc::WebRTCICEGatheringState::Complete;
-        if done || std::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let offer_sdp = offer.lock().unwrap().clone().context("no offer from webrtcbin")?;
-    let cl: Vec<Value> = cands.lock().unwrap().iter().map(|(i, c)| json!([i, c])).collect();
-    eprintln!("latency: offer ready, {} candidates", cl.len());
-
+    let daemon = Daemon::start(CONFIG, &[])?;
+    let pid = daemon.pid().context("daemon not running")?;
+    wait_streaming(daemon.addr, CAMERA).await?;
     let browser = Browser::launch().await?;
-    let page = browser.open("about:blank").await?;
-    let answer = page
-        .eval(&format!("({PAGE_SETUP_JS})({}, {})", json!(offer_sdp), json!(cl)))
-        .await?;
-    let answer = answer.as_str().context("no answer")?.to_string();
-    let msg = gst_sdp::SDPMessage::parse_buffer(answer.as_bytes())?;
-    let desc = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, msg);
-    web.emit_by_name::<()>("set-remote-description", &[&desc, &None::<gst::Promise>]);
-    for line in answer.lines() {
-        if let Some(c) = line.strip_prefix("a=") {
-            if c.starts_with("candidate:") {
-                web.emit_by_name::<()>("add-ice-candidate", &[&0u32, &c]);
-            }
-        }
-    }
-    // Wait until frames are shown, then let the first keyframe burst pass.
-    common::wait_until("video playing", Duration::from_secs(30), || async {
-        let ok = page.eval("(document.getElementById('v')||{}).videoWidth === 640 && window.__pc.connectionState === 'connected'").await?;
-        if ok != Value::Bool(true) {
-            bail!("not yet: {}", page.eval("window.__pc.connectionState").await?);
-        }
-        Ok(())
-    })
-    .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let page = open_viewer(&browser, &daemon, &format!("?cameras={CAMERA}")).await?;
+    wait_decoding(&page, &[CAMERA], None).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // past the first keyframe burst
+    let camera = api_camera(daemon.addr, CAMERA).await?;
+
     let load_before = loadavg();
-    page.eval(&format!("({PAGE_MEASURE_JS})({frames})")).await?;
-    let t0 = std::time::Instant::now();
-    let lat = loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let l = page.eval("window.__lat").await?;
-        if l["done"] == true || t0.elapsed() > Duration::from_secs(120) {
-            break l;
-        }
-    };
-    let elapsed = t0.elapsed().as_secs_f64();
-    let f = |k: &str| -> Vec<f64> { lat[k].as_array().into_iter().flatten().filter_map(|x| x.as_f64()).collect() };
-    let display = f("display");
-    if display.is_empty() {
-        bail!("no stamped frame read back: {lat}");
-    }
-    let result = json!({
-        "what": "standalone sender mirroring the daemon's demo chain (bench/latency.rs), NOT the daemon",
-        "source": "videotestsrc ball 640x480@30, stamp written by a pad probe after videoconvert",
-        "encoder": "x264enc tune=zerolatency speed-preset=ultrafast bitrate=1000 key-int-max=60",
-        "frames_seen": lat["frames"], "frames_bad_stamp": lat["bad"], "seconds": (elapsed * 10.0).round() / 10.0,
-        "glass_to_glass_ms_at_expected_display": summary(display),
-        "stamp_to_frame_callback_ms": summary(f("callback")),
-        "loadavg_before": load_before, "loadavg_after": loadavg(),
-        "unix_time": SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
-    });
-    println!("{}", serde_json::to_string_pretty(&result)?);
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("issue7_latency.json"), serde_json::to_string_pretty(&result)? + "\n")?;
+    let stats_before = page.eval(&format!("({STATS_JS})({})", json!(CAMERA))).await?;
+    let proc_before = proc_read(pid)?;
+    let (r, seconds) = collect(&page, frames).await?;
+    let proc_after = proc_read(pid)?;
+    let stats_after = page.eval(&format!("({STATS_JS})({})", json!(CAMERA))).await?;
     page.close().await.ok();
-    pipeline.set_state(gst::State::Null)?;
+
+    let result = json!({
+        "what": "through the daemon: edgecam run, camera {test_pattern: stamp}, its viewer page in headless Chromium",
+        "daemon": daemon_bin,
+        "camera": camera,
+        "stamp": "wall-clock ms drawn into the luma plane at the source's output, before the encoder (src/media/timecode.rs)",
+        "frames_wanted": frames,
+        "callbacks": r.callbacks,
+        "unreadable": r.unreadable,
+        "not_increasing": r.not_increasing,
+        "presented_without_callback": r.skipped,
+        "seconds": round1(seconds),
+        "glass_to_glass_ms": summary(r.display),
+        "stamp_to_callback_ms": summary(r.callback),
+        "stamp_to_receive_ms": summary(r.receive),
+        "receive_to_display_ms": summary(r.receive_to_display),
+        "chromium": chromium_window(&stats_before, &stats_after),
+        "daemon_cpu_percent_of_one_core": round1(cpu_percent(&proc_before, &proc_after)),
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
+    });
+    let path = write_result(&results_dir(), "issue7_latency", &result)?;
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    let g = &result["glass_to_glass_ms"];
+    eprintln!(
+        "latency: glass to glass p50 {} ms, p95 {} ms, max {} ms over {} frames ({} unreadable); wrote {}",
+        g["median"], g["p95"], g["max"], g["n"], r.unreadable, path.display()
+    );
     Ok(())
 }

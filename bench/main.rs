@@ -14,8 +14,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod harness;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -23,7 +24,8 @@ use serde_json::{json, Value};
 use common::chromium::{Browser, Page};
 use common::daemon::Daemon;
 use common::viewer::{open_viewer, sample, wait_decoding, wait_rising};
-use common::{wait_streaming, wait_until, wait_viewers, LIVENESS};
+use common::{wait_streaming, wait_viewers};
+use harness::{machine, measure, ready_to_first_frame_ms, summary, wait_ws_lists, Options};
 
 const CAMERAS: [&str; 2] = ["demo1", "demo2"];
 
@@ -34,79 +36,16 @@ struct Args {
 }
 
 fn args() -> Result<Args> {
-    let mut args = Args {
-        seconds: 10,
-        tries: 7,
-        out: "bench/results".into(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--seconds" => args.seconds = value()?.parse()?,
-            "--tries" => args.tries = value()?.parse()?,
-            "--out" => args.out = value()?.into(),
-            _ => bail!("usage: edgecam-bench [--seconds N] [--tries N] [--out DIR]"),
-        }
-    }
-    Ok(args)
-}
-
-/// One read of the daemon's /proc entries.
-struct ProcSample {
-    at: Instant,
-    cpu_ticks: u64,
-    rss_kib: u64,
-    threads: u64,
-}
-
-fn proc_sample(pid: u32) -> Result<ProcSample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after "(comm)": state is field 3, utime 14, stime 15 (proc(5)).
-    let rest: Vec<&str> = stat[stat.rfind(')').context("bad stat")? + 2..]
-        .split_whitespace()
-        .collect();
-    let cpu_ticks = rest[11].parse::<u64>()? + rest[12].parse::<u64>()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> Result<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))
-    };
-    Ok(ProcSample {
-        at: Instant::now(),
-        cpu_ticks,
-        rss_kib: field("VmRSS:")?,
-        threads: field("Threads:")?,
+    let opt = Options::parse(
+        std::env::args().skip(1),
+        &["seconds", "tries", "out"],
+        "edgecam-bench [--seconds N] [--tries N] [--out DIR]",
+    )?;
+    Ok(Args {
+        seconds: opt.get("seconds", 10)?,
+        tries: opt.get("tries", 7)?,
+        out: opt.text("out", "bench/results").into(),
     })
-}
-
-/// CPU (% of one core) and memory of `pid` over `seconds`, sampled each second.
-async fn measure(pid: u32, seconds: u64) -> Result<Value> {
-    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut samples = vec![proc_sample(pid)?];
-    for _ in 0..seconds {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        samples.push(proc_sample(pid)?);
-    }
-    let (first, last) = (&samples[0], &samples[samples.len() - 1]);
-    let elapsed = last.at.duration_since(first.at).as_secs_f64();
-    let cpu = (last.cpu_ticks - first.cpu_ticks) as f64 / ticks_per_s / elapsed * 100.0;
-    let rss: Vec<f64> = samples.iter().map(|s| s.rss_kib as f64 / 1024.0).collect();
-    Ok(json!({
-        "seconds": round1(elapsed),
-        "cpu_percent_of_one_core": round1(cpu),
-        "rss_mib_mean": round1(rss.iter().sum::<f64>() / rss.len() as f64),
-        "rss_mib_max": round1(rss.iter().cloned().fold(0.0, f64::max)),
-        "threads": last.threads,
-    }))
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
 }
 
 /// Every tab decodes both cameras (framesDecoded rising).
@@ -126,54 +65,10 @@ async fn still_decoding(pages: &[Page]) -> Result<()> {
     Ok(())
 }
 
-/// Milliseconds from the page's `ready` for `id` to its first decoded frame; null if it never came.
-const READY_TO_FRAME_JS: &str = r#"
-async (id) => {
-  const ec = window.edgecam, ws = ec.ws;
-  let tReady = null;
-  const send = ws.send;
-  ws.send = function (data) {
-    try {
-      const m = JSON.parse(data);
-      if (m.type === 'ready' && m.camera === id && tReady === null) tReady = performance.now();
-    } catch (e) {}
-    return send.call(this, data);
-  };
-  try {
-    ec.connect(id);
-    const deadline = performance.now() + 30000;
-    while (performance.now() < deadline) {
-      const cam = ec.cameras.get(id);
-      if (cam && cam.pc) {
-        let frames = 0;
-        (await cam.pc.getStats()).forEach(s => {
-          if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
-        });
-        if (frames > 0) return tReady === null ? -1 : performance.now() - tReady;
-      }
-      await new Promise(r => setTimeout(r, 5));
-    }
-    return null;
-  } finally {
-    delete ws.send;
-  }
-}"#;
-
 async fn ready_to_first_frame(browser: &Browser, daemon: &Daemon) -> Result<f64> {
     let page = open_viewer(browser, daemon, "?autoconnect=0").await?;
-    wait_until("page websocket open with demo1 listed", LIVENESS, || async {
-        let ok = page
-            .eval("window.edgecam.ws && window.edgecam.ws.readyState === 1 && window.edgecam.cameras.has('demo1')")
-            .await?;
-        if ok != Value::Bool(true) {
-            bail!("not yet");
-        }
-        Ok(())
-    })
-    .await?;
-    let ms = page
-        .eval(&format!("({READY_TO_FRAME_JS})('demo1')"))
-        .await?;
+    wait_ws_lists(&page, "demo1").await?;
+    let ms = ready_to_first_frame_ms(&page, "demo1", false).await?;
     page.close().await?;
     wait_viewers(daemon.addr, "demo1", 0).await?;
     match ms.as_f64() {
@@ -181,46 +76,6 @@ async fn ready_to_first_frame(browser: &Browser, daemon: &Daemon) -> Result<f64>
         Some(_) => bail!("the page decoded demo1 without sending `ready` through edgecam.ws"),
         None => bail!("no decoded frame within 30 s"),
     }
-}
-
-fn command_line(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_default()
-}
-
-fn machine() -> Value {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    json!({
-        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "cpu_model": model,
-        "kernel": command_line("uname", &["-r"]),
-        "loadavg_at_start": std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
-        "chromium": command_line("/usr/bin/chromium", &["--version"]),
-        "gstreamer": command_line("gst-inspect-1.0", &["--version"]),
-    })
 }
 
 fn markdown(report: &Value) -> String {
@@ -313,8 +168,8 @@ async fn main() -> Result<()> {
         eprintln!("bench: ready -> first frame, try {}: {ms:.0} ms", i + 1);
         latencies.push(ms);
     }
-    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let median = latencies[latencies.len() / 2];
+    let mut ready_to_first_frame = summary(latencies);
+    ready_to_first_frame["tries"] = json!(args.tries);
 
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let report = json!({
@@ -323,13 +178,7 @@ async fn main() -> Result<()> {
         "daemon_build": daemon_build,
         "encoder": encoder,
         "phases": phases,
-        "ready_to_first_frame_ms": {
-            "tries": latencies.len(),
-            "median": median.round() as u64,
-            "min": latencies[0].round() as u64,
-            "max": latencies[latencies.len() - 1].round() as u64,
-            "all": latencies.iter().map(|x| x.round() as u64).collect::<Vec<_>>(),
-        },
+        "ready_to_first_frame_ms": ready_to_first_frame,
     });
     std::fs::create_dir_all(&args.out)?;
     let json_path = args.out.join(format!("viewers-{stamp}.json"));

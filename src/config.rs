@@ -128,6 +128,22 @@ pub struct CameraConfig {
     pub enabled: bool,
 }
 
+impl CameraConfig {
+    /// A synthetic camera with everything else at the defaults (`edgecam run --demo N`).
+    pub fn test_pattern(pattern: TestPattern, name: String) -> Self {
+        Self {
+            selector: Some(Selector::TestPattern(pattern)),
+            name: Some(name),
+            width: None,
+            height: None,
+            fps: None,
+            bitrate: None,
+            profile: None,
+            enabled: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
     Device(PathBuf),
@@ -206,6 +222,9 @@ pub enum TestPattern {
     Gradient,
     Colors,
     Bar,
+    /// The ball, with its capture time drawn into a top-left corner code (`media::timecode`) so a
+    /// browser can measure glass-to-glass latency through the daemon (bench/latency.rs).
+    Stamp,
 }
 
 impl TestPattern {
@@ -231,7 +250,13 @@ impl TestPattern {
             Self::Gradient => "gradient",
             Self::Colors => "colors",
             Self::Bar => "bar",
+            Self::Stamp => "ball",
         }
+    }
+
+    /// Whether frames carry their capture time (see `media::timecode`).
+    pub fn stamps_time(self) -> bool {
+        self == Self::Stamp
     }
 }
 
@@ -394,6 +419,7 @@ cameras:
   door: {serial: "ABC123", name: Front door}
   garage: {path: "platform-xhci-hcd.0-usb-0:1:1.0", enabled: false}
   demo: {test_pattern: smpte}
+  latency: {test_pattern: stamp}
 "#,
         )
         .unwrap();
@@ -405,6 +431,10 @@ cameras:
             c.cameras[&CameraId::new("demo").unwrap()].selector,
             Some(Selector::TestPattern(TestPattern::Smpte))
         );
+        let Some(Selector::TestPattern(stamp)) = c.cameras[&CameraId::new("latency").unwrap()].selector else {
+            panic!("latency is not a test pattern");
+        };
+        assert!(stamp.stamps_time() && !TestPattern::Smpte.stamps_time());
     }
 
     #[test]

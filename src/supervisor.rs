@@ -113,16 +113,7 @@ impl Supervisor {
         });
         let demos = (1..=demo).map(|n| {
             let pattern = TestPattern::DEMO_CYCLE[(n as usize - 1) % TestPattern::DEMO_CYCLE.len()];
-            let config = CameraConfig {
-                selector: Some(Selector::TestPattern(pattern)),
-                name: Some(format!("Demo {n}")),
-                width: None,
-                height: None,
-                fps: None,
-                bitrate: None,
-                profile: None,
-                enabled: true,
-            };
+            let config = CameraConfig::test_pattern(pattern, format!("Demo {n}"));
             (format!("demo{n}"), config, pattern)
         });
         let all: Vec<_> = configured.chain(demos).collect();
@@ -135,6 +126,7 @@ impl Supervisor {
                 width,
                 height,
                 fps,
+                time_code: pattern.stamps_time(),
             };
             let mode = format!("I420 {width}x{height}@{fps}");
             let identity = Identity {

@@ -19,7 +19,9 @@ use anyhow::{bail, Context, Result};
 
 use common::chromium::{Browser, Page};
 use common::daemon::{Daemon, NO_DISCOVERY};
-use common::viewer::{open_viewer, page_context, wait_decoding, wait_rising};
+use common::viewer::{
+    open_viewer, page_context, page_view, wait_decoding, wait_frames_more, wait_rising,
+};
 use common::{api_camera, heavy_lock, wait_streaming, wait_until, wait_viewers, LIVENESS};
 
 const FIXTURE: &str = concat!(
@@ -51,18 +53,6 @@ fn failing_profile(dir: &std::path::Path) -> Result<String> {
     Ok(name)
 }
 
-/// The page's own view of demo1: its status, a tag identifying the current peer connection (set on the
-/// object, the same property common/viewer.rs uses) and `window.edgecam.stats('demo1')`.
-const PAGE_JS: &str = r#"
-(async () => {
-  const cam = window.edgecam && window.edgecam.cameras.get('demo1');
-  if (!cam) return null;
-  const pc = cam.pc;
-  if (pc && !pc.__edgecamTestTag) pc.__edgecamTestTag = Math.random().toString(36).slice(2);
-  return { status: cam.status, pc: pc ? pc.__edgecamTestTag : null, state: pc ? pc.connectionState : null,
-           stats: await window.edgecam.stats('demo1') };
-})()"#;
-
 /// For failure messages: the peer connection's states, its transport and every inbound-rtp it has.
 const DIAG_JS: &str = r#"
 (async () => {
@@ -85,27 +75,6 @@ async fn diagnose(page: &Page) -> String {
         Ok(v) => format!("page state: {v:#}\n{}", page_context(page)),
         Err(e) => format!("page state unreadable: {e:#}\n{}", page_context(page)),
     }
-}
-
-#[derive(Debug, Clone)]
-struct Seen {
-    pc: Option<String>,
-    status: String,
-    frames: u64,
-    codec: Option<String>,
-}
-
-async fn page_view(page: &Page) -> Result<Seen> {
-    let v = page.eval(PAGE_JS).await?;
-    if v.is_null() {
-        bail!("window.edgecam.cameras has no demo1");
-    }
-    Ok(Seen {
-        pc: v["pc"].as_str().map(String::from),
-        status: v["status"].as_str().unwrap_or("?").to_string(),
-        frames: v["stats"]["framesDecoded"].as_u64().unwrap_or(0),
-        codec: v["stats"]["codec"].as_str().map(String::from),
-    })
 }
 
 // The heavy lock is held for the whole test on purpose (one browser + daemon at a time on 2 cores).
@@ -141,7 +110,7 @@ async fn encoder_failing_at_run_time_falls_back_while_a_browser_watches() {
         let base = wait_decoding(&page, &["demo1"], None).await?;
         let before = wait_rising(&page, &base).await?;
         let old_pc = before["demo1"].pc.clone();
-        let seen = page_view(&page).await?;
+        let seen = page_view(&page, "demo1").await?;
         if seen.codec.as_deref() != Some("H264") {
             bail!("before the failure, the page decodes {:?}, not H264 ({seen:?})", seen.codec);
         }
@@ -182,27 +151,12 @@ async fn encoder_failing_at_run_time_falls_back_while_a_browser_watches() {
         // 4. The same page, without any help from the test, decodes H.264 from the new pipeline.
         // The baseline is the first read on a peer connection that is live and decoding; if the page
         // replaces its pc after that (a second offer), counting restarts on the new one.
-        let baseline: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
-        let rising = wait_until(
+        let rising = wait_frames_more(
             &format!("framesDecoded +{FRAMES_AFTER_SWITCH} (H264) on one peer connection after the switch"),
-            LIVENESS,
-            || async {
-                let s = page_view(&page).await?;
-                let mut baseline = baseline.lock().unwrap();
-                let live = s.pc.is_some() && s.status == "live" && s.frames > 0;
-                match baseline.clone() {
-                    Some(b) if b.pc == s.pc => {
-                        if s.frames < b.frames + FRAMES_AFTER_SWITCH || s.codec.as_deref() != Some("H264") {
-                            bail!("{b:?} -> {s:?}");
-                        }
-                        Ok((b, s))
-                    }
-                    _ => {
-                        *baseline = if live { Some(s.clone()) } else { None };
-                        bail!("baseline {s:?}");
-                    }
-                }
-            },
+            None,
+            FRAMES_AFTER_SWITCH,
+            "H264",
+            || page_view(&page, "demo1"),
         )
         .await;
         let (after, rising) = match rising {

@@ -17,13 +17,15 @@
 mod common;
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 
+use common::browser_process::last_lines;
 use common::chromium::{Browser, Page};
 use common::daemon::{Daemon, NO_DISCOVERY};
 use common::firefox::Firefox;
 use common::netns::{self, NetnsPair, ADDR_A};
-use common::viewer::{open_viewer, page_context, wait_decoding, wait_rising};
+use common::viewer::{
+    open_viewer, page_context, page_view_js, wait_decoding, wait_frames_more, wait_rising, PageView,
+};
 use common::{heavy_lock, wait_until, wait_viewers, LIVENESS};
 
 /// Frames decoded on one peer connection that count as "decoding": a second of video, far more than a
@@ -33,39 +35,6 @@ const FRAMES: u64 = 30;
 const VP8_STARTED: &str = "starting a VP8 encode for browsers without H.264";
 const ENCODING_STOPPED: &str = "last viewer of this encoding left; stopping it";
 
-/// The page's view of demo1: a tag for the current peer connection (the property common/viewer.rs uses),
-/// its status, and `window.edgecam.stats('demo1')`.
-const PAGE_JS: &str = r#"(async () => {
-  const cam = window.edgecam && window.edgecam.cameras && window.edgecam.cameras.get('demo1');
-  if (!cam) return null;
-  const pc = cam.pc;
-  if (pc && !pc.__edgecamTestTag) pc.__edgecamTestTag = Math.random().toString(36).slice(2);
-  return { status: cam.status, pc: pc ? pc.__edgecamTestTag : null, state: pc ? pc.connectionState : null,
-           stats: await window.edgecam.stats('demo1') };
-})()"#;
-
-#[derive(Debug, Clone, PartialEq)]
-struct Seen {
-    pc: Option<String>,
-    status: String,
-    frames: u64,
-    codec: Option<String>,
-    width: u64,
-}
-
-fn parse(v: Value) -> Result<Seen> {
-    if v.is_null() {
-        bail!("window.edgecam.cameras has no demo1 (yet)");
-    }
-    Ok(Seen {
-        pc: v["pc"].as_str().map(String::from),
-        status: v["status"].as_str().unwrap_or("?").to_string(),
-        frames: v["stats"]["framesDecoded"].as_u64().unwrap_or(0),
-        codec: v["stats"]["codec"].as_str().map(String::from),
-        width: v["stats"]["frameWidth"].as_u64().unwrap_or(0),
-    })
-}
-
 /// Either browser's page, read the same way.
 enum View<'a> {
     Chromium(&'a Page),
@@ -73,11 +42,15 @@ enum View<'a> {
 }
 
 impl View<'_> {
-    async fn read(&self) -> Result<Seen> {
-        parse(match self {
-            View::Chromium(page) => page.eval(PAGE_JS).await?,
-            View::Firefox(ff) => ff.eval(PAGE_JS).await?,
-        })
+    async fn read(&self) -> Result<PageView> {
+        let js = page_view_js("demo1");
+        PageView::parse(
+            "demo1",
+            match self {
+                View::Chromium(page) => page.eval(&js).await?,
+                View::Firefox(ff) => ff.eval(&js).await?,
+            },
+        )
     }
 
     fn name(&self) -> &'static str {
@@ -90,30 +63,22 @@ impl View<'_> {
     fn context(&self) -> String {
         match self {
             View::Chromium(page) => page_context(page),
-            View::Firefox(ff) => {
-                let console = ff.console();
-                let lines: Vec<&str> = console.lines().collect();
-                format!(
-                    "firefox page console (last 40 lines):\n{}",
-                    lines[lines.len().saturating_sub(40)..].join("\n")
-                )
-            }
+            View::Firefox(ff) => format!(
+                "firefox page console (last 40 lines):\n{}",
+                last_lines(&ff.console(), 40)
+            ),
         }
     }
 
     /// Waits until the page is live on a peer connection and decodes `codec`, then until that same
     /// peer connection has decoded `FRAMES` more: returns (first read, last read).
-    async fn wait_codec_rising(&self, codec: &str) -> Result<(Seen, Seen)> {
+    async fn wait_codec_rising(&self, codec: &str) -> Result<(PageView, PageView)> {
         let base = wait_until(
             &format!("{} decoding demo1 as {codec}", self.name()),
             LIVENESS,
             || async {
                 let s = self.read().await?;
-                if s.pc.is_none()
-                    || s.status != "live"
-                    || s.frames == 0
-                    || s.codec.as_deref() != Some(codec)
-                {
+                if !s.live() || s.codec.as_deref() != Some(codec) {
                     bail!("{s:?}");
                 }
                 Ok(s)
@@ -125,30 +90,24 @@ impl View<'_> {
     }
 
     /// Waits until the peer connection of `base` has decoded `FRAMES` more frames, still as `codec`.
-    async fn wait_more(&self, base: &Seen, codec: &str) -> Result<Seen> {
-        wait_until(
+    async fn wait_more(&self, base: &PageView, codec: &str) -> Result<PageView> {
+        let (_, s) = wait_frames_more(
             &format!("{} framesDecoded +{FRAMES} as {codec}", self.name()),
-            LIVENESS,
-            || async {
-                let s = self.read().await?;
-                if s.pc != base.pc {
-                    bail!("peer connection replaced: {base:?} -> {s:?}");
-                }
-                if s.frames < base.frames + FRAMES || s.codec.as_deref() != Some(codec) {
-                    bail!("{base:?} -> {s:?}");
-                }
-                eprintln!(
-                    "{}: demo1 {codec} framesDecoded {} -> {} ({}px wide)",
-                    self.name(),
-                    base.frames,
-                    s.frames,
-                    s.width
-                );
-                Ok(s)
-            },
+            Some(base),
+            FRAMES,
+            codec,
+            || self.read(),
         )
         .await
-        .with_context(|| self.context())
+        .with_context(|| self.context())?;
+        eprintln!(
+            "{}: demo1 {codec} framesDecoded {} -> {} ({}px wide)",
+            self.name(),
+            base.frames,
+            s.frames,
+            s.width
+        );
+        Ok(s)
     }
 }
 

@@ -199,7 +199,7 @@ function reconcile(cam) {
     clearRetry(cam);
     cam.attempt = 0; // so it comes back at once when the camera does
     if (state === 'failed') setStatus(cam, 'failed', detail || 'The camera failed on the device');
-    else setStatus(cam, 'offline', 'Camera offline');
+    else setStatus(cam, 'offline', detail ? `Camera offline: ${detail}` : 'Camera offline');
   } else if (!wanted(cam.id)) {
     setStatus(cam, 'offline', 'Not connected');
   } else if (!cam.session && !cam.retryTimer) {

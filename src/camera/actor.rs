@@ -20,8 +20,11 @@ use crate::signalling::protocol::{CameraInfo, CameraState, ServerMessage};
 /// A source that delivers nothing for this long is treated as unplugged (some USB cameras stop
 /// sending without any error when yanked or when their firmware hangs).
 const SOURCE_SILENCE_LIMIT: Duration = Duration::from_secs(5);
-/// After a source failure without a udev remove (device busy, driver hiccup), retry this often.
+/// After a source failure without a udev remove (device busy, driver hiccup), retry after this long,
+/// doubling while the source keeps failing without a frame, up to `SOURCE_RETRY_MAX`: a camera that
+/// enumerates but never streams should not flap between offline and starting every few seconds.
 const SOURCE_RETRY: Duration = Duration::from_secs(3);
+const SOURCE_RETRY_MAX: Duration = Duration::from_secs(60);
 
 pub(super) fn run(
     identity: Identity,
@@ -58,6 +61,7 @@ pub(super) fn run(
         retry_at: None,
         fallback_reason: None,
         frames_base: 0,
+        source_failures: 0,
     };
     tokio::spawn(actor.run(commands, events).instrument(span))
 }
@@ -81,6 +85,8 @@ struct Actor {
     fallback_reason: Option<String>,
     /// Frames encoded by pipelines already torn down, so the total survives rebuilds.
     frames_base: u64,
+    /// Source failures in a row with no frame encoded in between (sets the retry delay).
+    source_failures: u32,
 }
 
 impl Actor {
@@ -124,6 +130,7 @@ impl Actor {
                 self.encoder_index = 0;
                 self.fallback_reason = None;
                 self.retry_at = None;
+                self.source_failures = 0;
                 self.stop_pipeline().await;
                 if self.shared.idle == IdlePolicy::KeepEncoding || !self.viewers.is_empty() {
                     self.start_pipeline().await;
@@ -135,6 +142,7 @@ impl Actor {
                 info!("device gone; pipeline torn down, viewers wait for it to return");
                 self.setup = None;
                 self.retry_at = None;
+                self.source_failures = 0;
                 self.stop_pipeline().await;
                 self.set_state(CameraState::Offline, Some("device unplugged".into()));
             }
@@ -323,12 +331,22 @@ impl Actor {
     }
 
     async fn source_failed(&mut self, reason: &str) {
-        warn!(%reason, "source failed; waiting for the device");
-        self.stop_pipeline().await;
-        self.set_state(CameraState::Offline, Some(reason.to_string()));
-        if self.setup.is_some() {
-            self.retry_at = Some(Instant::now() + SOURCE_RETRY);
+        if self.pipeline.as_ref().is_some_and(|p| p.counters().encoded_frames() > 0) {
+            self.source_failures = 0;
         }
+        self.stop_pipeline().await;
+        if self.setup.is_none() {
+            self.set_state(CameraState::Offline, Some(reason.to_string()));
+            return;
+        }
+        let delay = (SOURCE_RETRY * 2u32.saturating_pow(self.source_failures)).min(SOURCE_RETRY_MAX);
+        self.source_failures += 1;
+        warn!(%reason, retry_in_s = delay.as_secs(), "source failed; waiting for the device");
+        self.retry_at = Some(Instant::now() + delay);
+        self.set_state(
+            CameraState::Offline,
+            Some(format!("{reason}; retrying in {} s", delay.as_secs())),
+        );
     }
 
     async fn encoder_failed(&mut self, reason: &str) {
@@ -372,6 +390,10 @@ impl Actor {
                     for conn in waiting {
                         self.attach(conn);
                     }
+                    return;
+                }
+                Err(MediaError::Source(reason)) => {
+                    self.source_failed(&format!("the device did not start: {reason}")).await;
                     return;
                 }
                 Err(e) => {

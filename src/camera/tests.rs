@@ -27,6 +27,7 @@ fn setup(encoders: Vec<EncoderPlan>) -> Box<Setup> {
             width: 320,
             height: 240,
             fps: 30,
+            time_code: false,
         },
         encoders,
         encoder_reason: "test".into(),
@@ -213,5 +214,37 @@ async fn idle_policy_stop_starts_for_the_first_viewer_and_stops_after_the_last()
 
     camera.send(Command::Leave { conn: 1 }).await;
     wait_for(&registry, "idle again", |i| i.state == CameraState::Idle && i.viewers == 0).await;
+    camera.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_cannot_start_is_retried_with_backoff_not_blamed_on_encoders() {
+    use crate::devices::caps::{CaptureMode, Fraction, PixelFormat};
+    let (camera, registry) = start(IdlePolicy::KeepEncoding);
+    let mut gone = setup(vec![plan("x264", X264, Codec::H264), plan("openh264", "openh264enc", Codec::H264)]);
+    gone.source = SourceSpec::V4l2 {
+        device: "/dev/edgecam-test-no-such-device".into(),
+        mode: CaptureMode {
+            format: PixelFormat::Yuyv,
+            width: 640,
+            height: 480,
+            fps: Fraction { num: 30, den: 1 },
+        },
+    };
+    camera.send(Command::Online(gone)).await;
+    let first = wait_for(&registry, "first retry", |i| {
+        i.detail.as_deref().is_some_and(|d| d.ends_with("retrying in 3 s"))
+    })
+    .await;
+    assert_eq!(first.state, CameraState::Offline);
+    assert!(first.detail.unwrap().contains("the device did not start"));
+    let second = wait_for(&registry, "a longer wait", |i| {
+        i.detail.as_deref().is_some_and(|d| d.ends_with("retrying in 6 s"))
+    })
+    .await;
+    assert!(
+        !second.detail.unwrap_or_default().contains("fell back"),
+        "a source failure must not move the camera to another encoder"
+    );
     camera.stop().await;
 }

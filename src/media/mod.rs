@@ -3,6 +3,7 @@
 
 pub mod camera_pipeline;
 mod tee_branch;
+pub mod timecode;
 pub mod trial;
 pub mod viewer;
 
@@ -17,6 +18,8 @@ pub enum MediaError {
     Build(String),
     #[error("pipeline state change: {0}")]
     State(String),
+    #[error("the source did not start: {0}")]
+    Source(String),
     #[error("{0}")]
     Sdp(String),
     #[error("answer to an earlier offer; ignored")]

@@ -220,11 +220,20 @@ fn connect_signals(webrtc: &gst::Element, events: EventSink) {
         None
     });
 
+    // Connected means ICE and DTLS both are: media sent before the DTLS handshake ends is dropped, so a
+    // keyframe asked for on ICE alone could be lost and the browser would wait for the next one.
+    let on_ice = events.clone();
     webrtc.connect_notify(Some("ice-connection-state"), move |webrtc, _| {
         use gst_webrtc::WebRTCICEConnectionState as S;
-        match webrtc.property::<S>("ice-connection-state") {
-            S::Connected | S::Completed => events(ViewerEvent::Connected),
-            S::Failed => events(ViewerEvent::Failed("ICE failed".into())),
+        if webrtc.property::<S>("ice-connection-state") == S::Failed {
+            on_ice(ViewerEvent::Failed("ICE failed".into()));
+        }
+    });
+    webrtc.connect_notify(Some("connection-state"), move |webrtc, _| {
+        use gst_webrtc::WebRTCPeerConnectionState as S;
+        match webrtc.property::<S>("connection-state") {
+            S::Connected => events(ViewerEvent::Connected),
+            S::Failed => events(ViewerEvent::Failed("connection failed (DTLS)".into())),
             _ => {}
         }
     });

@@ -8,12 +8,14 @@
 //! Each test binary compiles this module separately and uses only part of it.
 #![allow(dead_code)]
 
+pub mod browser_process;
 pub mod chromium;
 pub mod daemon;
 pub mod firefox;
 pub mod netns;
 pub mod viewer;
 pub mod webrtc_client;
+pub mod websocket_rpc;
 
 use std::future::Future;
 use std::sync::{Condvar, Mutex};

@@ -1,12 +1,16 @@
 //! The viewer page as the tests see it: its `window.edgecam` test hook and, per camera, the peer
 //! connection's getStats (inbound-rtp `framesDecoded`), read directly from the pc so the tests do not
-//! depend on the page's own stats code.
+//! depend on the page's own stats code; and, where a test is about what the page itself reports
+//! (`window.edgecam.stats`, with the codec), `PageView`.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+use super::browser_process::last_lines;
 use super::chromium::{Browser, Page};
 use super::daemon::Daemon;
 use super::{wait_until, LIVENESS};
@@ -131,27 +135,128 @@ pub async fn wait_rising(
 }
 
 pub fn page_context(page: &Page) -> String {
-    let console = page.console();
-    let lines: Vec<&str> = console.lines().collect();
     format!(
         "on page {}; its console (last 40 lines):\n{}",
         page.url(),
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        last_lines(&page.console(), 40)
     )
 }
 
-pub async fn open_viewer(browser: &Browser, daemon: &Daemon, query: &str) -> Result<Page> {
-    let page = browser.open(&daemon.url(&format!("/{query}"))).await?;
-    wait_until("window.edgecam test hook", LIVENESS, || async {
-        let ok = page
-            .eval("typeof window.edgecam === 'object' && window.edgecam.cameras instanceof Map")
-            .await?;
-        if ok != Value::Bool(true) {
-            bail!("window.edgecam missing or without a cameras Map");
+/// Waits until the JavaScript expression `expr` evaluates to `true` on the page.
+pub async fn wait_js_true(page: &Page, what: &str, expr: &str) -> Result<()> {
+    wait_until(what, LIVENESS, || async {
+        let value = page.eval(expr).await?;
+        if value != Value::Bool(true) {
+            bail!("{expr} gave {value}");
         }
         Ok(())
     })
     .await
+}
+
+pub async fn open_viewer(browser: &Browser, daemon: &Daemon, query: &str) -> Result<Page> {
+    let page = browser.open(&daemon.url(&format!("/{query}"))).await?;
+    wait_js_true(
+        &page,
+        "window.edgecam test hook",
+        "typeof window.edgecam === 'object' && window.edgecam.cameras instanceof Map",
+    )
+    .await
     .with_context(|| page_context(&page))?;
     Ok(page)
+}
+
+/// The page's own view of one camera: a tag for its current peer connection (the property
+/// `CAMERA_STATS_JS` sets), its status, and `window.edgecam.stats(id)`. Any browser can evaluate it.
+pub fn page_view_js(id: &str) -> String {
+    format!(
+        r#"(async (id) => {{
+  const cam = window.edgecam && window.edgecam.cameras && window.edgecam.cameras.get(id);
+  if (!cam) return null;
+  const pc = cam.pc;
+  if (pc && !pc.__edgecamTestTag) pc.__edgecamTestTag = Math.random().toString(36).slice(2);
+  return {{ status: cam.status, pc: pc ? pc.__edgecamTestTag : null, state: pc ? pc.connectionState : null,
+           stats: await window.edgecam.stats(id) }};
+}})({})"#,
+        json!(id)
+    )
+}
+
+/// One read of `page_view_js`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageView {
+    pub pc: Option<String>,
+    pub status: String,
+    pub frames: u64,
+    pub codec: Option<String>,
+    pub width: u64,
+}
+
+impl PageView {
+    /// What `page_view_js(id)` returned.
+    pub fn parse(id: &str, v: Value) -> Result<PageView> {
+        if v.is_null() {
+            bail!("window.edgecam.cameras has no {id} (yet)");
+        }
+        Ok(PageView {
+            pc: v["pc"].as_str().map(String::from),
+            status: v["status"].as_str().unwrap_or("?").to_string(),
+            frames: v["stats"]["framesDecoded"].as_u64().unwrap_or(0),
+            codec: v["stats"]["codec"].as_str().map(String::from),
+            width: v["stats"]["frameWidth"].as_u64().unwrap_or(0),
+        })
+    }
+
+    /// Live on a peer connection that has decoded frames.
+    pub fn live(&self) -> bool {
+        self.pc.is_some() && self.status == "live" && self.frames > 0
+    }
+}
+
+/// `PageView` of `id` on a Chromium tab.
+pub async fn page_view(page: &Page, id: &str) -> Result<PageView> {
+    PageView::parse(id, page.eval(&page_view_js(id)).await?)
+}
+
+/// Waits until one peer connection has decoded `more` frames past a baseline, the last read decoding
+/// `codec`; returns (baseline, last read). `read` reads the page.
+///
+/// With `base`, that is the baseline and the frames must come on its peer connection (a replaced one keeps
+/// the wait failing). Without, the baseline is the first read that is `live`, and counting restarts on a
+/// peer connection that replaces it.
+pub async fn wait_frames_more<F, Fut>(
+    what: &str,
+    base: Option<&PageView>,
+    more: u64,
+    codec: &str,
+    mut read: F,
+) -> Result<(PageView, PageView)>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<PageView>>,
+{
+    let fixed = base.is_some();
+    let baseline = Mutex::new(base.cloned());
+    wait_until(what, LIVENESS, || {
+        let next = read();
+        let baseline = &baseline;
+        async move {
+            let s = next.await?;
+            let mut baseline = baseline.lock().unwrap();
+            match baseline.clone() {
+                Some(b) if b.pc == s.pc => {
+                    if s.frames < b.frames + more || s.codec.as_deref() != Some(codec) {
+                        bail!("{b:?} -> {s:?}");
+                    }
+                    Ok((b, s))
+                }
+                Some(b) if fixed => bail!("peer connection replaced: {b:?} -> {s:?}"),
+                _ => {
+                    *baseline = if s.live() { Some(s.clone()) } else { None };
+                    bail!("baseline {s:?}");
+                }
+            }
+        }
+    })
+    .await
 }

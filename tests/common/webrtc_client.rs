@@ -4,6 +4,7 @@
 //! avdec_h264 without gstreamer1.0-libav) to a fakesink; a buffer probe on the decoded pad counts frames.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,10 +33,15 @@ type Outgoing = Result<Value, String>;
 
 pub struct GstViewer {
     pub camera: String,
+    /// Counts up across every receiver this process made: a new one per offer.
+    pub session: u32,
     pipeline: gst::Pipeline,
     webrtc: gst::Element,
     received: Arc<Mutex<Received>>,
+    offered: AtomicBool,
 }
+
+static SESSIONS: AtomicU32 = AtomicU32::new(0);
 
 impl GstViewer {
     fn new(camera: &str, out: mpsc::UnboundedSender<Outgoing>) -> Result<GstViewer> {
@@ -95,14 +101,17 @@ impl GstViewer {
         pipeline.set_state(gst::State::Playing)?;
         Ok(GstViewer {
             camera: camera.to_string(),
+            session: SESSIONS.fetch_add(1, Ordering::Relaxed) + 1,
             pipeline,
             webrtc,
             received,
+            offered: AtomicBool::new(false),
         })
     }
 
     /// Sets the daemon's offer and answers it; the answer comes out on the outgoing channel.
     fn handle_offer(&self, sdp: &str, out: mpsc::UnboundedSender<Outgoing>) -> Result<()> {
+        self.offered.store(true, Ordering::Relaxed);
         let sdp = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
             .map_err(|_| anyhow!("daemon's offer is not SDP: {sdp}"))?;
         let offer =
@@ -318,6 +327,11 @@ impl OriginalSession {
         let camera = msg["camera"].as_str().unwrap_or_default();
         match msg["type"].as_str() {
             Some("offer") => {
+                // Like the viewer page: a further offer (the camera came back) gets a new receiver.
+                if self.viewers.get(camera).is_some_and(|v| v.offered.load(Ordering::Relaxed)) {
+                    let fresh = GstViewer::new(camera, self.out_tx.clone())?;
+                    self.viewers.insert(camera.to_string(), fresh);
+                }
                 let viewer = self
                     .viewers
                     .get(camera)

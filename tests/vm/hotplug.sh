@@ -5,13 +5,17 @@
 #     real USB UVC device: capture + metadata node, and the gadget's own output node).
 #  2. `edgecam run`: cameras appear in /api/cameras and encode frames when plugged in (vivid,
 #     v4l2loopback MJPEG and YUYV webcams), go offline when unplugged (vivid unbound while
-#     streaming) while the others keep streaming, and a USB camera keeps its id across
-#     unplug/replug. (usbcam cannot stream through usbip: it is checked for listing and id.)
+#     streaming) while the others keep streaming; vivid bound again comes back under the same id
+#     and a WebRTC viewer left open (tests/vm/viewer.rs) gets its video again without asking; the
+#     daemon lets go of the device (rmmod); a USB camera keeps its id across unplug/replug.
+#     (usbcam cannot stream through usbip: it is checked for listing and id.)
 # Prints PASS/FAIL per check and "N passed, M failed"; exit status 0 only if all passed.
 # Timeouts are generous (the VM runs under TCG emulation); no timing is asserted.
 set -u
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bin=${EDGECAM_BIN:-$root/target/debug/edgecam}
+# a WebRTC viewer that stays open across unplug/replug (tests/vm/viewer.rs, built beside the daemon)
+viewer_bin=${EDGECAM_VM_VIEWER:-$(dirname "$bin")/examples/vm-viewer}
 listen=127.0.0.1:8089
 api=http://$listen/api/cameras
 log=/tmp/edgecam-daemon.log
@@ -20,6 +24,19 @@ ok()  { echo "PASS: $*"; pass=$((pass+1)); }
 bad() { echo "FAIL: $*"; fail=$((fail+1)); }
 check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
 indent() { sed 's/^/  /'; }
+# viewer_gets_video AFTER_SESSION: the open viewer decodes frames in a session numbered above
+# AFTER_SESSION (a new receiver per offer); sets viewer_session to it
+viewer_status=/tmp/edgecam-viewer.status
+viewer_gets_video() {
+  local i session frames
+  for i in $(seq 60); do
+    read -r session frames 2>/dev/null < "$viewer_status"
+    if [ "${session:-0}" -gt "$1" ] && [ "${frames:-0}" -gt 10 ]; then viewer_session=$session; return 0; fi
+    sleep 3
+  done
+  echo "  viewer status: $(cat "$viewer_status" 2>&1); its log:"; tail -5 /tmp/edgecam-viewer.log | indent
+  return 1
+}
 
 # ---- edgecam probe ---------------------------------------------------------------------
 # snapshot: `edgecam probe --json` once into $snap (and the table on the log) for the checks after it
@@ -95,7 +112,7 @@ usbcam remove; udevadm settle
 
 # ---- 2. edgecam run -----------------------------------------------------------------------
 echo "== 2. edgecam run (hot-plug)"
-RUST_LOG=${RUST_LOG:-info} "$bin" run --listen "$listen" > "$log" 2>&1 &
+RUST_LOG=${RUST_LOG:-info} "$bin" run --listen "$listen" --ice-local-address 127.0.0.1 > "$log" 2>&1 &
 daemon=$!
 wait_api "daemon serves /api/cameras" 120 'type == "array"'
 
@@ -104,6 +121,10 @@ modprobe vivid n_devs=1 node_types=0x101 && udevadm settle
 wait_api "vivid plugged: $vivid0 streaming" 180 "$(has $vivid0 '.state == "streaming"')"
 check "vivid: only the capture node became a camera" api_is '[.[] | select(.kind == "v4l2")] | length == 1'
 check "vivid: $vivid0 encodes frames" encoding "$vivid0"
+"$viewer_bin" "$listen" "$vivid0" "$viewer_status" > /tmp/edgecam-viewer.log 2>&1 &
+viewer=$!
+viewer_session=0
+check "a WebRTC viewer of $vivid0 decodes its video" viewer_gets_video 0
 
 fakecam add -n "Fake MJPEG Webcam" -f mjpeg -s 640x480 -r 30 10 > /dev/null
 wait_api "fakecam MJPEG 640x480: $loop10 streaming MJPG 640x480" 180 "$(has $loop10 '.state == "streaming" and (.mode | startswith("MJPG 640x480"))')"
@@ -117,6 +138,15 @@ wait_api "vivid unbound while streaming: $vivid0 offline" 60 "$(has $vivid0 '.st
 check "the loopback cameras still stream after vivid went away" \
   api_is "[.[] | select((.id == \"$loop10\" or .id == \"$loop11\") and .state == \"streaming\")] | length == 2"
 check "$loop10 still encodes frames" encoding "$loop10"
+
+# replug: the same id comes back and the viewer that stayed open gets video again, in a new session
+echo vivid.0 > /sys/bus/platform/drivers/vivid/bind; udevadm settle
+wait_api "vivid replugged: same id $vivid0 streaming again" 180 "$(has $vivid0 '.state == "streaming"')"
+check "the open viewer gets $vivid0's video again without asking (new session)" viewer_gets_video "$viewer_session"
+check "the viewer was never dropped (its process still runs)" kill -0 $viewer
+echo vivid.0 > /sys/bus/platform/drivers/vivid/unbind; udevadm settle
+wait_api "vivid unbound again, with a viewer attached: $vivid0 offline" 60 "$(has $vivid0 '.state == "offline"')"
+kill $viewer 2>/dev/null
 removed=1
 for _ in $(seq 20); do rmmod vivid 2>/dev/null && { removed=0; break; }; sleep 0.5; done
 # v4l2src's buffer pool used to keep a duplicate of the device fd after an unbind while streaming
@@ -135,7 +165,8 @@ check "usbcam: one camera for the device (metadata node not a camera)" \
 usbcam unplug
 wait_api "usbcam unplugged: $usb offline" 60 "$(has $usb '.state == "offline"')"
 usbcam plug > /dev/null && udevadm settle
-wait_api "usbcam replugged: same id $usb back, not offline" 60 "$(has $usb '.state != "offline"')"
+# back = set up again from the new device (it cannot stream, so it may already be retrying)
+wait_api "usbcam replugged: same id $usb back" 60 "$(has $usb '.detail != "device unplugged"')"
 check "usbcam replugged: still one camera for it" api_is "[.[] | select(.id | startswith(\"$usb\"))] | length == 1"
 
 kill -TERM $daemon

@@ -17,7 +17,7 @@ export V4L2VM_EXTRA_PACKAGES=${V4L2VM_EXTRA_PACKAGES:-gstreamer1.0-plugins-bad g
 
 bin=${EDGECAM_BIN:-}
 if [ -z "$bin" ]; then
-  (cd "$root" && cargo build --bin edgecam)
+  (cd "$root" && cargo build --bin edgecam --example vm-viewer)
   bin=$root/target/debug/edgecam
 fi
 case "$bin" in /*) ;; *) bin=$PWD/$bin;; esac
