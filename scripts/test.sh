@@ -10,6 +10,10 @@ set +e  # a failing suite must not stop the other one; the exit status is decide
 cargo test --no-fail-fast 2>&1 | tee target/test-cargo.log
 cargo_status=${PIPESTATUS[0]}
 
+# The systemd unit's sandbox, rated offline by systemd-analyze (no root, under a second).
+bash tests/package/unit-security.sh 2>&1 | tee target/test-unit.log
+unit_status=${PIPESTATUS[0]}
+
 # Real kernel V4L2 devices and udev hot-plug, in a throwaway VM (see tests/vm/run.sh).
 # cargo test already built target/debug/edgecam (the e2e tests run it); building it again without
 # dev-dependencies would recompile half the dependency tree with other features.
@@ -18,6 +22,6 @@ vm_status=${PIPESTATUS[0]}
 
 # One closing line over both: cargo's "N passed; M failed" lines and the VM suite's "N passed, M failed".
 count() { grep -Eho "[0-9]+ $1" target/test-cargo.log target/test-vm.log | awk '{s+=$1} END {print s+0}'; }
-echo "cargo exit $cargo_status, VM tests exit $vm_status"
+echo "cargo exit $cargo_status, unit sandbox check exit $unit_status, VM tests exit $vm_status"
 echo "total: $(count passed) passed, $(count failed) failed"
-[ "$cargo_status" = 0 ] && [ "$vm_status" = 0 ]
+[ "$cargo_status" = 0 ] && [ "$unit_status" = 0 ] && [ "$vm_status" = 0 ]
