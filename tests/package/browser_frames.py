@@ -78,11 +78,11 @@ class DevTools:
     """One page target's DevTools websocket: call() sends a command and waits for
     its reply; events in between are kept as console lines for failure reports."""
 
-    def __init__(self, ws_url):
+    def __init__(self, ws_url, console):
         self.ws = WebSocket(ws_url, timeout=30)
         self.ws.sock.settimeout(60)  # a reply under TCG emulation can take a while
         self.next_id = 1
-        self.console = []
+        self.console = console
 
     def call(self, method, params=None):
         cid = self.next_id
@@ -98,6 +98,8 @@ class DevTools:
 
     def _event(self, msg):
         p = msg.get("params", {})
+        if msg.get("method") == "Inspector.targetCrashed":
+            raise ConnectionError("the page's renderer crashed")
         if msg.get("method") == "Runtime.consoleAPICalled":
             args = [str(a.get("value", a.get("description", "?"))) for a in p.get("args", [])]
             self.console.append(f"console.{p.get('type')}: {' '.join(args)}")
@@ -127,19 +129,19 @@ def devtools_port(errlog, proc, deadline):
     raise RuntimeError("chromium printed no DevTools endpoint")
 
 
-def page_target(port, deadline):
-    """The webSocketDebuggerUrl of the tab that has the viewer page."""
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
-                targets = json.load(r)
-            for t in targets:
-                if t.get("type") == "page" and t.get("webSocketDebuggerUrl"):
-                    return t["webSocketDebuggerUrl"]
-        except OSError:
-            pass
-        time.sleep(1)
-    raise RuntimeError("no page target in /json/list")
+def new_tab(port, url):
+    """A new tab on URL (DevTools' HTTP endpoint): its target id and websocket URL."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?{url}", method="PUT")
+    with urllib.request.urlopen(req, timeout=60) as r:
+        t = json.load(r)
+    return t["id"], t["webSocketDebuggerUrl"]
+
+
+def close_tab(port, target):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/json/close/{target}", timeout=30).close()
+    except OSError:
+        pass
 
 
 def cpu_times():
@@ -181,44 +183,67 @@ def run(a, profile, errlog):
     try:
         port = devtools_port(errlog, proc, deadline)
         log(f"chromium {proc.pid} up in {time.monotonic() - t0:.0f}s, DevTools port {port}")
-        cdp = DevTools(page_target(port, deadline))
-        cdp.call("Runtime.enable")
-        # Navigate from DevTools rather than by the command line, so the page
-        # read is the one loaded, and it can be loaded again if it never ran.
-        cdp.call("Page.navigate", {"url": page})
-        t_nav = time.monotonic()
-        log(f"opened {page}")
         expr = f"({STATS_JS.strip()})({json.dumps(a.camera)})"
-
+        console = []
+        cdp = None
+        tab = None
+        t_nav = 0
         base = None  # the first read that decodes, on the pc of that read
-        last = None
+        last = {}
         seen = None
         connect_sent = False
+        # Under TCG a DevTools reply can be late and a Chromium helper process
+        # can die and be restarted (seen: the network service): a missing
+        # reply is read as "not yet", a lost DevTools connection is made again
+        # and the page loaded anew; only the overall timeout fails the test.
         while time.monotonic() < deadline:
             try:
-                last = cdp.evaluate(expr) or {}
-            except RuntimeError as e:  # the page is between documents
-                last = {"error": str(e)}
-            now = time.monotonic()
-            if last.get("listed") and not connect_sent:
-                log(f"+{now - t0:.0f}s page lists {a.camera}; waiting for idle CPUs (at most {a.settle:.0f}s)")
-                idle = settle(min(a.settle, max(0, deadline - time.monotonic() - 60))) if a.settle > 0 else 1
-                cdp.evaluate(f"window.edgecam.connect({json.dumps(a.camera)})")
-                connect_sent = True
+                if cdp is None:
+                    # A tab of its own, opened from DevTools rather than by the
+                    # command line, so a crashed or hung one can be replaced.
+                    if tab is not None:
+                        close_tab(port, tab)
+                    t_nav = time.monotonic()
+                    tab, ws_url = new_tab(port, page)
+                    cdp = DevTools(ws_url, console)
+                    cdp.call("Runtime.enable")
+                    cdp.call("Inspector.enable")  # for Inspector.targetCrashed
+                    connect_sent = False
+                    log(f"+{time.monotonic() - t0:.0f}s opened {page}")
+                try:
+                    last = cdp.evaluate(expr) or {}
+                except RuntimeError as e:  # the page is between documents
+                    last = {"error": str(e)}
                 now = time.monotonic()
-                log(f"+{now - t0:.0f}s CPUs {idle:.0%} idle; window.edgecam.connect({a.camera!r})")
+                if last.get("listed") and not connect_sent:
+                    log(f"+{now - t0:.0f}s page lists {a.camera}; waiting for idle CPUs (at most {a.settle:.0f}s)")
+                    idle = settle(min(a.settle, max(0, deadline - time.monotonic() - 60))) if a.settle > 0 else 1
+                    cdp.evaluate(f"window.edgecam.connect({json.dumps(a.camera)})")
+                    connect_sent = True
+                    log(f"+{time.monotonic() - t0:.0f}s CPUs {idle:.0%} idle; window.edgecam.connect({a.camera!r})")
+                    continue
+                if not last.get("listed") and last.get("ids") is None and now - t_nav > 120:
+                    # The viewer script never ran: the page again, in a new tab.
+                    log(f"+{now - t0:.0f}s no window.edgecam after {now - t_nav:.0f}s "
+                        f"({json.dumps(last)}): opening the page in a new tab")
+                    cdp.ws.sock.close()
+                    cdp = None
+                    continue
+            except (socket.timeout, ConnectionError, OSError) as e:
+                # No reply within 60 s (a hung or crashed renderer answers
+                # nothing) or a lost connection: the page in a new tab.
+                what = "no DevTools reply within 60 s" if isinstance(e, socket.timeout) else e
+                log(f"+{time.monotonic() - t0:.0f}s {what}; opening the page in a new tab")
+                if cdp is not None:
+                    cdp.ws.sock.close()
+                cdp = None
+                time.sleep(2)
                 continue
             # One line per change of the card's state: the story of a slow connect.
             brief = (last.get("status"), last.get("state")) if last.get("listed") else None
             if brief != seen and brief is not None:
                 log(f"+{now - t0:.0f}s {a.camera}: status {brief[0]}, pc {brief[1]}")
             seen = brief
-            if not last.get("listed") and last.get("ids") is None and now - t_nav > 120:
-                # The viewer script never ran: load the page again.
-                log(f"+{now - t0:.0f}s no window.edgecam after {now - t_nav:.0f}s "
-                    f"({json.dumps(last)}): reloading")
-                cdp.call("Page.navigate", {"url": page})
-                t_nav = now
             decoding = last.get("pc") and last.get("frames", 0) > 0 and last.get("status") == "live"
             if decoding and (base is None or last["pc"] != base["pc"]):
                 base, tb = last, now
@@ -232,7 +257,7 @@ def run(a, profile, errlog):
         log(f"no rising framesDecoded for {a.camera} within {a.timeout:.0f}s; last read: {json.dumps(last)}")
         if base:
             log(f"first decoding read was {json.dumps(base)}")
-        for line in cdp.console:
+        for line in console:
             log(f"  page {line}")
         return 1
     finally:
@@ -254,19 +279,20 @@ def main():
     profile = tempfile.mkdtemp(prefix="edgecam-chromium.")
     errlog = os.path.join(profile, "stderr.log")
     try:
-        return run(a, profile, errlog)
-    except (OSError, RuntimeError, ValueError, ConnectionError, socket.timeout) as e:
+        rc = run(a, profile, errlog)
+    except (OSError, RuntimeError, ValueError) as e:
         log(f"failed: {e}")
+        rc = 1
+    if rc != 0:  # Chromium's own word on what went wrong, if anything
         try:
             with open(errlog, errors="replace") as f:
-                tail = [l.rstrip() for l in f if "dbus" not in l][-15:]
+                tail = [l.rstrip() for l in f if "dbus" not in l and l.strip()][-15:]
             for line in tail:
                 log(f"  chromium: {line}")
         except OSError:
             pass
-        return 1
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+    shutil.rmtree(profile, ignore_errors=True)
+    return rc
 
 
 if __name__ == "__main__":
