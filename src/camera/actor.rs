@@ -62,13 +62,16 @@ pub(super) fn run(
         fallback_reason: None,
         frames_base: 0,
         source_failures: 0,
+        branches_made: 0,
     };
     tokio::spawn(actor.run(commands, events).instrument(span))
 }
 
 /// `mpsc::UnboundedSender` for webrtcbin callbacks: they fire on GStreamer threads that must not block,
 /// and each viewer produces a bounded handful of them (one offer, its ICE candidates, a state change).
-type ViewerEvents = mpsc::UnboundedSender<(ConnId, ViewerEvent)>;
+/// Events of one viewer branch: the viewer's connection and which of its branches (a viewer gets a new
+/// one each time the pipeline is rebuilt or it asks again), so late events of a replaced branch are dropped.
+type ViewerEvents = mpsc::UnboundedSender<(ConnId, u64, ViewerEvent)>;
 
 struct Actor {
     shared: Shared,
@@ -87,13 +90,15 @@ struct Actor {
     frames_base: u64,
     /// Source failures in a row with no frame encoded in between (sets the retry delay).
     source_failures: u32,
+    /// Numbers viewer branches, so events can be matched to the branch a viewer has now.
+    branches_made: u64,
 }
 
 impl Actor {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut events: mpsc::UnboundedReceiver<(ConnId, ViewerEvent)>,
+        mut events: mpsc::UnboundedReceiver<(ConnId, u64, ViewerEvent)>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -102,7 +107,7 @@ impl Actor {
                     None | Some(Command::Shutdown) => break,
                     Some(command) => self.on_command(command).await,
                 },
-                Some((conn, event)) = events.recv() => self.on_viewer_event(conn, event),
+                Some((conn, branch, event)) = events.recv() => self.on_viewer_event(conn, branch, event),
                 Some(message) = next_message(&mut self.bus) => self.on_bus(message).await,
                 _ = tick.tick() => self.on_tick().await,
             }
@@ -169,6 +174,7 @@ impl Actor {
             outbox,
             codec,
             branch: None,
+            branch_id: 0,
             span,
             negotiating_since: None,
         });
@@ -200,11 +206,11 @@ impl Actor {
     }
 
     fn answer(&mut self, outbox: &Outbox, sdp: &str) {
-        let events = self.event_sink(outbox.conn);
         let Some(viewer) = self.viewers.get(outbox.conn) else {
             outbox.send(self.error("answer for a viewer that does not exist: send ready first"));
             return;
         };
+        let events = self.event_sink(outbox.conn, viewer.branch_id);
         let Some(branch) = viewer.branch.as_ref() else {
             outbox.send(self.error("answer while the camera is not streaming"));
             return;
@@ -236,13 +242,13 @@ impl Actor {
         }
     }
 
-    fn on_viewer_event(&mut self, conn: ConnId, event: ViewerEvent) {
+    fn on_viewer_event(&mut self, conn: ConnId, branch: u64, event: ViewerEvent) {
         let error = match &event {
             ViewerEvent::Failed(reason) => Some(self.error(reason)),
             _ => None,
         };
-        let Some(viewer) = self.viewers.get_mut(conn) else {
-            return; // a late callback from a branch already removed
+        let Some(viewer) = self.viewers.get_mut(conn).filter(|v| v.branch.is_some() && v.branch_id == branch) else {
+            return; // a late callback from a branch already removed or replaced
         };
         let _enter = viewer.span.enter();
         match event {
@@ -420,7 +426,9 @@ impl Actor {
     }
 
     fn attach(&mut self, conn: ConnId) {
-        let events = self.event_sink(conn);
+        self.branches_made += 1;
+        let branch_id = self.branches_made;
+        let events = self.event_sink(conn, branch_id);
         let vp8 = self.setup.as_ref().and_then(|s| s.vp8.clone());
         let (Some(pipeline), Some(viewer)) = (self.pipeline.as_mut(), self.viewers.get_mut(conn)) else {
             return;
@@ -437,6 +445,7 @@ impl Actor {
         match fanout.and_then(|tee| ViewerBranch::attach(&tee, &self.shared.ice, events)) {
             Ok(branch) => {
                 viewer.branch = Some(branch);
+                viewer.branch_id = branch_id;
                 viewer.negotiating_since = Some(Instant::now());
             }
             Err(e) => {
@@ -466,10 +475,10 @@ impl Actor {
         self.viewers.iter_mut().map(|v| v.outbox.conn).collect()
     }
 
-    fn event_sink(&self, conn: ConnId) -> EventSink {
+    fn event_sink(&self, conn: ConnId, branch: u64) -> EventSink {
         let tx = self.events_tx.clone();
         Arc::new(move |event| {
-            let _ = tx.send((conn, event));
+            let _ = tx.send((conn, branch, event));
         })
     }
 

@@ -18,6 +18,8 @@ pub struct Viewer {
     pub codec: Codec,
     /// None while the camera has no pipeline (offline, or rebuilding): the viewer waits for it.
     pub branch: Option<ViewerBranch>,
+    /// Which branch `branch` is (the actor numbers them); events of older ones are stale.
+    pub branch_id: u64,
     pub span: Span,
     /// When the current negotiation started; None once connected.
     pub negotiating_since: Option<Instant>,
