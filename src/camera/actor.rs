@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use gst::prelude::*;
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
@@ -289,16 +288,11 @@ impl Actor {
     async fn on_bus(&mut self, message: gst::Message) {
         use gst::MessageView;
         let (origin, text) = match message.view() {
-            MessageView::Error(e) => {
-                let origin = self.pipeline.as_ref().map(|p| p.failure_origin(message.src()));
-                let text = format!(
-                    "{}: {}",
-                    message.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
-                    e.error()
-                );
-                (origin, text)
-            }
-            MessageView::Eos(_) => (Some(FailureOrigin::Source), "source ended".to_string()),
+            MessageView::Error(_) => match self.pipeline.as_ref().and_then(|p| p.failure(&message)) {
+                Some(failure) => failure,
+                None => return,
+            },
+            MessageView::Eos(_) => (FailureOrigin::Source, "source ended".to_string()),
             MessageView::Warning(w) => {
                 warn!(warning = %w.error(), "pipeline warning");
                 return;
@@ -306,9 +300,8 @@ impl Actor {
             _ => return,
         };
         match origin {
-            Some(FailureOrigin::Source) => self.source_failed(&text).await,
-            Some(FailureOrigin::Encoder) => self.encoder_failed(&text).await,
-            None => {}
+            FailureOrigin::Source => self.source_failed(&text).await,
+            FailureOrigin::Encoder => self.encoder_failed(&text).await,
         }
     }
 

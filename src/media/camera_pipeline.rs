@@ -176,17 +176,15 @@ impl CameraPipeline {
         if self.pipeline.set_state(gst::State::Playing).is_ok() {
             return Ok(());
         }
-        let error = self
+        let failure = self
             .pipeline
             .bus()
-            .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]));
-        let (origin, text) = match error.as_ref().map(|m| (m, m.view())) {
-            Some((message, gst::MessageView::Error(e))) => (self.failure_origin(message.src()), e.error().to_string()),
-            _ => (FailureOrigin::Encoder, "could not start the pipeline".to_string()),
-        };
-        Err(match origin {
-            FailureOrigin::Source => MediaError::Source(text),
-            FailureOrigin::Encoder => MediaError::State(text),
+            .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]))
+            .and_then(|message| self.failure(&message));
+        Err(match failure {
+            Some((FailureOrigin::Source, text)) => MediaError::Source(text),
+            Some((FailureOrigin::Encoder, text)) => MediaError::State(text),
+            None => MediaError::State("could not start the pipeline".into()),
         })
     }
 
@@ -276,7 +274,17 @@ impl CameraPipeline {
         }
     }
 
-    pub fn failure_origin(&self, message_source: Option<&gst::Object>) -> FailureOrigin {
+    /// What an error message from this pipeline means: where it came from, and its text (the posting
+    /// element's path first). None for any other message.
+    pub fn failure(&self, message: &gst::Message) -> Option<(FailureOrigin, String)> {
+        let gst::MessageView::Error(e) = message.view() else {
+            return None;
+        };
+        let from = message.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+        Some((self.failure_origin(message.src()), format!("{from}: {}", e.error())))
+    }
+
+    fn failure_origin(&self, message_source: Option<&gst::Object>) -> FailureOrigin {
         // v4l2src's buffer pool and other helpers post under the source, so ancestry counts too.
         let from_source = message_source
             .zip(self.pipeline.by_name("src"))
