@@ -68,6 +68,7 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -83,6 +84,21 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("edgecam: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// By default glibc gives threads up to 8 malloc arenas per core, and what a viewer's short-lived
+/// streaming threads free stays mapped in whichever arena they used: 1000 viewer join/leave cycles
+/// grew RSS by 4.5 MB, against 1.6 MB with one arena, which cost no measurable CPU with 8 cameras
+/// (bench/results/issue7_notes.md). A MALLOC_ARENA_MAX set by the user still wins. Runs before any
+/// thread exists.
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only tunes the allocator, and no other thread is running yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }
