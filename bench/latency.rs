@@ -24,6 +24,9 @@ mod harness;
 #[path = "../src/media/timecode.rs"]
 #[allow(dead_code)] // the daemon's half (stamping) is not used here
 mod timecode;
+#[path = "../src/media/luma_probe.rs"]
+#[allow(dead_code)] // only there for timecode's stamping half
+mod luma_probe;
 
 use std::time::{Duration, Instant};
 

@@ -238,11 +238,12 @@ impl TestPattern {
         TestPattern::Bar,
     ];
 
-    /// The nick videotestsrc's `pattern` property takes.
+    /// The nick videotestsrc's `pattern` property takes. The ball is drawn by the daemon on black
+    /// (`draws_ball`), far cheaper than videotestsrc's own.
     pub fn gst_nick(self) -> &'static str {
         match self {
             Self::Smpte => "smpte",
-            Self::Ball => "ball",
+            Self::Ball | Self::Stamp => "black",
             Self::Snow => "snow",
             Self::Pinwheel => "pinwheel",
             Self::Spokes => "spokes",
@@ -250,8 +251,12 @@ impl TestPattern {
             Self::Gradient => "gradient",
             Self::Colors => "colors",
             Self::Bar => "bar",
-            Self::Stamp => "ball",
         }
+    }
+
+    /// Whether the daemon draws a moving ball onto the pattern (see `media::moving_ball`).
+    pub fn draws_ball(self) -> bool {
+        matches!(self, Self::Ball | Self::Stamp)
     }
 
     /// Whether frames carry their capture time (see `media::timecode`).

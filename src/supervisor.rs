@@ -122,6 +122,7 @@ impl Supervisor {
             let (width, height, fps) = self.wanted(Some(&config));
             let source = SourceSpec::Test {
                 pattern: pattern.gst_nick(),
+                ball: pattern.draws_ball(),
                 label: name.clone(),
                 width,
                 height,

@@ -22,7 +22,8 @@ fn plan(profile: &str, fragment: &str, codec: Codec) -> EncoderPlan {
 fn setup(encoders: Vec<EncoderPlan>) -> Box<Setup> {
     Box::new(Setup {
         source: SourceSpec::Test {
-            pattern: "ball",
+            pattern: "black",
+            ball: true,
             label: "t".into(),
             width: 320,
             height: 240,

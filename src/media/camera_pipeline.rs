@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
-use super::{tee_branch, timecode, MediaError};
+use super::{moving_ball, tee_branch, timecode, MediaError};
 use crate::devices::caps::{CaptureMode, PixelFormat};
 use crate::encoders::Codec;
 
@@ -19,6 +19,8 @@ pub enum SourceSpec {
     /// A synthetic camera: videotestsrc with a running clock drawn on it.
     Test {
         pattern: &'static str,
+        /// Draw a moving ball onto each frame (`moving_ball`).
+        ball: bool,
         label: String,
         width: u32,
         height: u32,
@@ -125,13 +127,19 @@ impl CameraPipeline {
         };
         let src = by_name("src")?;
         match source {
-            SourceSpec::Test { label, time_code, .. } => {
+            SourceSpec::Test {
+                label, ball, time_code, ..
+            } => {
                 if let Some(overlay) = pipeline.by_name("label") {
                     overlay.set_property("text", label);
                 }
+                let pad = src.static_pad("src").ok_or_else(|| MediaError::Build("source has no src pad".into()))?;
+                if *ball {
+                    moving_ball::draw_buffers(&pad);
+                }
                 if *time_code {
-                    // At the source's output: the measured latency includes everything the daemon does.
-                    let pad = src.static_pad("src").ok_or_else(|| MediaError::Build("source has no src pad".into()))?;
+                    // At the source's output, after the ball: the measured latency includes everything
+                    // the daemon does.
                     timecode::stamp_buffers(&pad);
                 }
             }
@@ -335,6 +343,7 @@ fn launch_description(source: &SourceSpec, encoder: &EncoderPlan) -> Result<Stri
             width,
             height,
             fps,
+            ball,
             time_code,
             ..
         } => {
@@ -348,7 +357,9 @@ fn launch_description(source: &SourceSpec, encoder: &EncoderPlan) -> Result<Stri
                         timecode::HEIGHT
                     )));
                 }
-                // The stamp writes the luma plane of a known layout.
+            }
+            if *time_code || *ball {
+                // Both draw into the luma plane of a known layout.
                 parts.push(format!("video/x-raw,format=I420,width={width},height={height},framerate={fps}/1"));
             } else {
                 parts.push(format!("video/x-raw,width={width},height={height},framerate={fps}/1"));
@@ -479,7 +490,8 @@ mod tests {
     fn demo_camera_builds_and_encodes() {
         gst::init().unwrap();
         let source = SourceSpec::Test {
-            pattern: "ball",
+            pattern: "black",
+            ball: true,
             label: "Demo \"1\" ! fakesink".into(),
             width: 320,
             height: 240,
@@ -503,7 +515,8 @@ mod tests {
 
     fn stamped(width: u32, height: u32) -> SourceSpec {
         SourceSpec::Test {
-            pattern: "ball",
+            pattern: "black",
+            ball: true,
             label: "latency".into(),
             width,
             height,

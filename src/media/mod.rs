@@ -2,6 +2,8 @@
 //! module names an element; the rest of the daemon speaks in cameras, encoder plans and viewer events.
 
 pub mod camera_pipeline;
+mod luma_probe;
+mod moving_ball;
 mod tee_branch;
 pub mod timecode;
 pub mod trial;

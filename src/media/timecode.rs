@@ -13,8 +13,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gst::prelude::*;
-use gst_video::prelude::*;
+use super::luma_probe;
 
 pub const BLOCK: usize = 16;
 const PER_ROW: usize = 24;
@@ -135,31 +134,19 @@ pub fn now_unix_ms() -> u64 {
 }
 
 /// Stamps the wall-clock time into every raw YUV buffer passing `pad`, as it passes. The caller makes
-/// sure the frames are YUV and big enough (the pipeline is refused otherwise); a buffer that still
-/// cannot be stamped passes unchanged, and the reader counts it as unreadable.
+/// sure the frames are big enough (the pipeline is refused otherwise); a buffer that still cannot be
+/// stamped passes unchanged, and the reader counts it as unreadable.
 pub fn stamp_buffers(pad: &gst::Pad) {
-    pad.add_probe(gst::PadProbeType::BUFFER, |pad, probe| {
-        let now = now_unix_ms();
-        let info = pad
-            .current_caps()
-            .and_then(|caps| gst_video::VideoInfo::from_caps(&caps).ok())
-            .filter(|info| info.is_yuv());
-        if let (Some(info), Some(gst::PadProbeData::Buffer(buffer))) = (info, probe.data.as_mut()) {
-            if let Ok(mut frame) = gst_video::VideoFrameRef::from_buffer_ref_writable(buffer.make_mut(), &info) {
-                let (width, height) = (frame.width() as usize, frame.height() as usize);
-                let stride = frame.plane_stride()[0] as usize;
-                if let Ok(luma) = frame.plane_data_mut(0) {
-                    let _ = stamp(luma, stride, width, height, now);
-                }
-            }
-        }
-        gst::PadProbeReturn::Ok
+    luma_probe::draw_on_frames(pad, |luma| {
+        let _ = stamp(luma.plane, luma.stride, luma.width, luma.height, now_unix_ms());
     });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gst::prelude::*;
+    use gst_video::prelude::*;
     use std::sync::{Arc, Mutex};
 
     const NOW: u64 = 1_796_050_064_123; // ms since the epoch, past the first 40-bit wrap
