@@ -6,6 +6,8 @@
 //!   edgecam-issue7 leak    [--cycles 1000]     scripted ws join/leave cycles: threads, fds, RSS before/after
 //!   edgecam-issue7 bitrate [--seconds 20]      Chromium getStats bytesReceived per camera (ball, smpte)
 //!   edgecam-issue7 scaling [--seconds 10] [--grid 1x1,2x1,...]   cameras x viewers: CPU, RSS, threads, fps
+//!   edgecam-issue7 peer    [--tries 10] [--seconds 10] [--python python3]   edgecam vs aiortc: sender CPU
+//!                                              at 1, 2 and 4 viewers, first frame
 //!   edgecam-issue7 report                      markdown from the JSON files (also issue7_latency.json,
 //!                                              written by latency.rs: glass to glass through the daemon)
 //!
@@ -37,8 +39,7 @@ fn fd_kinds(pid: u32) -> Value {
     for e in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
         let t = std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default();
         let k = if let Some(i) = t.find(":[") { t[..i].to_string() }
-            else if t.starts_with("anon_inode:") { t.clone() }
-            else if t.starts_with("/dev/") { t.clone() }
+            else if t.starts_with("anon_inode:") || t.starts_with("/dev/") { t.clone() }
             else { "file".into() };
         *m.entry(k).or_default() += 1;
     }
@@ -487,6 +488,58 @@ impl Drop for Aiortc {
     }
 }
 
+/// Viewer counts of the CPU comparison: aiortc encodes once per peer connection, edgecam once per camera.
+const PEER_VIEWERS: [usize; 3] = [1, 2, 4];
+
+/// Ratio to 0.001.
+fn ratio(a: f64, b: f64) -> f64 {
+    (a / b * 1000.0).round() / 1000.0
+}
+
+/// Sender CPU over `seconds` while every page receives (after 2 s of settling), and each page's received
+/// fps and kbit/s; `expr` reads a page's getStats as `{key: {frames, bytes, t, ...}}`.
+async fn peer_point(pid: u32, pages: &[Page], expr: &str, key: &str, seconds: u64) -> Result<Value> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut before = Vec::new();
+    for p in pages {
+        before.push(p.eval(expr).await?);
+    }
+    let cpu = measure(pid, seconds).await?;
+    let ids = [key.to_string()];
+    let mut per_viewer = Vec::new();
+    for (p, a) in pages.iter().zip(&before) {
+        let b = p.eval(expr).await?;
+        let mut r = rates(a, &b, &ids)[key].clone();
+        if !b[key]["codec"].is_null() {
+            r["codec"] = b[key]["codec"].clone();
+        }
+        per_viewer.push(r);
+    }
+    let col = |k: &str| per_viewer.iter().map(|r| r[k].as_f64().unwrap_or(0.0)).collect::<Vec<_>>();
+    let (fps, kbps) = (col("fps"), col("kbps"));
+    Ok(json!({"cpu": cpu, "received": {
+        "fps_min": round1(fps.iter().cloned().fold(f64::INFINITY, f64::min)),
+        "fps_mean": round1(fps.iter().sum::<f64>() / fps.len() as f64),
+        "kbps_mean": round1(kbps.iter().sum::<f64>() / kbps.len() as f64),
+        "per_viewer": per_viewer}}))
+}
+
+/// Connects aiortc peer connection `id` to `page` (its `window.__pc`): ms from asking for the offer to the
+/// first decoded frame.
+async fn aiortc_connect(ai: &mut Aiortc, page: &Page, id: usize) -> Result<f64> {
+    page.eval("window.__t0 = performance.now()").await?;
+    ai.send(&json!({"type": "ready", "id": id}))?;
+    let offer = ai.recv("offer").await?;
+    let answer = page.eval(&format!("({PEER_SETUP_JS})({})", offer["sdp"])).await?;
+    ai.send(&json!({"type": "answer", "id": id, "sdp": answer}))?;
+    let v = page.eval(&format!("({PEER_FIRST_FRAME_JS})()")).await?;
+    v.as_f64().with_context(|| format!("aiortc peer {id}: no first frame"))
+}
+
+fn cpu_of(point: &Value) -> f64 {
+    point["cpu"]["cpu_percent_of_one_core"].as_f64().unwrap_or(f64::NAN)
+}
+
 async fn peer(tries: usize, seconds: u64, python: &str) -> Result<Value> {
     let browser = Browser::launch().await?;
     // edgecam: one demo camera (ball, 640x480@30, x264 1000 kbit/s), kept encoding.
@@ -506,16 +559,27 @@ async fn peer(tries: usize, seconds: u64, python: &str) -> Result<Value> {
     wait_viewers(daemon.addr, "demo1", 0).await?;
     page.eval("window.edgecam.connect('demo1')").await?;
     wait_decoding(&page, &["demo1"], None).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let ids = vec!["demo1".to_string()];
-    let a = stats(&page, &ids).await?;
-    let e_cpu = measure(pid, seconds).await?;
-    let b = stats(&page, &ids).await?;
-    let e_rates = rates(&a, &b, &ids)["demo1"].clone();
-    page.close().await?;
+    // N viewers = N pages on the one camera; pages are added between counts (1 -> 2 -> 4).
+    let mut pages = vec![page];
+    let mut e_points = Vec::new();
+    let expr = format!("({STATS_JS})([\"demo1\"])");
+    for n in PEER_VIEWERS {
+        while pages.len() < n {
+            let p = open_viewer(&browser, &daemon, "").await?;
+            wait_decoding(&p, &["demo1"], None).await?;
+            pages.push(p);
+        }
+        wait_viewers(daemon.addr, "demo1", n as u64).await?;
+        let point = peer_point(pid, &pages, &expr, "demo1", seconds).await?;
+        eprintln!("peer: edgecam, {n} viewers: {point}");
+        e_points.push(point);
+    }
+    for p in pages {
+        p.close().await?;
+    }
     drop(daemon);
 
-    // aiortc: the same, one stream to one tab.
+    // aiortc: the same, one tab per peer connection (its `window.__pc`), peer id = tab index.
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peer/aiortc_peer.py");
     let mut ai = Aiortc::start(python, &script.display().to_string())?;
     let apid = ai.child.id();
@@ -525,42 +589,51 @@ async fn peer(tries: usize, seconds: u64, python: &str) -> Result<Value> {
     let mut a_ttff = Vec::new();
     for i in 0..tries {
         if i > 0 {
-            ai.send(&json!({"type": "stop"}))?;
+            ai.send(&json!({"type": "stop", "id": 0}))?;
             ai.recv("stopped").await?;
             page.eval("window.__pc && window.__pc.close()").await?;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        page.eval("window.__t0 = performance.now()").await?;
-        ai.send(&json!({"type": "ready"}))?;
-        let offer = ai.recv("offer").await?;
-        let answer = page.eval(&format!("({PEER_SETUP_JS})({})", offer["sdp"])).await?;
-        ai.send(&json!({"type": "answer", "sdp": answer}))?;
-        let v = page.eval(&format!("({PEER_FIRST_FRAME_JS})()")).await?;
-        let t = v.as_f64().context("aiortc: no first frame")?;
+        let t = aiortc_connect(&mut ai, &page, 0).await?;
         eprintln!("peer: aiortc first frame {t:.0} ms");
         a_ttff.push(t);
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let a = page.eval(&format!("({PEER_STATS_JS})()")).await?;
-    let a_cpu = measure(apid, seconds).await?;
-    let b = page.eval(&format!("({PEER_STATS_JS})()")).await?;
-    let ids = vec!["peer".to_string()];
-    let mut a_rates = rates(&a, &b, &ids)["peer"].clone();
-    a_rates["codec"] = b["peer"]["codec"].clone();
-    page.close().await?;
-    let ec = e_cpu["cpu_percent_of_one_core"].as_f64().unwrap_or(f64::NAN);
-    let ac = a_cpu["cpu_percent_of_one_core"].as_f64().unwrap_or(f64::NAN);
+    let mut pages = vec![page];
+    let mut a_points = Vec::new();
+    let expr = format!("({PEER_STATS_JS})()");
+    for n in PEER_VIEWERS {
+        while pages.len() < n {
+            let p = browser.open("about:blank").await?;
+            aiortc_connect(&mut ai, &p, pages.len()).await?;
+            pages.push(p);
+        }
+        let point = peer_point(apid, &pages, &expr, "peer", seconds).await?;
+        eprintln!("peer: aiortc, {n} viewers: {point}");
+        a_points.push(point);
+    }
+    for p in pages {
+        p.close().await?;
+    }
+    let by_viewers: Vec<Value> = PEER_VIEWERS
+        .iter()
+        .zip(e_points.iter().zip(&a_points))
+        .map(|(n, (e, a))| json!({"viewers": n, "edgecam": e, "aiortc": a, "cpu_ratio": ratio(cpu_of(e), cpu_of(a))}))
+        .collect();
     let es = summary(e_ttff);
     let as_ = summary(a_ttff);
     Ok(json!({
-        "setup": "1 stream 640x480@30 H.264 to 1 headless Chromium tab on loopback; sender process CPU only",
-        "edgecam": {"cpu_0_viewers": idle_cpu, "cpu_1_viewer": e_cpu, "received": e_rates, "first_frame_ms": es,
+        "setup": "1 stream 640x480@30 H.264 to 1, 2 and 4 viewers, each a headless Chromium tab on loopback \
+                  (edgecam: one viewer page per viewer on the one demo camera; aiortc: one peer connection per tab, \
+                  one source fanned out by MediaRelay); sender process CPU only",
+        "edgecam": {"cpu_0_viewers": idle_cpu, "cpu_1_viewer": e_points[0]["cpu"],
+                    "received": e_points[0]["received"]["per_viewer"][0], "first_frame_ms": es,
                     "first_frame_definition": "page sends ready -> framesDecoded > 0 (trickle ICE)"},
-        "aiortc": {"version": "aiortc (pip, see bench/all.sh)", "cpu_0_viewers": ai_idle, "cpu_1_viewer": a_cpu,
-                   "received": a_rates, "first_frame_ms": as_,
+        "aiortc": {"version": "aiortc (pip, see bench/all.sh)", "cpu_0_viewers": ai_idle, "cpu_1_viewer": a_points[0]["cpu"],
+                   "received": a_points[0]["received"]["per_viewer"][0], "first_frame_ms": as_,
                    "first_frame_definition": "driver asks for an offer -> framesDecoded > 0 (offer/answer with full candidates, relayed over DevTools)"},
-        "cpu_ratio_edgecam_over_aiortc": round1(ec / ac * 100.0) / 100.0,
-        "first_frame_ratio_median": round1(es["median"].as_f64().unwrap_or(0.0) / as_["median"].as_f64().unwrap_or(1.0) * 100.0) / 100.0,
+        "cpu_ratio_edgecam_over_aiortc": by_viewers[0]["cpu_ratio"],
+        "by_viewers": by_viewers,
+        "first_frame_ratio_median": ratio(es["median"].as_f64().unwrap_or(0.0), as_["median"].as_f64().unwrap_or(1.0)),
     }))
 }
 
@@ -719,17 +792,33 @@ fn report() -> Result<String> {
     }
     if let Some(p) = load("peer") {
         let (e, a) = (&p["edgecam"], &p["aiortc"]);
+        // Results written before the by-viewer runs have the 1-viewer numbers only.
+        let one = |s: &Value| json!({"cpu": s["cpu_1_viewer"], "received": {"fps_min": s["received"]["fps"],
+            "fps_mean": s["received"]["fps"], "kbps_mean": s["received"]["kbps"]}});
+        let rows = p["by_viewers"].as_array().cloned().unwrap_or_else(|| {
+            vec![json!({"viewers": 1, "edgecam": one(e), "aiortc": one(a), "cpu_ratio": p["cpu_ratio_edgecam_over_aiortc"]})]
+        });
         md += &format!("## 6. Side by side with aiortc ({})\n\n\
-            | sender | CPU % of one core, 0 viewers | CPU %, 1 viewer | RSS MiB | received fps | kbit/s | first frame median / p95 ms | load avg during 1-viewer window |\n|---|---|---|---|---|---|---|---|\n\
-            | edgecam (x264, demo ball) | {} | {} | {} | {} | {} | {} / {} | {} |\n\
-            | aiortc (PyAV libx264, numpy ball) | {} | {} | {} | {} | {} | {} / {} | {} |\n\n\
-            CPU ratio edgecam / aiortc: {} (target <= 0.2). First-frame ratio (medians): {}. First frame, edgecam: {}; aiortc: {}.\n\n",
-            p["setup"].as_str().unwrap_or(""),
-            e["cpu_0_viewers"]["cpu_percent_of_one_core"], e["cpu_1_viewer"]["cpu_percent_of_one_core"], e["cpu_1_viewer"]["rss_mib_mean"],
-            e["received"]["fps"], e["received"]["kbps"], e["first_frame_ms"]["median"], e["first_frame_ms"]["p95"], e["cpu_1_viewer"]["loadavg_before"].as_str().unwrap_or("?"),
-            a["cpu_0_viewers"]["cpu_percent_of_one_core"], a["cpu_1_viewer"]["cpu_percent_of_one_core"], a["cpu_1_viewer"]["rss_mib_mean"],
-            a["received"]["fps"], a["received"]["kbps"], a["first_frame_ms"]["median"], a["first_frame_ms"]["p95"], a["cpu_1_viewer"]["loadavg_before"].as_str().unwrap_or("?"),
-            p["cpu_ratio_edgecam_over_aiortc"], p["first_frame_ratio_median"],
+            edgecam: x264, the daemon's demo ball, one encoder per camera (a tee to one webrtcbin per viewer). \
+            aiortc: PyAV libx264, a numpy ball, one encoder per peer connection.\n\n\
+            | viewers | CPU % of one core, edgecam | aiortc | edgecam / aiortc | received fps min / mean, edgecam | aiortc | kbit/s per viewer, edgecam | aiortc | RSS MiB, edgecam | aiortc | load1 before, edgecam / aiortc window |\n\
+            |---|---|---|---|---|---|---|---|---|---|---|\n",
+            p["setup"].as_str().unwrap_or(""));
+        let load1 = |m: &Value| m["loadavg_before"].as_str().and_then(|l| l.split_whitespace().next()).unwrap_or("?").to_string();
+        for r in &rows {
+            let (re, ra) = (&r["edgecam"], &r["aiortc"]);
+            md += &format!("| {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} / {} |\n",
+                r["viewers"], re["cpu"]["cpu_percent_of_one_core"], ra["cpu"]["cpu_percent_of_one_core"], r["cpu_ratio"],
+                re["received"]["fps_min"], re["received"]["fps_mean"], ra["received"]["fps_min"], ra["received"]["fps_mean"],
+                re["received"]["kbps_mean"], ra["received"]["kbps_mean"], re["cpu"]["rss_mib_mean"], ra["cpu"]["rss_mib_mean"],
+                load1(&re["cpu"]), load1(&ra["cpu"]));
+        }
+        md += &format!("\nCPU ratio target <= 0.2. 0 viewers: edgecam {} % (keeps encoding), aiortc {} % (its source starts \
+            with the first peer). First frame median / p95 ms: edgecam {} / {}, aiortc {} / {}; ratio of medians {}. \
+            First frame, edgecam: {}; aiortc: {}.\n\n",
+            e["cpu_0_viewers"]["cpu_percent_of_one_core"], a["cpu_0_viewers"]["cpu_percent_of_one_core"],
+            e["first_frame_ms"]["median"], e["first_frame_ms"]["p95"], a["first_frame_ms"]["median"], a["first_frame_ms"]["p95"],
+            p["first_frame_ratio_median"],
             e["first_frame_definition"].as_str().unwrap_or(""), a["first_frame_definition"].as_str().unwrap_or(""));
     }
     if let Ok(extra) = std::fs::read_to_string(results_dir().join("issue7_notes.md")) {

@@ -1,12 +1,16 @@
-"""aiortc sender for the issue-7 side-by-side (bench/peer.rs drives it; not a product component).
+"""aiortc sender for the issue-7 side-by-side (bench/issue7.rs drives it; not a product component).
 
 A 640x480@30 synthetic stream (grey background, a white 64x64 square bouncing, like videotestsrc's ball)
 sent as H.264 (aiortc's libx264 encoder through PyAV; VP8 disabled by codec preferences so the codec
-matches edgecam's). Signalling is line-based JSON on stdin/stdout, relayed by the driver to Chromium:
-  stdin  {"type":"ready"}                 -> stdout {"type":"offer","sdp":...} (candidates inside the SDP)
-  stdin  {"type":"answer","sdp":...}      -> the peer connection starts sending
-  stdin  {"type":"stop"}                  -> closes the current peer connection
-No ICE servers (aiortc would otherwise use a public STUN server).
+matches edgecam's). One source for every peer connection, fanned out with aiortc's MediaRelay: each peer
+connection gets every raw frame and encodes it itself (aiortc's design, unlike edgecam's one encoder per
+camera). Signalling is line-based JSON on stdin/stdout, relayed by the driver to Chromium; "id" names the
+peer connection (0 if absent, so a single-peer driver needs no ids):
+  stdin  {"type":"ready","id":N}              -> stdout {"type":"offer","id":N,"sdp":...} (candidates inside the SDP)
+  stdin  {"type":"answer","id":N,"sdp":...}   -> peer connection N starts sending
+  stdin  {"type":"stop","id":N}               -> closes peer connection N; stdout {"type":"stopped","id":N}
+A "ready" for an id that already has a peer connection replaces it. No ICE servers (aiortc would otherwise
+use a public STUN server).
 """
 import asyncio
 import fractions
@@ -17,6 +21,7 @@ import time
 import numpy as np
 from av import VideoFrame
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, MediaStreamTrack
+from aiortc.contrib.media import MediaRelay
 from aiortc.rtcrtpsender import RTCRtpSender
 
 W, H, FPS = 640, 480, 30
@@ -55,33 +60,39 @@ async def main():
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    pc = None
+    # The relay reads the source from the first subscriber's first frame on, also while no peer is left
+    # (like a camera that keeps running); the source is cheap next to an encoder.
+    source, relay = Ball(), MediaRelay()
+    pcs = {}
 
     def out(msg):
         sys.stdout.write(json.dumps(msg) + "\n")
         sys.stdout.flush()
+
+    async def close(pid):
+        pc = pcs.pop(pid, None)
+        if pc:
+            await pc.close()
 
     while True:
         line = await reader.readline()
         if not line:
             break
         msg = json.loads(line)
+        pid = msg.get("id", 0)
         if msg["type"] == "ready":
-            if pc:
-                await pc.close()
-            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            tr = pc.addTransceiver(Ball(), direction="sendonly")
+            await close(pid)
+            pc = pcs[pid] = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            tr = pc.addTransceiver(relay.subscribe(source), direction="sendonly")
             caps = RTCRtpSender.getCapabilities("video").codecs
             tr.setCodecPreferences([c for c in caps if c.mimeType in ("video/H264", "video/rtx")])
             await pc.setLocalDescription(await pc.createOffer())
-            out({"type": "offer", "sdp": pc.localDescription.sdp})
+            out({"type": "offer", "id": pid, "sdp": pc.localDescription.sdp})
         elif msg["type"] == "answer":
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="answer"))
+            await pcs[pid].setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="answer"))
         elif msg["type"] == "stop":
-            if pc:
-                await pc.close()
-                pc = None
-            out({"type": "stopped"})
+            await close(pid)
+            out({"type": "stopped", "id": pid})
 
 
 asyncio.run(main())
