@@ -655,11 +655,14 @@ fn load(name: &str) -> Option<Value> {
 fn report() -> Result<String> {
     let m = machine();
     let mut md = format!(
-        "# Issue 7 benchmarks\n\nMachine: {} cores, {}; load average when this table was written {}. \
-         Every number below carries the load average it was measured under: the machine was shared with \
-         other engineers' builds and tests (2 cores), so CPU and timing numbers are pessimistic.\n\
+        "# Issue 7 benchmarks\n\nMachine: {} cores, {}, {}, {}, kernel {}. Every number below carries \
+         the load average it was measured under; the headless Chromium viewers run on the same cores.\n\
          Daemon: release build, `--demo N`, x264 profile, loopback ICE; viewer = headless Chromium tab.\n\n",
-        m["nproc"], m["cpu_model"].as_str().unwrap_or("?"), m["loadavg_at_start"].as_str().unwrap_or("?")
+        m["nproc"],
+        m["cpu_model"].as_str().unwrap_or("?"),
+        m["gstreamer"].as_str().unwrap_or("?"),
+        m["chromium"].as_str().unwrap_or("?"),
+        m["kernel"].as_str().unwrap_or("?")
     );
     if let Some(t) = load("ttff") {
         md += "## 1. Time to first frame (`ready` sent -> first decoded frame, Chromium getStats polled every 5 ms)\n\n\
