@@ -91,7 +91,7 @@ fn main() -> ExitCode {
 /// By default glibc gives threads up to 8 malloc arenas per core, and what a viewer's short-lived
 /// streaming threads free stays mapped in whichever arena they used: 1000 viewer join/leave cycles
 /// grew RSS by 4.5 MB, against 1.6 MB with one arena, which cost no measurable CPU with 8 cameras
-/// (bench/results/issue7_notes.md). A MALLOC_ARENA_MAX set by the user still wins. Runs before any
+/// (bench/results/diag/leak_arenas.md). A MALLOC_ARENA_MAX set by the user still wins. Runs before any
 /// thread exists.
 fn limit_malloc_arenas() {
     #[cfg(target_env = "gnu")]

@@ -316,9 +316,9 @@ impl CameraPipeline {
     }
 }
 
-/// A stopped pipeline frees tens of MB (encoder frame buffers) that glibc keeps mapped; without
-/// handing it back, a camera stopped and started for every
-/// first viewer (`idle: stop`) grew the daemon by ~40 MB over 300 cycles (bench/issue7.rs leak).
+/// A stopped pipeline frees tens of MB (encoder frame buffers) that glibc keeps mapped; without handing
+/// it back, a camera stopped and started for every first viewer (`idle: stop`) grew the daemon by ~40 MB
+/// over 300 cycles (bench/issue7.rs leak).
 fn release_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live allocation.
