@@ -39,6 +39,9 @@ pub struct Config {
     /// Stream every V4L2 camera udev finds; false streams only the cameras listed here.
     pub discovery: bool,
     pub idle: IdlePolicy,
+    /// A viewer that has not connected (offer, answer, ICE, DTLS) by then is dropped and its page
+    /// asks again. Slow boards, or many viewers at once on a small one, may need longer.
+    pub negotiation_timeout: NegotiationTimeout,
     pub ice: IceConfig,
     pub defaults: CameraDefaults,
     pub cameras: BTreeMap<CameraId, CameraConfig>,
@@ -51,6 +54,7 @@ impl Default for Config {
             web_dir: None,
             discovery: true,
             idle: IdlePolicy::default(),
+            negotiation_timeout: NegotiationTimeout(10),
             ice: IceConfig::default(),
             defaults: CameraDefaults::default(),
             cameras: BTreeMap::new(),
@@ -289,6 +293,7 @@ macro_rules! bounded_u32 {
 bounded_u32!(Dimension, 16, 7680, "width/height");
 bounded_u32!(Fps, 1, 240, "fps");
 bounded_u32!(Bitrate, 50, 100_000, "bitrate (kbps)");
+bounded_u32!(NegotiationTimeout, 1, 300, "negotiation_timeout (seconds)");
 
 /// A camera id as shown to users and used in URLs and signalling: short, no spaces.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -392,6 +397,7 @@ mod tests {
         assert_eq!(c.defaults.width, Dimension(640));
         assert_eq!(c.defaults.bitrate, Bitrate(1000));
         assert_eq!(c.idle, IdlePolicy::KeepEncoding);
+        assert_eq!(c.negotiation_timeout, NegotiationTimeout(10));
     }
 
     #[test]
@@ -414,6 +420,7 @@ mod tests {
 listen: 127.0.0.1:9000
 discovery: false
 idle: stop
+negotiation_timeout: 30
 ice:
   servers:
     - urls: ["stun:stun.example.org:3478"]
@@ -430,6 +437,7 @@ cameras:
         .unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.idle, IdlePolicy::Stop);
+        assert_eq!(c.negotiation_timeout, NegotiationTimeout(30));
         assert_eq!(c.ice.servers[1].username.as_deref(), Some("u"));
         assert!(!c.cameras[&CameraId::new("garage").unwrap()].enabled);
         assert_eq!(
@@ -467,6 +475,8 @@ cameras:
         assert!(e.starts_with("test.yaml:2:") && e.contains("plaid"), "{e}");
         let e = error("idle: sometimes\n");
         assert!(e.starts_with("test.yaml:1:7:"), "{e}");
+        let e = error("negotiation_timeout: 0\n");
+        assert!(e.starts_with("test.yaml:1:1:") && e.contains("between 1 and 300"), "{e}");
     }
 
     #[test]

@@ -163,6 +163,7 @@ async fn serve(config: Config, demo: u32, catalog: Catalog) -> anyhow::Result<()
             local_addresses: config.ice.local_addresses.clone(),
         },
         idle: config.idle,
+        negotiation_timeout: std::time::Duration::from_secs(config.negotiation_timeout.0.into()),
         registry: registry.clone(),
     };
     let web = match &config.web_dir {

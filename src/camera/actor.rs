@@ -307,9 +307,11 @@ impl Actor {
 
     async fn on_tick(&mut self) {
         let now = Instant::now();
-        for conn in self.viewers.overdue(now) {
+        let timeout = self.shared.negotiation_timeout;
+        for conn in self.viewers.overdue(now, timeout) {
             if let Some(viewer) = self.viewers.get(conn) {
-                viewer.outbox.send(self.error("negotiation did not finish within 10 s"));
+                let why = format!("negotiation did not finish within {} s", timeout.as_secs());
+                viewer.outbox.send(self.error(&why));
             }
             self.leave(conn, "negotiation timed out").await;
         }

@@ -7,6 +7,7 @@ mod viewers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -74,6 +75,8 @@ pub struct Setup {
 pub struct Shared {
     pub ice: IceSettings,
     pub idle: IdlePolicy,
+    /// How long a viewer may take to connect before it is dropped (config `negotiation_timeout`).
+    pub negotiation_timeout: Duration,
     pub registry: Registry,
 }
 

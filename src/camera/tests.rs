@@ -8,6 +8,9 @@ use super::*;
 use crate::encoders::Codec;
 use crate::signalling::protocol::{CameraInfo, CameraState};
 
+/// Short, so the test of a viewer that never answers need not wait the default 10 s.
+const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(2);
+
 const X264: &str = "x264enc tune=zerolatency speed-preset=ultrafast bitrate=500 key-int-max=30 ! video/x-h264,profile=constrained-baseline";
 
 fn plan(profile: &str, fragment: &str, codec: Codec) -> EncoderPlan {
@@ -67,6 +70,7 @@ fn start(idle: IdlePolicy) -> (Running, Registry) {
             local_addresses: vec!["127.0.0.1".parse().unwrap()],
         },
         idle,
+        negotiation_timeout: NEGOTIATION_TIMEOUT,
         registry: registry.clone(),
     };
     let identity = Identity {
@@ -158,6 +162,28 @@ async fn a_viewer_gets_an_offer_and_leaving_frees_it() {
 
     camera.send(Command::Leave { conn: 1 }).await;
     wait_for(&registry, "no viewers", |i| i.viewers == 0).await;
+    camera.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_never_answers_is_dropped_after_the_negotiation_timeout() {
+    let (camera, registry) = start(IdlePolicy::KeepEncoding);
+    camera.send(Command::Online(setup(vec![plan("x264", X264, Codec::H264)]))).await;
+    wait_for(&registry, "streaming", |i| i.state == CameraState::Streaming).await;
+
+    let (tx, mut rx) = mpsc::channel(64);
+    camera.send(Command::Join { outbox: Outbox::new(1, tx), codecs: None }).await;
+    wait_for(&registry, "one viewer", |i| i.viewers == 1).await;
+    let error = loop {
+        match next_message(&mut rx).await {
+            ServerMessage::Offer { .. } | ServerMessage::Candidate { .. } => continue,
+            ServerMessage::Error { message, .. } => break message,
+            other => panic!("expected the timeout error, got {other:?}"),
+        }
+    };
+    assert_eq!(error, "negotiation did not finish within 2 s");
+    let info = wait_for(&registry, "no viewers", |i| i.viewers == 0).await;
+    assert_eq!(info.state, CameraState::Streaming, "the camera itself is unaffected");
     camera.stop().await;
 }
 

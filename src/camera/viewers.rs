@@ -10,9 +10,6 @@ use super::{ConnId, Outbox};
 use crate::encoders::Codec;
 use crate::media::ViewerBranch;
 
-/// A viewer that has not connected (offer, answer, ICE) by then is dropped and its branch freed.
-pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub struct Viewer {
     pub outbox: Outbox,
     pub codec: Codec,
@@ -63,14 +60,14 @@ impl Viewers {
         self.by_conn.values_mut()
     }
 
-    /// Viewers still negotiating after `NEGOTIATION_TIMEOUT`.
-    pub fn overdue(&self, now: Instant) -> Vec<ConnId> {
+    /// Viewers still negotiating `timeout` after they started.
+    pub fn overdue(&self, now: Instant, timeout: Duration) -> Vec<ConnId> {
         self.by_conn
             .iter()
             .filter(|(_, v)| {
                 v.branch.is_some()
                     && v.negotiating_since
-                        .is_some_and(|t| now.duration_since(t) >= NEGOTIATION_TIMEOUT)
+                        .is_some_and(|t| now.duration_since(t) >= timeout)
             })
             .map(|(conn, _)| *conn)
             .collect()
