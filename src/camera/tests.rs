@@ -83,6 +83,14 @@ fn start(idle: IdlePolicy) -> (Running, Registry) {
     (Running { handle, task }, registry)
 }
 
+/// A keep-encoding camera online with x264, once it streams.
+async fn streaming_with_x264() -> (Running, Registry) {
+    let (camera, registry) = start(IdlePolicy::KeepEncoding);
+    camera.send(Command::Online(setup(vec![plan("x264", X264, Codec::H264)]))).await;
+    wait_for(&registry, "streaming", |i| i.state == CameraState::Streaming).await;
+    (camera, registry)
+}
+
 async fn wait_for(registry: &Registry, what: &str, ok: impl Fn(&CameraInfo) -> bool) -> CameraInfo {
     let mut list = registry.subscribe();
     let found = tokio::time::timeout(Duration::from_secs(30), async {
@@ -129,9 +137,7 @@ async fn plug_unplug_replug_keeps_the_camera_and_its_frames_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_gets_an_offer_and_leaving_frees_it() {
-    let (camera, registry) = start(IdlePolicy::KeepEncoding);
-    camera.send(Command::Online(setup(vec![plan("x264", X264, Codec::H264)]))).await;
-    wait_for(&registry, "streaming", |i| i.state == CameraState::Streaming).await;
+    let (camera, registry) = streaming_with_x264().await;
 
     let (tx, mut rx) = mpsc::channel(64);
     let outbox = Outbox::new(1, tx);
@@ -167,9 +173,7 @@ async fn a_viewer_gets_an_offer_and_leaving_frees_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_that_never_answers_is_dropped_after_the_negotiation_timeout() {
-    let (camera, registry) = start(IdlePolicy::KeepEncoding);
-    camera.send(Command::Online(setup(vec![plan("x264", X264, Codec::H264)]))).await;
-    wait_for(&registry, "streaming", |i| i.state == CameraState::Streaming).await;
+    let (camera, registry) = streaming_with_x264().await;
 
     let (tx, mut rx) = mpsc::channel(64);
     camera.send(Command::Join { outbox: Outbox::new(1, tx), codecs: None }).await;
@@ -189,9 +193,7 @@ async fn a_viewer_that_never_answers_is_dropped_after_the_negotiation_timeout() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codecs_decide_h264_vp8_or_an_error() {
-    let (camera, registry) = start(IdlePolicy::KeepEncoding);
-    camera.send(Command::Online(setup(vec![plan("x264", X264, Codec::H264)]))).await;
-    wait_for(&registry, "streaming", |i| i.state == CameraState::Streaming).await;
+    let (camera, _registry) = streaming_with_x264().await;
 
     let (tx, mut rx) = mpsc::channel(64);
     camera.send(Command::Join { outbox: Outbox::new(1, tx), codecs: Some(vec!["VP8".into(), "AV1".into()]) }).await;
