@@ -625,13 +625,10 @@ async fn peer(tries: usize, seconds: u64, python: &str) -> Result<Value> {
         "setup": "1 stream 640x480@30 H.264 to 1, 2 and 4 viewers, each a headless Chromium tab on loopback \
                   (edgecam: one viewer page per viewer on the one demo camera; aiortc: one peer connection per tab, \
                   one source fanned out by MediaRelay); sender process CPU only",
-        "edgecam": {"cpu_0_viewers": idle_cpu, "cpu_1_viewer": e_points[0]["cpu"],
-                    "received": e_points[0]["received"]["per_viewer"][0], "first_frame_ms": es,
+        "edgecam": {"cpu_0_viewers": idle_cpu, "first_frame_ms": es,
                     "first_frame_definition": "page sends ready -> framesDecoded > 0 (trickle ICE)"},
-        "aiortc": {"version": "aiortc (pip, see bench/all.sh)", "cpu_0_viewers": ai_idle, "cpu_1_viewer": a_points[0]["cpu"],
-                   "received": a_points[0]["received"]["per_viewer"][0], "first_frame_ms": as_,
+        "aiortc": {"version": "aiortc (pip, see bench/all.sh)", "cpu_0_viewers": ai_idle, "first_frame_ms": as_,
                    "first_frame_definition": "driver asks for an offer -> framesDecoded > 0 (offer/answer with full candidates, relayed over DevTools)"},
-        "cpu_ratio_edgecam_over_aiortc": by_viewers[0]["cpu_ratio"],
         "by_viewers": by_viewers,
         "first_frame_ratio_median": ratio(es["median"].as_f64().unwrap_or(0.0), as_["median"].as_f64().unwrap_or(1.0)),
     }))
@@ -795,12 +792,7 @@ fn report() -> Result<String> {
     }
     if let Some(p) = load("peer") {
         let (e, a) = (&p["edgecam"], &p["aiortc"]);
-        // Results written before the by-viewer runs have the 1-viewer numbers only.
-        let one = |s: &Value| json!({"cpu": s["cpu_1_viewer"], "received": {"fps_min": s["received"]["fps"],
-            "fps_mean": s["received"]["fps"], "kbps_mean": s["received"]["kbps"]}});
-        let rows = p["by_viewers"].as_array().cloned().unwrap_or_else(|| {
-            vec![json!({"viewers": 1, "edgecam": one(e), "aiortc": one(a), "cpu_ratio": p["cpu_ratio_edgecam_over_aiortc"]})]
-        });
+        let rows = p["by_viewers"].as_array().cloned().unwrap_or_default();
         md += &format!("## 6. Side by side with aiortc ({})\n\n\
             edgecam: x264, the daemon's demo ball, one encoder per camera (a tee to one webrtcbin per viewer). \
             aiortc: PyAV libx264, a numpy ball, one encoder per peer connection.\n\n\
