@@ -150,6 +150,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     for report in catalog.report() {
         info!(profile = %report.name, usable = report.usable, reason = %report.reason, "encoder profile");
     }
+    media::prepare_viewer_path();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(serve(config, args.demo, catalog))
 }

@@ -53,17 +53,18 @@ pub fn init() -> Result<(), MediaError> {
         .filter(|(element, _)| gst::ElementFactory::find(element).is_none())
         .map(|(element, package)| format!("{element} ({package})"))
         .collect();
-    if !missing.is_empty() {
-        return Err(MediaError::Init(format!("missing GStreamer elements: {}", missing.join(", "))));
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(MediaError::Init(format!("missing GStreamer elements: {}", missing.join(", "))))
     }
-    prepare_viewer_path();
-    Ok(())
 }
 
 /// Does now what the first viewer would otherwise wait for: loading the plugins a viewer branch pulls
 /// in (libsrtp initialises NSS when its plugin loads) and generating the process's DTLS certificate,
 /// which the first DTLS element creates. Together they added ~300 ms to the first viewer's offer.
-fn prepare_viewer_path() {
+/// Only the daemon wants this; `probe` and `profiles` never stream.
+pub fn prepare_viewer_path() {
     for plugin in ["webrtc", "nice", "dtls", "srtp", "rtpmanager"] {
         if let Err(e) = gst::Plugin::load_by_name(plugin) {
             tracing::debug!(plugin, error = %e, "plugin not preloaded");
