@@ -26,7 +26,9 @@ impl Options {
         while let Some(arg) = it.next() {
             match arg.strip_prefix("--") {
                 Some(name) if known.contains(&name) => {
-                    let value = it.next().with_context(|| format!("{arg} needs a value\nusage: {usage}"))?;
+                    let value = it
+                        .next()
+                        .with_context(|| format!("{arg} needs a value\nusage: {usage}"))?;
                     values.insert(name.to_string(), value);
                 }
                 _ => bail!("unknown argument {arg}\nusage: {usage}"),
@@ -146,7 +148,14 @@ fn first_line(cmd: &str, args: &[&str]) -> String {
     std::process::Command::new(cmd)
         .args(args)
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -154,7 +163,10 @@ pub fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
         .unwrap_or_else(|| "unknown".into());
     json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -192,7 +204,9 @@ pub fn summary(mut v: Vec<f64>) -> Value {
 
 /// Where results go: $ISSUE7_OUT (bench/all.sh sets it; --quick points it elsewhere) or bench/results.
 pub fn results_dir() -> PathBuf {
-    std::env::var("ISSUE7_OUT").unwrap_or_else(|_| "bench/results".into()).into()
+    std::env::var("ISSUE7_OUT")
+        .unwrap_or_else(|_| "bench/results".into())
+        .into()
 }
 
 /// Writes `value` plus the machine and the time as `dir/<name>.json`.

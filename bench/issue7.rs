@@ -29,18 +29,28 @@ use common::daemon::Daemon;
 use common::viewer::{open_viewer, wait_decoding};
 use common::{api_camera, wait_streaming, wait_until, wait_viewers, Signalling, LIVENESS};
 use harness::{
-    load1, loadavg, machine, measure, proc_json, proc_read, ready_to_first_frame_ms, results_dir,
-    round1, summary, wait_ws_lists, Options,
+    load1, loadavg, machine, measure, proc_json, proc_read, ready_to_first_frame_ms, results_dir, round1, summary,
+    wait_ws_lists, Options,
 };
 
 /// Open fds of `pid` by kind (socket, pipe, anon_inode:[eventfd], /dev/..., file).
 fn fd_kinds(pid: u32) -> Value {
     let mut m = std::collections::BTreeMap::<String, u64>::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
-        let t = std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default();
-        let k = if let Some(i) = t.find(":[") { t[..i].to_string() }
-            else if t.starts_with("anon_inode:") || t.starts_with("/dev/") { t.clone() }
-            else { "file".into() };
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let t = std::fs::read_link(e.path())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let k = if let Some(i) = t.find(":[") {
+            t[..i].to_string()
+        } else if t.starts_with("anon_inode:") || t.starts_with("/dev/") {
+            t.clone()
+        } else {
+            "file".into()
+        };
         *m.entry(k).or_default() += 1;
     }
     json!(m)
@@ -49,9 +59,17 @@ fn fd_kinds(pid: u32) -> Value {
 /// Threads of `pid` by name (/proc/PID/task/*/comm, digits folded to '#'): which elements own them.
 fn thread_names(pid: u32) -> Value {
     let mut m = std::collections::BTreeMap::<String, u64>::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let n = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        let n: String = n.trim().chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect();
+        let n: String = n
+            .trim()
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect();
         *m.entry(n).or_default() += 1;
     }
     json!(m)
@@ -291,14 +309,20 @@ async fn bitrate(seconds: u64) -> Result<Value> {
     r["demo1"]["pattern"] = json!("ball");
     r["demo2"]["pattern"] = json!("smpte");
     page.close().await?;
-    Ok(json!({"settings": "defaults (640x480@30, bitrate 1000 kbit/s configured)", "seconds": seconds,
-              "per_camera": r, "loadavg_before": load_before, "loadavg_after": loadavg()}))
+    Ok(
+        json!({"settings": "defaults (640x480@30, bitrate 1000 kbit/s configured)", "seconds": seconds,
+              "per_camera": r, "loadavg_before": load_before, "loadavg_after": loadavg()}),
+    )
 }
 
 // ------------------------------------------------------------------------------------------- scaling
 
 async fn scaling_point(browser: &Browser, cams: usize, viewers: usize, small: bool, seconds: u64) -> Result<Value> {
-    let extra = if small { "defaults: {width: 320, height: 240}\n" } else { "" };
+    let extra = if small {
+        "defaults: {width: 320, height: 240}\n"
+    } else {
+        ""
+    };
     let daemon = Daemon::start(&config("keep-encoding", extra), &["--demo", &cams.to_string()])?;
     let pid = daemon.pid().unwrap();
     let ids: Vec<String> = (1..=cams).map(|i| format!("demo{i}")).collect();
@@ -324,7 +348,11 @@ async fn scaling_point(browser: &Browser, cams: usize, viewers: usize, small: bo
     let frames_a: Vec<u64> = {
         let mut v = Vec::new();
         for id in &ids {
-            v.push(api_camera(daemon.addr, id).await?["encoded_frames"].as_u64().unwrap_or(0));
+            v.push(
+                api_camera(daemon.addr, id).await?["encoded_frames"]
+                    .as_u64()
+                    .unwrap_or(0),
+            );
         }
         v
     };
@@ -333,7 +361,9 @@ async fn scaling_point(browser: &Browser, cams: usize, viewers: usize, small: bo
     let dt = t0.elapsed().as_secs_f64();
     let mut enc_fps = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let f = api_camera(daemon.addr, id).await?["encoded_frames"].as_u64().unwrap_or(0);
+        let f = api_camera(daemon.addr, id).await?["encoded_frames"]
+            .as_u64()
+            .unwrap_or(0);
         enc_fps.push(round1((f - frames_a[i]) as f64 / dt));
     }
     let mut fps = Vec::new();
@@ -376,8 +406,10 @@ async fn scaling(seconds: u64, grid: &str) -> Result<Value> {
             Ok(m) => points.push(m),
             Err(e) => {
                 eprintln!("scaling {c}x{v}: FAILED {e:#}");
-                points.push(json!({"cameras": c, "viewers": v, "size": if small {"320x240"} else {"640x480"},
-                                   "error": format!("{e:#}"), "loadavg_after": loadavg()}));
+                points.push(
+                    json!({"cameras": c, "viewers": v, "size": if small {"320x240"} else {"640x480"},
+                                   "error": format!("{e:#}"), "loadavg_after": loadavg()}),
+                );
             }
         }
         // Save after every point: the grid may be cut short by the deadline.
@@ -385,7 +417,6 @@ async fn scaling(seconds: u64, grid: &str) -> Result<Value> {
     }
     Ok(json!({"points": points}))
 }
-
 
 // ------------------------------------------------------------------------------------------- peer (aiortc)
 
@@ -451,7 +482,11 @@ impl Aiortc {
                 }
             }
         });
-        Ok(Aiortc { child, stdin, lines: rx })
+        Ok(Aiortc {
+            child,
+            stdin,
+            lines: rx,
+        })
     }
 
     fn send(&mut self, v: &Value) -> Result<()> {
@@ -515,7 +550,12 @@ async fn peer_point(pid: u32, pages: &[Page], expr: &str, key: &str, seconds: u6
         }
         per_viewer.push(r);
     }
-    let col = |k: &str| per_viewer.iter().map(|r| r[k].as_f64().unwrap_or(0.0)).collect::<Vec<_>>();
+    let col = |k: &str| {
+        per_viewer
+            .iter()
+            .map(|r| r[k].as_f64().unwrap_or(0.0))
+            .collect::<Vec<_>>()
+    };
     let (fps, kbps) = (col("fps"), col("kbps"));
     Ok(json!({"cpu": cpu, "received": {
         "fps_min": round1(fps.iter().cloned().fold(f64::INFINITY, f64::min)),
@@ -668,7 +708,13 @@ fn report() -> Result<String> {
             let r = &t[k];
             md += &format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                r["idle"].as_str().unwrap_or(k), r["n"], r["median"], r["p95"], r["min"], r["max"], r["load1_mean"],
+                r["idle"].as_str().unwrap_or(k),
+                r["n"],
+                r["median"],
+                r["p95"],
+                r["min"],
+                r["max"],
+                r["load1_mean"],
                 if k == "keep_encoding" { "<= 300 ms" } else { "-" }
             );
         }
@@ -677,8 +723,16 @@ fn report() -> Result<String> {
         for k in ["keep_encoding", "stop"] {
             let r = &t[k];
             let (a, b) = (&r["daemon_before"], &r["daemon_after_settle_3s"]);
-            md += &format!("| {} | {} -> {} | {} -> {} | {} -> {} |\n", r["idle"].as_str().unwrap_or(k),
-                a["threads"], b["threads"], a["fds"], b["fds"], a["rss_mib"], b["rss_mib"]);
+            md += &format!(
+                "| {} | {} -> {} | {} -> {} | {} -> {} |\n",
+                r["idle"].as_str().unwrap_or(k),
+                a["threads"],
+                b["threads"],
+                a["fds"],
+                b["fds"],
+                a["rss_mib"],
+                b["rss_mib"]
+            );
         }
         md += "\n";
     }
@@ -687,11 +741,29 @@ fn report() -> Result<String> {
                | idle policy | CPU % of one core | RSS MiB mean / max | threads | fds | camera states | load avg before / after |\n|---|---|---|---|---|---|---|\n";
         for k in ["keep-encoding", "stop"] {
             let r = &i[k];
-            let states: Vec<String> = r["cameras"].as_array().into_iter().flatten()
-                .map(|c| format!("{}={}", c["id"].as_str().unwrap_or("?"), c["state"].as_str().unwrap_or("?"))).collect();
-            md += &format!("| {k} | {} | {} / {} | {} | {} | {} | {} / {} |\n", r["cpu_percent_of_one_core"],
-                r["rss_mib_mean"], r["rss_mib_max"], r["threads"], r["fds"], states.join(" "),
-                r["loadavg_before"].as_str().unwrap_or("?"), r["loadavg_after"].as_str().unwrap_or("?"));
+            let states: Vec<String> = r["cameras"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    format!(
+                        "{}={}",
+                        c["id"].as_str().unwrap_or("?"),
+                        c["state"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            md += &format!(
+                "| {k} | {} | {} / {} | {} | {} | {} | {} / {} |\n",
+                r["cpu_percent_of_one_core"],
+                r["rss_mib_mean"],
+                r["rss_mib_max"],
+                r["threads"],
+                r["fds"],
+                states.join(" "),
+                r["loadavg_before"].as_str().unwrap_or("?"),
+                r["loadavg_after"].as_str().unwrap_or("?")
+            );
         }
         md += "\n";
     }
@@ -720,36 +792,74 @@ fn report() -> Result<String> {
                 round1(l["after"]["rss_mib"].as_f64().unwrap_or(0.0) - a["rss_mib"].as_f64().unwrap_or(0.0)),
                 l["fd_kinds_before"], l["fd_kinds_after"]);
             if !l["thread_names_after"].is_null() {
-                md += &format!("Threads by name before: `{}`; after: `{}`\n\n", l["thread_names_before"], l["thread_names_after"]);
+                md += &format!(
+                    "Threads by name before: `{}`; after: `{}`\n\n",
+                    l["thread_names_before"], l["thread_names_after"]
+                );
             }
         }
     }
     if let Some(b) = load("bitrate") {
-        md += &format!("## 3. Bitrate received at default settings (Chromium getStats bytesReceived over {} s)\n\n\
-                        | camera | pattern | kbit/s | fps | size | packets lost |\n|---|---|---|---|---|---|\n", b["seconds"]);
+        md += &format!(
+            "## 3. Bitrate received at default settings (Chromium getStats bytesReceived over {} s)\n\n\
+                        | camera | pattern | kbit/s | fps | size | packets lost |\n|---|---|---|---|---|---|\n",
+            b["seconds"]
+        );
         for id in ["demo1", "demo2"] {
             let r = &b["per_camera"][id];
-            md += &format!("| {id} | {} | {} | {} | {}x{} | {} |\n", r["pattern"].as_str().unwrap_or("?"), r["kbps"], r["fps"],
-                r["width"], r["height"], r["packets_lost"]);
+            md += &format!(
+                "| {id} | {} | {} | {} | {}x{} | {} |\n",
+                r["pattern"].as_str().unwrap_or("?"),
+                r["kbps"],
+                r["fps"],
+                r["width"],
+                r["height"],
+                r["packets_lost"]
+            );
         }
-        md += &format!("\nPromised: about 1000 kbit/s per 640x480@30 camera. Load avg {} -> {}.\n\n",
-            b["loadavg_before"].as_str().unwrap_or("?"), b["loadavg_after"].as_str().unwrap_or("?"));
+        md += &format!(
+            "\nPromised: about 1000 kbit/s per 640x480@30 camera. Load avg {} -> {}.\n\n",
+            b["loadavg_before"].as_str().unwrap_or("?"),
+            b["loadavg_after"].as_str().unwrap_or("?")
+        );
     }
     if let Some(s) = load("scaling") {
         md += "## 4. Scaling (idle keep-encoding; viewer = one Chromium tab showing every camera)\n\n\
                | cameras | viewers | size | CPU % of one core | RSS MiB mean | threads | encoded fps/camera | delivered fps min / mean | kbit/s mean | 30 fps kept | load avg before / after |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
         for p in s["points"].as_array().into_iter().flatten() {
             if let Some(e) = p["error"].as_str() {
-                md += &format!("| {} | {} | {} | failed: {} | | | | | | | - / {} |\n", p["cameras"], p["viewers"],
-                    p["size"].as_str().unwrap_or("?"), e.lines().next().unwrap_or(""), p["loadavg_after"].as_str().unwrap_or("?"));
+                md += &format!(
+                    "| {} | {} | {} | failed: {} | | | | | | | - / {} |\n",
+                    p["cameras"],
+                    p["viewers"],
+                    p["size"].as_str().unwrap_or("?"),
+                    e.lines().next().unwrap_or(""),
+                    p["loadavg_after"].as_str().unwrap_or("?")
+                );
                 continue;
             }
-            let enc: Vec<String> = p["encoded_fps_per_camera"].as_array().into_iter().flatten().map(|x| x.to_string()).collect();
-            md += &format!("| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} / {} |\n",
-                p["cameras"], p["viewers"], p["size"].as_str().unwrap_or("?"), p["cpu_percent_of_one_core"],
-                p["rss_mib_mean"], p["threads"], enc.join(" "), p["delivered_fps_min"], p["delivered_fps_mean"],
-                p["kbps_mean"], if p["keeps_30fps"] == true { "yes" } else { "NO" },
-                p["loadavg_before"].as_str().unwrap_or("?"), p["loadavg_after"].as_str().unwrap_or("?"));
+            let enc: Vec<String> = p["encoded_fps_per_camera"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| x.to_string())
+                .collect();
+            md += &format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} / {} |\n",
+                p["cameras"],
+                p["viewers"],
+                p["size"].as_str().unwrap_or("?"),
+                p["cpu_percent_of_one_core"],
+                p["rss_mib_mean"],
+                p["threads"],
+                enc.join(" "),
+                p["delivered_fps_min"],
+                p["delivered_fps_mean"],
+                p["kbps_mean"],
+                if p["keeps_30fps"] == true { "yes" } else { "NO" },
+                p["loadavg_before"].as_str().unwrap_or("?"),
+                p["loadavg_after"].as_str().unwrap_or("?")
+            );
         }
         md += "\n";
     }
@@ -757,7 +867,10 @@ fn report() -> Result<String> {
     if let Some(l) = load("latency") {
         let row = |what: &str, k: &str, target: &str| {
             let s = &l[k];
-            format!("| {what} | {} | {} | {} | {} | {} | {} | {target} |\n", s["n"], s["median"], s["p95"], s["max"], s["min"], s["mean"])
+            format!(
+                "| {what} | {} | {} | {} | {} | {} | {} | {target} |\n",
+                s["n"], s["median"], s["p95"], s["max"], s["min"], s["mean"]
+            )
         };
         let c = &l["chromium"];
         md += &format!("## 5. Glass-to-glass latency, 640x480@30, through the daemon (bench/latency.rs)\n\n\
@@ -782,12 +895,21 @@ fn report() -> Result<String> {
             .filter_map(|n| load(&format!("latency_run{n}")))
             .map(|r| {
                 let (g, s) = (&r["glass_to_glass_ms"], &r["stamp_to_receive_ms"]);
-                format!("{} / {} / {} (daemon + loopback p50 {}; load {})", g["median"], g["p95"], g["max"], s["median"],
-                    r["loadavg_before"].as_str().unwrap_or("?"))
+                format!(
+                    "{} / {} / {} (daemon + loopback p50 {}; load {})",
+                    g["median"],
+                    g["p95"],
+                    g["max"],
+                    s["median"],
+                    r["loadavg_before"].as_str().unwrap_or("?")
+                )
             })
             .collect();
         if !runs.is_empty() {
-            md += &format!("Other runs, glass to glass p50 / p95 / max ms: {}.\n\n", runs.join("; "));
+            md += &format!(
+                "Other runs, glass to glass p50 / p95 / max ms: {}.\n\n",
+                runs.join("; ")
+            );
         }
     }
     if let Some(p) = load("peer") {
@@ -799,22 +921,47 @@ fn report() -> Result<String> {
             | viewers | CPU % of one core, edgecam | aiortc | edgecam / aiortc | received fps min / mean, edgecam | aiortc | kbit/s per viewer, edgecam | aiortc | RSS MiB, edgecam | aiortc | load1 before, edgecam / aiortc window |\n\
             |---|---|---|---|---|---|---|---|---|---|---|\n",
             p["setup"].as_str().unwrap_or(""));
-        let load1 = |m: &Value| m["loadavg_before"].as_str().and_then(|l| l.split_whitespace().next()).unwrap_or("?").to_string();
+        let load1 = |m: &Value| {
+            m["loadavg_before"]
+                .as_str()
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap_or("?")
+                .to_string()
+        };
         for r in &rows {
             let (re, ra) = (&r["edgecam"], &r["aiortc"]);
-            md += &format!("| {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} / {} |\n",
-                r["viewers"], re["cpu"]["cpu_percent_of_one_core"], ra["cpu"]["cpu_percent_of_one_core"], r["cpu_ratio"],
-                re["received"]["fps_min"], re["received"]["fps_mean"], ra["received"]["fps_min"], ra["received"]["fps_mean"],
-                re["received"]["kbps_mean"], ra["received"]["kbps_mean"], re["cpu"]["rss_mib_mean"], ra["cpu"]["rss_mib_mean"],
-                load1(&re["cpu"]), load1(&ra["cpu"]));
+            md += &format!(
+                "| {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} / {} |\n",
+                r["viewers"],
+                re["cpu"]["cpu_percent_of_one_core"],
+                ra["cpu"]["cpu_percent_of_one_core"],
+                r["cpu_ratio"],
+                re["received"]["fps_min"],
+                re["received"]["fps_mean"],
+                ra["received"]["fps_min"],
+                ra["received"]["fps_mean"],
+                re["received"]["kbps_mean"],
+                ra["received"]["kbps_mean"],
+                re["cpu"]["rss_mib_mean"],
+                ra["cpu"]["rss_mib_mean"],
+                load1(&re["cpu"]),
+                load1(&ra["cpu"])
+            );
         }
-        md += &format!("\nCPU ratio target <= 0.2. 0 viewers: edgecam {} % (keeps encoding), aiortc {} % (its source starts \
+        md += &format!(
+            "\nCPU ratio target <= 0.2. 0 viewers: edgecam {} % (keeps encoding), aiortc {} % (its source starts \
             with the first peer). First frame median / p95 ms: edgecam {} / {}, aiortc {} / {}; ratio of medians {}. \
             First frame, edgecam: {}; aiortc: {}.\n\n",
-            e["cpu_0_viewers"]["cpu_percent_of_one_core"], a["cpu_0_viewers"]["cpu_percent_of_one_core"],
-            e["first_frame_ms"]["median"], e["first_frame_ms"]["p95"], a["first_frame_ms"]["median"], a["first_frame_ms"]["p95"],
+            e["cpu_0_viewers"]["cpu_percent_of_one_core"],
+            a["cpu_0_viewers"]["cpu_percent_of_one_core"],
+            e["first_frame_ms"]["median"],
+            e["first_frame_ms"]["p95"],
+            a["first_frame_ms"]["median"],
+            a["first_frame_ms"]["p95"],
             p["first_frame_ratio_median"],
-            e["first_frame_definition"].as_str().unwrap_or(""), a["first_frame_definition"].as_str().unwrap_or(""));
+            e["first_frame_definition"].as_str().unwrap_or(""),
+            a["first_frame_definition"].as_str().unwrap_or("")
+        );
     }
     if let Ok(extra) = std::fs::read_to_string(results_dir().join("issue7_notes.md")) {
         md += &extra;

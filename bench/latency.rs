@@ -21,12 +21,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod harness;
-#[path = "../src/media/timecode.rs"]
-#[allow(dead_code)] // the daemon's half (stamping) is not used here
-mod timecode;
 #[path = "../src/media/luma_probe.rs"]
 #[allow(dead_code)] // only there for timecode's stamping half
 mod luma_probe;
+#[path = "../src/media/timecode.rs"]
+#[allow(dead_code)] // the daemon's half (stamping) is not used here
+mod timecode;
 
 use std::time::{Duration, Instant};
 
@@ -125,7 +125,12 @@ impl Readings {
             }
             self.last_presented = Some(p);
         }
-        let samples: Vec<u8> = frame["s"].as_array().into_iter().flatten().map(|v| v.as_u64().unwrap_or(0) as u8).collect();
+        let samples: Vec<u8> = frame["s"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| v.as_u64().unwrap_or(0) as u8)
+            .collect();
         let Ok(code) = timecode::decode(&samples) else {
             self.unreadable += 1;
             return;
@@ -161,7 +166,11 @@ async fn collect(page: &Page, frames: usize) -> Result<(Readings, f64)> {
     let limit = Duration::from_secs(60) + Duration::from_millis(frames as u64 * 200);
     while r.display.len() < frames {
         if start.elapsed() > limit {
-            bail!("only {} readable frames of {frames} in {limit:?} ({} callbacks)", r.display.len(), r.callbacks);
+            bail!(
+                "only {} readable frames of {frames} in {limit:?} ({} callbacks)",
+                r.display.len(),
+                r.callbacks
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let batch = page.eval("window.__g2g.frames.splice(0)").await?;
@@ -221,7 +230,12 @@ async fn main() -> Result<()> {
     let g = &result["glass_to_glass_ms"];
     eprintln!(
         "latency: glass to glass p50 {} ms, p95 {} ms, max {} ms over {} frames ({} unreadable); wrote {}",
-        g["median"], g["p95"], g["max"], g["n"], r.unreadable, path.display()
+        g["median"],
+        g["p95"],
+        g["max"],
+        g["n"],
+        r.unreadable,
+        path.display()
     );
     Ok(())
 }

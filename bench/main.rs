@@ -189,10 +189,7 @@ async fn main() -> Result<()> {
     )?;
     let md = markdown(&report);
     std::fs::write(args.out.join("viewers.md"), &md)?;
-    eprintln!(
-        "bench: wrote {} and viewers.json / viewers.md",
-        json_path.display()
-    );
+    eprintln!("bench: wrote {} and viewers.json / viewers.md", json_path.display());
     println!("{md}");
     Ok(())
 }

@@ -14,10 +14,7 @@ pub const DEFAULT_PATH: &str = "/etc/edgecam/config.yaml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     /// serde_yaml knows where it stopped; the message is shaped `file:line:col: what` so editors can jump to it.
     #[error("{path}:{line}:{column}: {message}")]
     Invalid {
@@ -337,7 +334,10 @@ impl<'de> Deserialize<'de> for CameraId {
 impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         // An empty file (or one with only comments) means "all defaults", like no file at all.
-        if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+        if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
             return Ok(Self::default());
         }
         serde_yaml::from_str(text).map_err(|e| located(path, &e))
@@ -358,11 +358,7 @@ fn located(path: &Path, e: &serde_yaml::Error) -> ConfigError {
     match e.location() {
         Some(loc) => {
             // serde_yaml appends " at line L column C" to its message; the position goes in front instead.
-            let message = full
-                .split(" at line ")
-                .next()
-                .unwrap_or(&full)
-                .to_string();
+            let message = full.split(" at line ").next().unwrap_or(&full).to_string();
             ConfigError::Invalid {
                 path,
                 line: loc.line(),
@@ -370,10 +366,7 @@ fn located(path: &Path, e: &serde_yaml::Error) -> ConfigError {
                 message,
             }
         }
-        None => ConfigError::InvalidNoPosition {
-            path,
-            message: full,
-        },
+        None => ConfigError::InvalidNoPosition { path, message: full },
     }
 }
 
@@ -466,7 +459,10 @@ cameras:
     #[test]
     fn bad_values_are_errors_with_position() {
         let e = error("defaults:\n  fps: 0\n");
-        assert!(e.starts_with("test.yaml:2:3: defaults: fps must be between 1 and 240, got 0"), "{e}");
+        assert!(
+            e.starts_with("test.yaml:2:3: defaults: fps must be between 1 and 240, got 0"),
+            "{e}"
+        );
         let e = error("listen: nowhere\n");
         assert!(e.starts_with("test.yaml:1:9:"), "{e}");
         let e = error("cameras:\n  \"bad id\": {device: /dev/video0}\n");
@@ -476,7 +472,10 @@ cameras:
         let e = error("idle: sometimes\n");
         assert!(e.starts_with("test.yaml:1:7:"), "{e}");
         let e = error("negotiation_timeout: 0\n");
-        assert!(e.starts_with("test.yaml:1:1:") && e.contains("between 1 and 300"), "{e}");
+        assert!(
+            e.starts_with("test.yaml:1:1:") && e.contains("between 1 and 300"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,11 +3,11 @@
 //! Organised by feature: `devices` (udev, V4L2), `encoders` (YAML profiles), `media` (all GStreamer),
 //! `signalling` (HTTP, websocket, web page); `supervisor` and `camera` tie them together as actors.
 
+pub mod camera;
 pub mod config;
 pub mod devices;
 pub mod encoders;
 pub mod media;
-pub mod camera;
 pub mod registry;
 pub mod service;
 pub mod signalling;

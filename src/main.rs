@@ -241,7 +241,10 @@ fn probe(json: bool) -> anyhow::Result<()> {
         .iter()
         .map(|r| {
             let mode = r.mode.as_ref()?;
-            let first = catalog.candidates(&mode.format, Codec::H264, None).first().map(|p| p.name().to_string());
+            let first = catalog
+                .candidates(&mode.format, Codec::H264, None)
+                .first()
+                .map(|p| p.name().to_string());
             Some(first.unwrap_or_else(|| "none usable".into()))
         })
         .collect();
@@ -270,7 +273,10 @@ fn profiles(json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{:<14} {:<6} {:>8}  {:<8} reason", "profile", "codec", "priority", "usable");
+        println!(
+            "{:<14} {:<6} {:>8}  {:<8} reason",
+            "profile", "codec", "priority", "usable"
+        );
         for r in &report {
             let codec = r.codec.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
             let priority = r.priority.map(|p| p.to_string()).unwrap_or_else(|| "-".into());

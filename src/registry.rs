@@ -24,7 +24,9 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("cameras", &self.list.borrow().len()).finish()
+        f.debug_struct("Registry")
+            .field("cameras", &self.list.borrow().len())
+            .finish()
     }
 }
 

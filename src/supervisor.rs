@@ -57,8 +57,8 @@ impl Supervisor {
         }
         let mut watchdog = tokio::time::interval(service.watchdog_interval().unwrap_or(Duration::from_secs(5)));
         #[cfg(feature = "fault-injection")]
-        let mut hang = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
-            .expect("SIGUSR2 handler");
+        let mut hang =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2()).expect("SIGUSR2 handler");
         tokio::pin!(shutdown);
         loop {
             #[cfg(feature = "fault-injection")]
@@ -162,7 +162,10 @@ impl Supervisor {
         self.device_cameras.insert(device.id.clone(), id.clone());
         let identity = Identity {
             id,
-            name: config.as_ref().and_then(|c| c.name.clone()).unwrap_or(device.name.clone()),
+            name: config
+                .as_ref()
+                .and_then(|c| c.name.clone())
+                .unwrap_or(device.name.clone()),
             kind: "v4l2",
             device: Some(device.devnode.display().to_string()),
         };
@@ -174,7 +177,9 @@ impl Supervisor {
     }
 
     async fn device_removed(&mut self, device_id: &str, devnode: &str) {
-        let Some(id) = self.device_cameras.remove(device_id) else { return };
+        let Some(id) = self.device_cameras.remove(device_id) else {
+            return;
+        };
         info!(camera = %id, device = devnode, "camera unplugged");
         if let Some(handle) = self.cameras.get(&id) {
             handle.send(Command::Offline).await;
@@ -187,10 +192,11 @@ impl Supervisor {
         let matches = |selector: &Selector| match selector {
             Selector::Device(path) => &device.devnode == path || device.links.iter().any(|l| l == path),
             Selector::Serial(serial) => device.serial.as_deref() == Some(serial.as_str()),
-            Selector::Path(p) => device
-                .links
-                .iter()
-                .any(|l| l.starts_with("/dev/v4l/by-path") && l.file_name().is_some_and(|f| f.to_string_lossy().starts_with(p.as_str()))),
+            Selector::Path(p) => device.links.iter().any(|l| {
+                l.starts_with("/dev/v4l/by-path")
+                    && l.file_name()
+                        .is_some_and(|f| f.to_string_lossy().starts_with(p.as_str()))
+            }),
             Selector::TestPattern(_) => false,
         };
         self.config
@@ -224,9 +230,10 @@ impl Supervisor {
         let bitrate_kbps = config.and_then(|c| c.bitrate).unwrap_or(self.config.defaults.bitrate).0;
         let (width, height, fps) = match &source {
             SourceSpec::Test { width, height, fps, .. } => (*width, *height, *fps),
-            SourceSpec::V4l2 { mode: CaptureMode { width, height, fps, .. }, .. } => {
-                (*width, *height, fps.as_f64().round().max(1.0) as u32)
-            }
+            SourceSpec::V4l2 {
+                mode: CaptureMode { width, height, fps, .. },
+                ..
+            } => (*width, *height, fps.as_f64().round().max(1.0) as u32),
         };
         let settings = EncodeSettings {
             bitrate_kbps,
@@ -244,11 +251,20 @@ impl Supervisor {
             raw_input: p.raw_input_for(input).map(str::to_string),
             codec: p.codec(),
         };
-        let encoders: Vec<EncoderPlan> = self.catalog.candidates(input, Codec::H264, forced).iter().map(plan).collect();
+        let encoders: Vec<EncoderPlan> = self
+            .catalog
+            .candidates(input, Codec::H264, forced)
+            .iter()
+            .map(plan)
+            .collect();
         let encoder_reason = match (forced, encoders.first()) {
             (Some(f), Some(first)) if first.profile == f => format!("{f}: forced by the config"),
             (Some(f), Some(first)) => format!("{}: forced profile {f} is not usable here", first.profile),
-            (None, Some(first)) => format!("{}: highest-priority usable profile for {}", first.profile, input.fourcc()),
+            (None, Some(first)) => format!(
+                "{}: highest-priority usable profile for {}",
+                first.profile,
+                input.fourcc()
+            ),
             (_, None) => "no usable encoder".into(),
         };
         info!(camera = %identity.id, mode, encoders = ?encoders.iter().map(|e| &e.profile).collect::<Vec<_>>(), %encoder_reason, "camera set up");

@@ -33,11 +33,27 @@ fn cases() -> Vec<(&'static str, String, Option<&'static str>)> {
         ("JSON number", "42".into(), None),
         ("JSON null", "null".into(), None),
         ("no type", json!({"camera": "demo1"}).to_string(), Some("*")),
-        ("type not a string", json!({"type": 5, "camera": "demo1"}).to_string(), Some("*")),
-        ("unknown type", json!({"type": "dance", "camera": "demo1"}).to_string(), Some("*")),
+        (
+            "type not a string",
+            json!({"type": 5, "camera": "demo1"}).to_string(),
+            Some("*"),
+        ),
+        (
+            "unknown type",
+            json!({"type": "dance", "camera": "demo1"}).to_string(),
+            Some("*"),
+        ),
         ("ready without camera", json!({"type": "ready"}).to_string(), None),
-        ("camera not a string", json!({"type": "ready", "camera": ["demo1"]}).to_string(), Some("*")),
-        ("unknown camera", json!({"type": "ready", "camera": "no-such-camera"}).to_string(), Some("*")),
+        (
+            "camera not a string",
+            json!({"type": "ready", "camera": ["demo1"]}).to_string(),
+            Some("*"),
+        ),
+        (
+            "unknown camera",
+            json!({"type": "ready", "camera": "no-such-camera"}).to_string(),
+            Some("*"),
+        ),
         (
             // The page has a viewer on demo1, but on another websocket: this must not touch it.
             "answer for a viewer that does not exist",
@@ -127,11 +143,8 @@ async fn bad_messages_are_answered_and_streaming_goes_on() {
         }
 
         // A real viewer on this connection, then an answer that is not SDP.
-        sig.send(&json!({"type": "ready", "camera": "demo1"}))
-            .await?;
-        sig.expect("offer", LIVENESS)
-            .await
-            .context("offer after ready")?;
+        sig.send(&json!({"type": "ready", "camera": "demo1"})).await?;
+        sig.expect("offer", LIVENESS).await.context("offer after ready")?;
         sig.send(&json!({"type": "answer", "camera": "demo1", "sdp": "this is not an SDP answer"}))
             .await?;
         let reply = expect_error(&mut sig, "bad SDP answer").await?;
@@ -141,21 +154,16 @@ async fn bad_messages_are_answered_and_streaming_goes_on() {
         }
 
         // After all that, the connection is still up and usable: `ready` again gets a fresh offer.
-        sig.send(&json!({"type": "ready", "camera": "demo1"}))
-            .await?;
+        sig.send(&json!({"type": "ready", "camera": "demo1"})).await?;
         loop {
-            let msg = sig
-                .recv(LIVENESS)
-                .await
-                .context("offer after the bad cases")?;
+            let msg = sig.recv(LIVENESS).await.context("offer after the bad cases")?;
             match msg["type"].as_str() {
                 Some("offer") if msg["camera"] == "demo1" => break,
                 Some("cameras") | Some("candidate") => continue,
                 _ => bail!("expected an offer for demo1 after the bad cases, got {msg}"),
             }
         }
-        sig.send(&json!({"type": "stop", "camera": "demo1"}))
-            .await?;
+        sig.send(&json!({"type": "stop", "camera": "demo1"})).await?;
         sig.ws.close(None).await?;
         drop(sig);
 
@@ -180,9 +188,9 @@ async fn oversized_message_is_refused_cleanly() {
             eprintln!("10 MB message (fragmented: {fragmented}): {outcome:?}");
             match &outcome {
                 Oversized::Closed(1009) | Oversized::Error(_) => {}
-                other => bail!(
-                    "10 MB message (fragmented: {fragmented}): expected an error or close 1009, got {other:?}"
-                ),
+                other => {
+                    bail!("10 MB message (fragmented: {fragmented}): expected an error or close 1009, got {other:?}")
+                }
             }
         }
         still_serving(&page, &daemon).await
@@ -249,8 +257,7 @@ async fn send_oversized(addr: std::net::SocketAddr, fragmented: bool) -> Result<
         for (i, piece) in pieces.iter().enumerate() {
             let opcode = if i == 0 { 0x1 } else { 0x0 };
             let fin = if i + 1 == pieces.len() { 0x80 } else { 0 };
-            wr.write_all(&client_frame_header(fin | opcode, piece.len()))
-                .await?;
+            wr.write_all(&client_frame_header(fin | opcode, piece.len())).await?;
             // Mask key 0: valid framing, and the payload goes out unchanged.
             for part in piece.chunks(64 * 1024) {
                 wr.write_all(part).await?;
@@ -320,14 +327,8 @@ fn parse_server_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     let opcode = buf[0] & 0x0f;
     let masked = buf[1] & 0x80 != 0;
     let (len, mut at) = match buf[1] & 0x7f {
-        126 => (
-            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
-            4,
-        ),
-        127 => (
-            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
+        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize, 4),
+        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
         n => (n as usize, 2),
     };
     let mask: Option<[u8; 4]> = if masked {
@@ -339,9 +340,7 @@ fn parse_server_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     };
     let mut body = buf.get(at..at + len)?.to_vec();
     if let Some(m) = mask {
-        body.iter_mut()
-            .enumerate()
-            .for_each(|(i, b)| *b ^= m[i % 4]);
+        body.iter_mut().enumerate().for_each(|(i, b)| *b ^= m[i % 4]);
     }
     Some((opcode, body, at + len))
 }

@@ -50,10 +50,7 @@ async fn harness_chromium_devtools_roundtrip() -> Result<()> {
     })
     .await?;
     assert_eq!(answer, json!(42));
-    let err = page
-        .eval("(() => { throw new Error('boom') })()")
-        .await
-        .unwrap_err();
+    let err = page.eval("(() => { throw new Error('boom') })()").await.unwrap_err();
     assert!(format!("{err}").contains("boom"), "{err}");
     wait_until("console capture", LIVENESS, || async {
         if !page.console().contains("hello from page") {
@@ -130,9 +127,7 @@ async fn page_recovers_after_daemon_restart() {
     let mut daemon = Daemon::demo(1).unwrap();
     let browser = Browser::launch().await.unwrap();
     let ids = ["demo1"];
-    let page = open_viewer(&browser, &daemon, "?cameras=demo1")
-        .await
-        .unwrap();
+    let page = open_viewer(&browser, &daemon, "?cameras=demo1").await.unwrap();
     let before = async {
         let base = wait_decoding(&page, &ids, None).await?;
         wait_rising(&page, &base).await

@@ -19,9 +19,7 @@ use anyhow::{bail, Context, Result};
 
 use common::chromium::{Browser, Page};
 use common::daemon::{Daemon, NO_DISCOVERY};
-use common::viewer::{
-    open_viewer, page_context, page_view, wait_decoding, wait_frames_more, wait_rising,
-};
+use common::viewer::{open_viewer, page_context, page_view, wait_decoding, wait_frames_more, wait_rising};
 use common::{api_camera, heavy_lock, wait_streaming, wait_until, wait_viewers, LIVENESS};
 
 const FIXTURE: &str = concat!(
@@ -88,12 +86,7 @@ async fn encoder_failing_at_run_time_falls_back_while_a_browser_watches() {
     let browser = Browser::launch().await.unwrap();
     let daemon = Daemon::start(
         NO_DISCOVERY,
-        &[
-            "--demo",
-            "1",
-            "--profile-dir",
-            profiles.path().to_str().unwrap(),
-        ],
+        &["--demo", "1", "--profile-dir", profiles.path().to_str().unwrap()],
     )
     .unwrap();
 
@@ -112,7 +105,10 @@ async fn encoder_failing_at_run_time_falls_back_while_a_browser_watches() {
         let old_pc = before["demo1"].pc.clone();
         let seen = page_view(&page, "demo1").await?;
         if seen.codec.as_deref() != Some("H264") {
-            bail!("before the failure, the page decodes {:?}, not H264 ({seen:?})", seen.codec);
+            bail!(
+                "before the failure, the page decodes {:?}, not H264 ({seen:?})",
+                seen.codec
+            );
         }
         let cam = api_camera(daemon.addr, "demo1").await?;
         if cam["encoder"] != failing.as_str() {
@@ -124,7 +120,10 @@ async fn encoder_failing_at_run_time_falls_back_while_a_browser_watches() {
         let remote_before = page.eval(&format!("({DIAG_JS}).then(d => d.remote)")).await?;
         eprintln!("decoding from {failing}: {seen:?}; remote description {remote_before}");
         if daemon.log().contains("encoder failed") {
-            bail!("an encoder failure was logged before error-after={ERROR_AFTER} buffers:\n{}", daemon.log_tail(40));
+            bail!(
+                "an encoder failure was logged before error-after={ERROR_AFTER} buffers:\n{}",
+                daemon.log_tail(40)
+            );
         }
 
         // 3. It fails; the camera goes on with x264 and says why.
@@ -135,7 +134,10 @@ async fn encoder_failing_at_run_time_falls_back_while_a_browser_watches() {
             || async {
                 let cam = api_camera(daemon.addr, "demo1").await?;
                 let detail = cam["detail"].as_str().unwrap_or("");
-                if cam["encoder"] != "x264" || cam["state"] != "streaming" || !detail.starts_with(&format!("fell back from {failing}")) {
+                if cam["encoder"] != "x264"
+                    || cam["state"] != "streaming"
+                    || !detail.starts_with(&format!("fell back from {failing}"))
+                {
                     bail!("{cam}");
                 }
                 Ok(cam)
@@ -144,7 +146,10 @@ async fn encoder_failing_at_run_time_falls_back_while_a_browser_watches() {
         .await?;
         eprintln!("after the failure: {cam}");
         let log = daemon.log();
-        if !log.lines().any(|l| l.contains("encoder failed; falling back") && l.contains(failing.as_str())) {
+        if !log
+            .lines()
+            .any(|l| l.contains("encoder failed; falling back") && l.contains(failing.as_str()))
+        {
             bail!("no 'encoder failed; falling back' line naming {failing} in the daemon log");
         }
 

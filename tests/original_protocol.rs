@@ -192,14 +192,15 @@ async fn join_leave_cycles_leak_no_threads_or_fds() {
         let after = common::wait_until("threads and fds back to the baseline", LIVENESS, || async {
             let (threads, fds) = threads_and_fds(pid)?;
             if threads > threads0 + SLACK || fds > fds0 + SLACK {
-                bail!(
-                    "after {CYCLES} join/leave cycles: threads {threads0} -> {threads}, fds {fds0} -> {fds}"
-                );
+                bail!("after {CYCLES} join/leave cycles: threads {threads0} -> {threads}, fds {fds0} -> {fds}");
             }
             Ok((threads, fds))
         })
         .await?;
-        eprintln!("threads, fds: after warm-up {:?}, after {CYCLES} more cycles {after:?}", (threads0, fds0));
+        eprintln!(
+            "threads, fds: after warm-up {:?}, after {CYCLES} more cycles {after:?}",
+            (threads0, fds0)
+        );
         anyhow::Ok(())
     }
     .await

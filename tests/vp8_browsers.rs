@@ -23,9 +23,7 @@ use common::chromium::{Browser, Page};
 use common::daemon::{Daemon, NO_DISCOVERY};
 use common::firefox::Firefox;
 use common::netns::{self, NetnsPair, ADDR_A};
-use common::viewer::{
-    open_viewer, page_context, page_view_js, wait_decoding, wait_frames_more, wait_rising, PageView,
-};
+use common::viewer::{open_viewer, page_context, page_view_js, wait_decoding, wait_frames_more, wait_rising, PageView};
 use common::{heavy_lock, wait_until, wait_viewers, LIVENESS};
 
 /// Frames decoded on one peer connection that count as "decoding": a second of video, far more than a
@@ -118,9 +116,7 @@ fn count(log: &str, needle: &str) -> usize {
 #[test]
 fn firefox_gets_vp8_while_chromium_gets_h264_and_vp8_stops_after() {
     if let Some(reason) = netns::unavailable() {
-        eprintln!(
-            "SKIPPED firefox_gets_vp8_while_chromium_gets_h264_and_vp8_stops_after: {reason}"
-        );
+        eprintln!("SKIPPED firefox_gets_vp8_while_chromium_gets_h264_and_vp8_stops_after: {reason}");
         return;
     }
     let _heavy = heavy_lock();
@@ -162,9 +158,7 @@ async fn scenario() -> Result<()> {
     firefox.open(&url).await?;
     let codecs = wait_until("firefox page's receive codecs", LIVENESS, || async {
         let v = firefox
-            .eval(
-                "RTCRtpReceiver.getCapabilities('video').codecs.map(c => c.mimeType.split('/')[1])",
-            )
+            .eval("RTCRtpReceiver.getCapabilities('video').codecs.map(c => c.mimeType.split('/')[1])")
             .await?;
         match v.as_array() {
             Some(list) if !list.is_empty() => Ok(list
@@ -190,7 +184,10 @@ async fn scenario() -> Result<()> {
     // stopped one before; that is fine, two at once or none is not).
     let (started, stopped) = (count(&log, VP8_STARTED), count(&log, ENCODING_STOPPED));
     if started == 0 || started != stopped + 1 {
-        bail!("with Firefox watching, '{VP8_STARTED}' {started} times and '{ENCODING_STOPPED}' {stopped} times:\n{}", daemon.log_tail(40));
+        bail!(
+            "with Firefox watching, '{VP8_STARTED}' {started} times and '{ENCODING_STOPPED}' {stopped} times:\n{}",
+            daemon.log_tail(40)
+        );
     }
     if !log
         .lines()
@@ -226,10 +223,7 @@ async fn scenario() -> Result<()> {
     wait_viewers(daemon.addr, "demo1", 1).await?;
     wait_until("the daemon stopping the VP8 encode", LIVENESS, || async {
         let log = daemon.log();
-        let lines: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains(ENCODING_STOPPED))
-            .collect();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(ENCODING_STOPPED)).collect();
         if lines.len() != stopped + 1 {
             bail!(
                 "{} '{ENCODING_STOPPED}' lines, {} before Firefox quit",
@@ -237,12 +231,7 @@ async fn scenario() -> Result<()> {
                 stopped
             );
         }
-        if !lines
-            .last()
-            .unwrap()
-            .to_ascii_lowercase()
-            .contains("codec=vp8")
-        {
+        if !lines.last().unwrap().to_ascii_lowercase().contains("codec=vp8") {
             bail!("the encoding stopped is not VP8: {:?}", lines.last());
         }
         Ok(())

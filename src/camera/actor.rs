@@ -198,7 +198,11 @@ impl Actor {
         } else {
             Err(format!(
                 "no codec in common: this camera sends H.264{}, the browser takes {}",
-                if self.setup.as_ref().is_some_and(|s| s.vp8.is_some()) { " or VP8" } else { "" },
+                if self.setup.as_ref().is_some_and(|s| s.vp8.is_some()) {
+                    " or VP8"
+                } else {
+                    ""
+                },
                 codecs.join(", ")
             ))
         }
@@ -246,7 +250,11 @@ impl Actor {
             ViewerEvent::Failed(reason) => Some(self.error(reason)),
             _ => None,
         };
-        let Some(viewer) = self.viewers.get_mut(conn).filter(|v| v.branch.is_some() && v.branch_id == branch) else {
+        let Some(viewer) = self
+            .viewers
+            .get_mut(conn)
+            .filter(|v| v.branch.is_some() && v.branch_id == branch)
+        else {
             return; // a late callback from a branch already removed or replaced
         };
         let _enter = viewer.span.enter();
@@ -332,7 +340,11 @@ impl Actor {
     }
 
     async fn source_failed(&mut self, reason: &str) {
-        if self.pipeline.as_ref().is_some_and(|p| p.counters().encoded_frames() > 0) {
+        if self
+            .pipeline
+            .as_ref()
+            .is_some_and(|p| p.counters().encoded_frames() > 0)
+        {
             self.source_failures = 0;
         }
         self.stop_pipeline().await;
@@ -359,7 +371,10 @@ impl Actor {
             self.fallback_reason = Some(format!("fell back from {failed}: {reason}"));
             self.start_pipeline().await;
         } else {
-            self.set_state(CameraState::Failed, Some(format!("every usable encoder failed; last: {failed}: {reason}")));
+            self.set_state(
+                CameraState::Failed,
+                Some(format!("every usable encoder failed; last: {failed}: {reason}")),
+            );
         }
     }
 
@@ -404,7 +419,10 @@ impl Actor {
                 }
             }
         }
-        self.set_state(CameraState::Failed, Some("no encoder could start for this camera".into()));
+        self.set_state(
+            CameraState::Failed,
+            Some("no encoder could start for this camera".into()),
+        );
     }
 
     async fn stop_pipeline(&mut self) {
@@ -495,9 +513,7 @@ impl Actor {
 
 fn describe_source(source: &crate::media::SourceSpec) -> String {
     match source {
-        crate::media::SourceSpec::Test {
-            width, height, fps, ..
-        } => format!("I420 {width}x{height}@{fps}"),
+        crate::media::SourceSpec::Test { width, height, fps, .. } => format!("I420 {width}x{height}@{fps}"),
         crate::media::SourceSpec::V4l2 { mode, .. } => mode.to_string(),
     }
 }

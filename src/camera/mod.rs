@@ -46,10 +46,22 @@ impl Outbox {
 
 #[derive(Debug)]
 pub enum Command {
-    Join { outbox: Outbox, codecs: Option<Vec<String>> },
-    Answer { outbox: Outbox, sdp: String },
-    Candidate { outbox: Outbox, mline: u32, candidate: String },
-    Leave { conn: ConnId },
+    Join {
+        outbox: Outbox,
+        codecs: Option<Vec<String>>,
+    },
+    Answer {
+        outbox: Outbox,
+        sdp: String,
+    },
+    Candidate {
+        outbox: Outbox,
+        mline: u32,
+        candidate: String,
+    },
+    Leave {
+        conn: ConnId,
+    },
     /// The device is (back) on this machine: start streaming it.
     Online(Box<Setup>),
     /// The device is gone: tear the pipeline down, keep the card.

@@ -86,7 +86,9 @@ fn start(idle: IdlePolicy) -> (Running, Registry) {
 /// A keep-encoding camera online with x264, once it streams.
 async fn streaming_with_x264() -> (Running, Registry) {
     let (camera, registry) = start(IdlePolicy::KeepEncoding);
-    camera.send(Command::Online(setup(vec![plan("x264", X264, Codec::H264)]))).await;
+    camera
+        .send(Command::Online(setup(vec![plan("x264", X264, Codec::H264)])))
+        .await;
     wait_for(&registry, "streaming", |i| i.state == CameraState::Streaming).await;
     (camera, registry)
 }
@@ -117,7 +119,9 @@ async fn plug_unplug_replug_keeps_the_camera_and_its_frames_count() {
     let (camera, registry) = start(IdlePolicy::KeepEncoding);
     wait_for(&registry, "listed offline", |i| i.state == CameraState::Offline).await;
 
-    camera.send(Command::Online(setup(vec![plan("x264", X264, Codec::H264)]))).await;
+    camera
+        .send(Command::Online(setup(vec![plan("x264", X264, Codec::H264)])))
+        .await;
     let info = wait_for(&registry, "streaming", |i| i.state == CameraState::Streaming).await;
     assert_eq!(info.encoder.as_deref(), Some("x264"));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -128,10 +132,15 @@ async fn plug_unplug_replug_keeps_the_camera_and_its_frames_count() {
     let info = wait_for(&registry, "offline", |i| i.state == CameraState::Offline).await;
     assert_eq!(info.detail.as_deref(), Some("device unplugged"));
 
-    camera.send(Command::Online(setup(vec![plan("x264", X264, Codec::H264)]))).await;
+    camera
+        .send(Command::Online(setup(vec![plan("x264", X264, Codec::H264)])))
+        .await;
     wait_for(&registry, "streaming again", |i| i.state == CameraState::Streaming).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(camera.encoded_frames() > before, "the count carries on across pipelines");
+    assert!(
+        camera.encoded_frames() > before,
+        "the count carries on across pipelines"
+    );
     camera.stop().await;
 }
 
@@ -141,7 +150,12 @@ async fn a_viewer_gets_an_offer_and_leaving_frees_it() {
 
     let (tx, mut rx) = mpsc::channel(64);
     let outbox = Outbox::new(1, tx);
-    camera.send(Command::Join { outbox: outbox.clone(), codecs: None }).await;
+    camera
+        .send(Command::Join {
+            outbox: outbox.clone(),
+            codecs: None,
+        })
+        .await;
     match next_message(&mut rx).await {
         ServerMessage::Offer { camera, sdp } => {
             assert_eq!(camera, "cam");
@@ -154,7 +168,12 @@ async fn a_viewer_gets_an_offer_and_leaving_frees_it() {
     wait_for(&registry, "one viewer", |i| i.viewers == 1).await;
 
     // An answer that is not SDP is refused with an error; the viewer stays.
-    camera.send(Command::Answer { outbox: outbox.clone(), sdp: "garbage".into() }).await;
+    camera
+        .send(Command::Answer {
+            outbox: outbox.clone(),
+            sdp: "garbage".into(),
+        })
+        .await;
     loop {
         match next_message(&mut rx).await {
             ServerMessage::Error { message, .. } => {
@@ -176,7 +195,12 @@ async fn a_viewer_that_never_answers_is_dropped_after_the_negotiation_timeout() 
     let (camera, registry) = streaming_with_x264().await;
 
     let (tx, mut rx) = mpsc::channel(64);
-    camera.send(Command::Join { outbox: Outbox::new(1, tx), codecs: None }).await;
+    camera
+        .send(Command::Join {
+            outbox: Outbox::new(1, tx),
+            codecs: None,
+        })
+        .await;
     wait_for(&registry, "one viewer", |i| i.viewers == 1).await;
     let error = loop {
         match next_message(&mut rx).await {
@@ -196,14 +220,24 @@ async fn codecs_decide_h264_vp8_or_an_error() {
     let (camera, _registry) = streaming_with_x264().await;
 
     let (tx, mut rx) = mpsc::channel(64);
-    camera.send(Command::Join { outbox: Outbox::new(1, tx), codecs: Some(vec!["VP8".into(), "AV1".into()]) }).await;
+    camera
+        .send(Command::Join {
+            outbox: Outbox::new(1, tx),
+            codecs: Some(vec!["VP8".into(), "AV1".into()]),
+        })
+        .await;
     match next_message(&mut rx).await {
         ServerMessage::Offer { sdp, .. } => assert!(sdp.contains("VP8/90000") && !sdp.contains("H264"), "{sdp}"),
         other => panic!("expected a VP8 offer, got {other:?}"),
     }
 
     let (tx, mut rx) = mpsc::channel(64);
-    camera.send(Command::Join { outbox: Outbox::new(2, tx), codecs: Some(vec!["AV1".into()]) }).await;
+    camera
+        .send(Command::Join {
+            outbox: Outbox::new(2, tx),
+            codecs: Some(vec!["AV1".into()]),
+        })
+        .await;
     match next_message(&mut rx).await {
         ServerMessage::Error { message, .. } => assert!(message.contains("no codec in common"), "{message}"),
         other => panic!("expected an error, got {other:?}"),
@@ -217,13 +251,18 @@ async fn a_failing_encoder_falls_back_then_fails_when_none_is_left() {
     // identity error-after makes a real encoder branch fail after some frames.
     let failing = |name: &str| plan(name, &format!("{X264} ! identity error-after=20"), Codec::H264);
     camera
-        .send(Command::Online(setup(vec![failing("first"), plan("x264", X264, Codec::H264)])))
+        .send(Command::Online(setup(vec![
+            failing("first"),
+            plan("x264", X264, Codec::H264),
+        ])))
         .await;
     let info = wait_for(&registry, "fell back to x264", |i| i.encoder.as_deref() == Some("x264")).await;
     assert_eq!(info.state, CameraState::Streaming);
     assert!(info.detail.unwrap_or_default().starts_with("fell back from first"));
 
-    camera.send(Command::Online(setup(vec![failing("a"), failing("b")]))).await;
+    camera
+        .send(Command::Online(setup(vec![failing("a"), failing("b")])))
+        .await;
     let info = wait_for(&registry, "failed", |i| i.state == CameraState::Failed).await;
     assert!(info.detail.unwrap_or_default().contains("every usable encoder failed"));
     camera.stop().await;
@@ -232,17 +271,27 @@ async fn a_failing_encoder_falls_back_then_fails_when_none_is_left() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_policy_stop_starts_for_the_first_viewer_and_stops_after_the_last() {
     let (camera, registry) = start(IdlePolicy::Stop);
-    camera.send(Command::Online(setup(vec![plan("x264", X264, Codec::H264)]))).await;
+    camera
+        .send(Command::Online(setup(vec![plan("x264", X264, Codec::H264)])))
+        .await;
     wait_for(&registry, "idle", |i| i.state == CameraState::Idle).await;
     assert_eq!(camera.encoded_frames(), 0);
 
     let (tx, mut rx) = mpsc::channel(64);
-    camera.send(Command::Join { outbox: Outbox::new(1, tx), codecs: None }).await;
+    camera
+        .send(Command::Join {
+            outbox: Outbox::new(1, tx),
+            codecs: None,
+        })
+        .await;
     wait_for(&registry, "streaming", |i| i.state == CameraState::Streaming).await;
     assert!(matches!(next_message(&mut rx).await, ServerMessage::Offer { .. }));
 
     camera.send(Command::Leave { conn: 1 }).await;
-    wait_for(&registry, "idle again", |i| i.state == CameraState::Idle && i.viewers == 0).await;
+    wait_for(&registry, "idle again", |i| {
+        i.state == CameraState::Idle && i.viewers == 0
+    })
+    .await;
     camera.stop().await;
 }
 
@@ -250,7 +299,10 @@ async fn idle_policy_stop_starts_for_the_first_viewer_and_stops_after_the_last()
 async fn a_device_that_cannot_start_is_retried_with_backoff_not_blamed_on_encoders() {
     use crate::devices::caps::{CaptureMode, Fraction, PixelFormat};
     let (camera, registry) = start(IdlePolicy::KeepEncoding);
-    let mut gone = setup(vec![plan("x264", X264, Codec::H264), plan("openh264", "openh264enc", Codec::H264)]);
+    let mut gone = setup(vec![
+        plan("x264", X264, Codec::H264),
+        plan("openh264", "openh264enc", Codec::H264),
+    ]);
     gone.source = SourceSpec::V4l2 {
         device: "/dev/edgecam-test-no-such-device".into(),
         mode: CaptureMode {

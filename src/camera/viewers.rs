@@ -65,9 +65,7 @@ impl Viewers {
         self.by_conn
             .iter()
             .filter(|(_, v)| {
-                v.branch.is_some()
-                    && v.negotiating_since
-                        .is_some_and(|t| now.duration_since(t) >= timeout)
+                v.branch.is_some() && v.negotiating_since.is_some_and(|t| now.duration_since(t) >= timeout)
             })
             .map(|(conn, _)| *conn)
             .collect()

@@ -83,22 +83,31 @@ pub struct Choice<'a> {
 impl Catalog {
     /// Where the .deb installs profiles, then where the administrator overrides or adds them.
     pub fn default_dirs() -> Vec<PathBuf> {
-        vec![PathBuf::from("/usr/share/edgecam/profiles"), PathBuf::from("/etc/edgecam/profiles")]
+        vec![
+            PathBuf::from("/usr/share/edgecam/profiles"),
+            PathBuf::from("/etc/edgecam/profiles"),
+        ]
     }
 
     /// The built-in profiles, then each directory in order: a profile with a known name replaces
     /// it, a new name adds one. A missing directory is normal (nothing installed or overridden).
     pub fn load(dirs: &[PathBuf]) -> Catalog {
         let mut catalog = Catalog::default();
-        let builtin = builtin::PROFILES.iter().map(|(file, text)| (format!("builtin:{file}"), Ok(text.to_string())));
+        let builtin = builtin::PROFILES
+            .iter()
+            .map(|(file, text)| (format!("builtin:{file}"), Ok(text.to_string())));
         catalog.add_layer(builtin.collect());
         for dir in dirs {
             match read_dir(dir) {
                 Ok(files) => catalog.add_layer(files),
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    catalog.reject(dir.display().to_string(), LoadError::ListDir { dir: dir.clone(), source })
-                }
+                Err(source) => catalog.reject(
+                    dir.display().to_string(),
+                    LoadError::ListDir {
+                        dir: dir.clone(),
+                        source,
+                    },
+                ),
             }
         }
         catalog
@@ -110,7 +119,10 @@ impl Catalog {
         for (file, text) in files {
             let profile = match text {
                 Ok(text) => parse(&file, &text),
-                Err(source) => Err(LoadError::Read { file: file.clone(), source }),
+                Err(source) => Err(LoadError::Read {
+                    file: file.clone(),
+                    source,
+                }),
             };
             let profile = match profile {
                 Ok(profile) => profile,
@@ -121,12 +133,20 @@ impl Catalog {
             };
             let name = profile.name().to_string();
             if let Some((_, first)) = defined_here.iter().find(|(n, _)| *n == name) {
-                let error = LoadError::Duplicate { file: file.clone(), name, first: first.clone() };
+                let error = LoadError::Duplicate {
+                    file: file.clone(),
+                    name,
+                    first: first.clone(),
+                };
                 self.reject(file, error);
                 continue;
             }
             defined_here.push((name.clone(), file.clone()));
-            let entry = Entry { profile, source: file, status: Status::Unchecked };
+            let entry = Entry {
+                profile,
+                source: file,
+                status: Status::Unchecked,
+            };
             match self.entries.iter_mut().find(|e| e.profile.name() == name) {
                 Some(old) => {
                     info!(profile = %name, from = %entry.source, replaces = %old.source, "encoder profile overridden");
@@ -199,7 +219,10 @@ impl Catalog {
             };
             Some(format!("forced encoder profile {name:?} {refusal}"))
         });
-        Choice { profiles, forced_refused }
+        Choice {
+            profiles,
+            forced_refused,
+        }
     }
 
     /// Every profile and every rejected file, usable ones first, best first within a codec.
@@ -245,7 +268,10 @@ impl Catalog {
 /// Reads a profile and checks that its fragment parses. A fragment whose elements are missing here
 /// is not an error of the file: the requirement check reports it as unusable.
 fn parse(file: &str, text: &str) -> Result<Profile, LoadError> {
-    let invalid = |error| LoadError::Invalid { file: file.to_string(), error };
+    let invalid = |error| LoadError::Invalid {
+        file: file.to_string(),
+        error,
+    };
     let profile = Profile::from_yaml(text).map_err(invalid)?;
     let control = profile.bitrate_control().map(|c| Control {
         element: &c.element,
@@ -271,8 +297,15 @@ fn check_one(profile: &Profile, host: &Host) -> Status {
         fps: trial::TRIAL_FPS,
         ..EncodeSettings::default()
     };
-    match trial::trial_encode(&profile.render(&settings), profile.raw_input(), TRIAL_FRAMES, TRIAL_TIMEOUT) {
-        Ok(()) => Status::Usable(format!("requirements met, trial encode of {TRIAL_FRAMES} frames passed")),
+    match trial::trial_encode(
+        &profile.render(&settings),
+        profile.raw_input(),
+        TRIAL_FRAMES,
+        TRIAL_TIMEOUT,
+    ) {
+        Ok(()) => Status::Usable(format!(
+            "requirements met, trial encode of {TRIAL_FRAMES} frames passed"
+        )),
         // The camera supplies passthrough's input; lacking a test source says nothing against it.
         Err(err @ TrialError::NoH264Source) => Status::Usable(format!("requirements met, not trial-encoded: {err}")),
         Err(err) => Status::Unusable(format!("trial encode failed: {err}")),
@@ -286,7 +319,10 @@ fn read_dir(dir: &Path) -> io::Result<Vec<(String, io::Result<String>)>> {
         .filter(|path| matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) && path.is_file())
         .collect();
     paths.sort();
-    Ok(paths.into_iter().map(|path| (path.display().to_string(), std::fs::read_to_string(&path))).collect())
+    Ok(paths
+        .into_iter()
+        .map(|path| (path.display().to_string(), std::fs::read_to_string(&path)))
+        .collect())
 }
 
 #[cfg(test)]
@@ -294,11 +330,16 @@ mod tests {
     use super::*;
 
     fn fixture(dir: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders").join(dir)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/encoders")
+            .join(dir)
     }
 
     fn report_of<'a>(reports: &'a [ProfileReport], name: &str) -> &'a ProfileReport {
-        reports.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no {name} in {reports:#?}"))
+        reports
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {reports:#?}"))
     }
 
     fn names(profiles: &[&Profile]) -> Vec<String> {
@@ -324,8 +365,16 @@ mod tests {
         assert!(catalog.rejected.is_empty(), "{:#?}", catalog.rejected);
         let mut loaded: Vec<&str> = catalog.entries.iter().map(|e| e.profile.name()).collect();
         loaded.sort();
-        let shipped =
-            ["nvh264enc", "openh264", "passthrough", "v4l2h264enc", "vaapih264enc", "vah264enc", "vp8", "x264"];
+        let shipped = [
+            "nvh264enc",
+            "openh264",
+            "passthrough",
+            "v4l2h264enc",
+            "vaapih264enc",
+            "vah264enc",
+            "vp8",
+            "x264",
+        ];
         assert_eq!(loaded, shipped);
     }
 
@@ -333,7 +382,10 @@ mod tests {
     fn default_dirs_are_installed_then_etc() {
         assert_eq!(
             Catalog::default_dirs(),
-            [PathBuf::from("/usr/share/edgecam/profiles"), PathBuf::from("/etc/edgecam/profiles")]
+            [
+                PathBuf::from("/usr/share/edgecam/profiles"),
+                PathBuf::from("/etc/edgecam/profiles")
+            ]
         );
     }
 
@@ -350,18 +402,30 @@ mod tests {
         let reports = catalog.report();
         let reason = |file: &str| {
             let source = dir.join(file).display().to_string();
-            let r = reports.iter().find(|r| r.source == source).unwrap_or_else(|| panic!("{file}: {reports:#?}"));
+            let r = reports
+                .iter()
+                .find(|r| r.source == source)
+                .unwrap_or_else(|| panic!("{file}: {reports:#?}"));
             assert!(!r.usable && r.codec.is_none(), "{r:?}");
-            r.reason.strip_prefix(&format!("rejected: {source}:")).unwrap_or_else(|| panic!("{r:?}")).to_string()
+            r.reason
+                .strip_prefix(&format!("rejected: {source}:"))
+                .unwrap_or_else(|| panic!("{r:?}"))
+                .to_string()
         };
-        assert!(reason("a-unknown-key.yaml").starts_with("7:1: unknown field `latency`"), "{reports:#?}");
+        assert!(
+            reason("a-unknown-key.yaml").starts_with("7:1: unknown field `latency`"),
+            "{reports:#?}"
+        );
         assert!(reason("b-unknown-placeholder.yaml").starts_with("5:11: pipeline: unknown placeholder {kbps}"));
         assert!(reason("c-yaml-syntax.yaml").contains("scanning a quoted scalar at line 5 column 11"));
         assert!(reason("d-fragment-syntax.yaml").starts_with("5:1: pipeline: does not parse:"));
         assert!(reason("e-no-such-property.yaml")
             .contains("6:1: bitrate: element \"enc\" has no property \"target-bitrate\""));
         assert!(reason("g-duplicate.yaml").contains("\"x264-good\" is already defined by"));
-        assert_eq!(report_of(&reports, "a-unknown-key").source, dir.join("a-unknown-key.yaml").display().to_string());
+        assert_eq!(
+            report_of(&reports, "a-unknown-key").source,
+            dir.join("a-unknown-key.yaml").display().to_string()
+        );
         assert_eq!(catalog.rejected.len(), 6, "README.txt is not a profile");
         assert_eq!(report_of(&reports, "x264-good").reason, "not checked yet");
         assert_eq!(catalog.entries.len(), builtin::PROFILES.len() + 1);
@@ -372,7 +436,10 @@ mod tests {
         let catalog = Catalog::load(&[fixture("override")]);
         let reports = catalog.report();
         let x264 = report_of(&reports, "x264");
-        assert_eq!((x264.priority, x264.source.as_str()), (Some(70), fixture("override/x264.yaml").to_str().unwrap()));
+        assert_eq!(
+            (x264.priority, x264.source.as_str()),
+            (Some(70), fixture("override/x264.yaml").to_str().unwrap())
+        );
         assert_eq!(reports.iter().filter(|r| r.name == "x264").count(), 1);
         assert_eq!(report_of(&reports, "x264-slow").priority, Some(1));
         assert_eq!(report_of(&reports, "vp8").source, "builtin:vp8.yaml");
@@ -382,14 +449,27 @@ mod tests {
     fn highest_priority_usable_profile_that_takes_the_input_comes_first() {
         let catalog = checked_by_hand(&["x264", "openh264", "vp8", "passthrough", "v4l2h264enc"]);
         for input in [PixelFormat::Yuyv, PixelFormat::Mjpeg, PixelFormat::Nv12] {
-            assert_eq!(names(&catalog.candidates(&input, Codec::H264, None)), ["v4l2h264enc", "x264", "openh264"]);
+            assert_eq!(
+                names(&catalog.candidates(&input, Codec::H264, None)),
+                ["v4l2h264enc", "x264", "openh264"]
+            );
         }
-        assert_eq!(names(&catalog.candidates(&PixelFormat::H264, Codec::H264, None)), ["passthrough"]);
-        assert_eq!(names(&catalog.candidates(&PixelFormat::Yuyv, Codec::Vp8, None)), ["vp8"]);
+        assert_eq!(
+            names(&catalog.candidates(&PixelFormat::H264, Codec::H264, None)),
+            ["passthrough"]
+        );
+        assert_eq!(
+            names(&catalog.candidates(&PixelFormat::Yuyv, Codec::Vp8, None)),
+            ["vp8"]
+        );
         assert!(catalog.candidates(&PixelFormat::H264, Codec::Vp8, None).is_empty());
-        assert!(catalog.candidates(&PixelFormat::Other("BA81".into()), Codec::H264, None).is_empty());
+        assert!(catalog
+            .candidates(&PixelFormat::Other("BA81".into()), Codec::H264, None)
+            .is_empty());
         assert!(
-            Catalog::load(&[]).candidates(&PixelFormat::Yuyv, Codec::H264, None).is_empty(),
+            Catalog::load(&[])
+                .candidates(&PixelFormat::Yuyv, Codec::H264, None)
+                .is_empty(),
             "unchecked is not usable"
         );
     }
@@ -407,20 +487,32 @@ mod tests {
         let catalog = checked_by_hand(&["x264", "vp8", "passthrough"]);
         let refused = |forced: &str, input: PixelFormat| {
             let choice = catalog.choose(&input, Codec::H264, Some(forced));
-            assert_eq!(names(&choice.profiles), names(&catalog.candidates(&input, Codec::H264, None)));
+            assert_eq!(
+                names(&choice.profiles),
+                names(&catalog.candidates(&input, Codec::H264, None))
+            );
             choice.forced_refused.unwrap()
         };
         assert_eq!(
             refused("nvh264enc", PixelFormat::Yuyv),
             "forced encoder profile \"nvh264enc\" is unusable here: by hand"
         );
-        assert_eq!(refused("nope", PixelFormat::Yuyv), "forced encoder profile \"nope\" does not exist");
-        assert_eq!(refused("vp8", PixelFormat::Yuyv), "forced encoder profile \"vp8\" makes vp8, not h264");
+        assert_eq!(
+            refused("nope", PixelFormat::Yuyv),
+            "forced encoder profile \"nope\" does not exist"
+        );
+        assert_eq!(
+            refused("vp8", PixelFormat::Yuyv),
+            "forced encoder profile \"vp8\" makes vp8, not h264"
+        );
         assert_eq!(
             refused("passthrough", PixelFormat::Mjpeg),
             "forced encoder profile \"passthrough\" does not take MJPG input"
         );
-        assert_eq!(refused("x264", PixelFormat::H264), "forced encoder profile \"x264\" does not take H264 input");
+        assert_eq!(
+            refused("x264", PixelFormat::H264),
+            "forced encoder profile \"x264\" does not take H264 input"
+        );
     }
 
     #[test]
@@ -449,14 +541,32 @@ mod tests {
         let vaapi = report_of(&reports, "vaapih264enc");
         assert!(!vaapi.usable);
         assert!(vaapi.reason.contains("vaapih264enc not found"), "{vaapi:?}");
-        assert!(vaapi.reason.contains("device /dev/dri/renderD128 does not exist"), "{vaapi:?}");
+        assert!(
+            vaapi.reason.contains("device /dev/dri/renderD128 does not exist"),
+            "{vaapi:?}"
+        );
         let nv = report_of(&reports, "nvh264enc");
-        assert!(!nv.usable && nv.reason.starts_with("GStreamer element nvh264enc not found"), "{nv:?}");
+        assert!(
+            !nv.usable && nv.reason.starts_with("GStreamer element nvh264enc not found"),
+            "{nv:?}"
+        );
         let v4l2 = report_of(&reports, "v4l2h264enc");
-        assert!(!v4l2.usable && v4l2.reason.contains("needs platform \"Raspberry Pi\""), "{v4l2:?}");
-        assert_eq!(names(&catalog.candidates(&PixelFormat::Yuyv, Codec::H264, None)), ["x264", "openh264"]);
-        assert_eq!(names(&catalog.candidates(&PixelFormat::H264, Codec::H264, None)), ["passthrough"]);
-        assert_eq!(names(&catalog.candidates(&PixelFormat::Mjpeg, Codec::Vp8, None)), ["vp8"]);
+        assert!(
+            !v4l2.usable && v4l2.reason.contains("needs platform \"Raspberry Pi\""),
+            "{v4l2:?}"
+        );
+        assert_eq!(
+            names(&catalog.candidates(&PixelFormat::Yuyv, Codec::H264, None)),
+            ["x264", "openh264"]
+        );
+        assert_eq!(
+            names(&catalog.candidates(&PixelFormat::H264, Codec::H264, None)),
+            ["passthrough"]
+        );
+        assert_eq!(
+            names(&catalog.candidates(&PixelFormat::Mjpeg, Codec::Vp8, None)),
+            ["vp8"]
+        );
     }
 
     #[test]
@@ -485,7 +595,12 @@ mod tests {
     #[test]
     fn v4l2h264enc_fragment_parses_though_the_element_is_absent() {
         let catalog = Catalog::load(&[]);
-        let v4l2 = &catalog.entries.iter().find(|e| e.profile.name() == "v4l2h264enc").unwrap().profile;
+        let v4l2 = &catalog
+            .entries
+            .iter()
+            .find(|e| e.profile.name() == "v4l2h264enc")
+            .unwrap()
+            .profile;
         let fragment = v4l2.render(&EncodeSettings::default());
         assert!(fragment.contains("repeat_sequence_header=1") && fragment.contains("video_bitrate=1000000"));
         assert!(fragment.contains("level=(string)4"));
@@ -499,8 +614,15 @@ mod tests {
         // field is proven to sit in a structure property.
         let stand_in = fragment.replace("v4l2h264enc", "v4l2src");
         let control = v4l2.bitrate_control().unwrap();
-        assert_eq!((control.field.as_deref(), control.value(1000)), (Some("video_bitrate"), 1_000_000));
-        let control = Control { element: &control.element, property: &control.property, structure: true };
+        assert_eq!(
+            (control.field.as_deref(), control.value(1000)),
+            (Some("video_bitrate"), 1_000_000)
+        );
+        let control = Control {
+            element: &control.element,
+            property: &control.property,
+            structure: true,
+        };
         trial::check_fragment(&stand_in, Some(control)).unwrap();
     }
 
@@ -510,8 +632,16 @@ mod tests {
         catalog.check(&Host::real());
         let first = catalog.candidates(&PixelFormat::Yuyv, Codec::H264, None);
         assert_eq!(names(&first[..2]), ["x264-fails-after-60", "x264"]);
-        let err = trial::trial_encode(&first[0].render(&EncodeSettings::default()), Some("I420"), 100, TRIAL_TIMEOUT)
-            .unwrap_err();
-        assert!(matches!(err, TrialError::Failed { ref element, .. } if element == "fail_after"), "{err}");
+        let err = trial::trial_encode(
+            &first[0].render(&EncodeSettings::default()),
+            Some("I420"),
+            100,
+            TRIAL_TIMEOUT,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, TrialError::Failed { ref element, .. } if element == "fail_after"),
+            "{err}"
+        );
     }
 }

@@ -72,7 +72,10 @@ impl Host {
         if let Some(wanted) = &requires.platform {
             let found = self.model();
             if !found.as_deref().is_some_and(|model| model.contains(wanted.as_str())) {
-                unmet.push(Unmet::Platform { wanted: wanted.clone(), found });
+                unmet.push(Unmet::Platform {
+                    wanted: wanted.clone(),
+                    found,
+                });
             }
         }
         unmet
@@ -98,7 +101,10 @@ mod tests {
 
     #[test]
     fn reads_the_model_without_its_nul() {
-        assert_eq!(Host::with_root(rpi4_root()).model().as_deref(), Some("Raspberry Pi 4 Model B Rev 1.4"));
+        assert_eq!(
+            Host::with_root(rpi4_root()).model().as_deref(),
+            Some("Raspberry Pi 4 Model B Rev 1.4")
+        );
         assert_eq!(Host::with_root("/nonexistent").model(), None);
     }
 
@@ -114,13 +120,23 @@ mod tests {
         let req = requirements(
             "requires: { elements: [x264enc, nosuchenc], devices: [/dev/video11], platform: Raspberry Pi 5 }",
         );
-        let reasons: Vec<String> =
-            Host::with_root("/nonexistent").unmet(&req).iter().map(ToString::to_string).collect();
+        let reasons: Vec<String> = Host::with_root("/nonexistent")
+            .unmet(&req)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(reasons.len(), 3, "{reasons:?}");
         assert!(reasons[0].contains("nosuchenc not found"), "{reasons:?}");
         assert_eq!(reasons[1], "device /dev/video11 does not exist");
         assert!(reasons[2].contains("no /proc/device-tree/model"), "{reasons:?}");
-        let reasons: Vec<String> = Host::with_root(rpi4_root()).unmet(&req).iter().map(ToString::to_string).collect();
-        assert_eq!(reasons[1], r#"needs platform "Raspberry Pi 5", this is "Raspberry Pi 4 Model B Rev 1.4""#);
+        let reasons: Vec<String> = Host::with_root(rpi4_root())
+            .unmet(&req)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            reasons[1],
+            r#"needs platform "Raspberry Pi 5", this is "Raspberry Pi 4 Model B Rev 1.4""#
+        );
     }
 }

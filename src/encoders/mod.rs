@@ -50,6 +50,12 @@ pub struct EncodeSettings {
 impl Default for EncodeSettings {
     /// The original dual-camera system: 640x480@30 at about 1 Mbit/s, a keyframe every 2 s.
     fn default() -> Self {
-        Self { bitrate_kbps: 1000, fps: 30, gop: 60, width: 640, height: 480 }
+        Self {
+            bitrate_kbps: 1000,
+            fps: 30,
+            gop: 60,
+            width: 640,
+            height: 480,
+        }
     }
 }

@@ -102,7 +102,9 @@ impl TryFrom<String> for ProfileName {
     fn try_from(name: String) -> Result<Self, Self::Error> {
         let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
         if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(valid_char) {
-            return Err(format!("profile name {name:?} must be 1-{MAX_NAME_LEN} characters of A-Z a-z 0-9 - _ ."));
+            return Err(format!(
+                "profile name {name:?} must be 1-{MAX_NAME_LEN} characters of A-Z a-z 0-9 - _ ."
+            ));
         }
         Ok(Self(name))
     }
@@ -121,9 +123,9 @@ impl TryFrom<String> for InputFormat {
     fn try_from(name: String) -> Result<Self, Self::Error> {
         match name.as_str() {
             "H264" => Ok(Self::H264),
-            "MJPG" | "MJPEG" | "JPEG" => {
-                Err(format!("{name}: MJPEG is decoded before encoding; list the raw format the encoder takes"))
-            }
+            "MJPG" | "MJPEG" | "JPEG" => Err(format!(
+                "{name}: MJPEG is decoded before encoding; list the raw format the encoder takes"
+            )),
             // GStreamer format names (I420, NV12, YUY2, BGRx): anything else would break the caps string.
             _ if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => Ok(Self::Raw(name)),
             _ => Err(format!("{name:?} is not a GStreamer raw format name")),
@@ -185,20 +187,28 @@ impl ProfileError {
     /// An error about a top-level key whose value serde has no position for.
     pub fn at_key(text: &str, key: &str, message: String) -> Self {
         let (line, column) = key_position(text, key);
-        Self { line, column, message: format!("{key}: {message}") }
+        Self {
+            line,
+            column,
+            message: format!("{key}: {message}"),
+        }
     }
 }
 
 /// Where a top-level `key:` is written, for errors found after deserialising (1:1 if not found).
 fn key_position(text: &str, key: &str) -> (usize, usize) {
     let prefix = format!("{key}:");
-    text.lines().position(|line| line.starts_with(&prefix)).map_or((1, 1), |index| (index + 1, 1))
+    text.lines()
+        .position(|line| line.starts_with(&prefix))
+        .map_or((1, 1), |index| (index + 1, 1))
 }
 
 impl Profile {
     pub fn from_yaml(text: &str) -> Result<Self, ProfileError> {
         let profile: Profile = serde_yaml::from_str(text).map_err(ProfileError::from_yaml)?;
-        profile.validate().map_err(|(key, message)| ProfileError::at_key(text, key, message))?;
+        profile
+            .validate()
+            .map_err(|(key, message)| ProfileError::at_key(text, key, message))?;
         Ok(profile)
     }
 
@@ -215,12 +225,21 @@ impl Profile {
             return Err(("input", "H264 passthrough only makes an h264 stream".into()));
         }
         match (&self.bitrate, passthrough) {
-            (None, false) => Err(("bitrate", "missing: an encoder must say how its bitrate is changed".into())),
+            (None, false) => Err((
+                "bitrate",
+                "missing: an encoder must say how its bitrate is changed".into(),
+            )),
             (Some(_), true) => Err(("bitrate", "passthrough has no bitrate to change; remove it".into())),
             (Some(control), false)
                 if !names_element(&self.pipeline.render(&EncodeSettings::default()), &control.element) =>
             {
-                Err(("bitrate", format!("element {:?} is not named in the pipeline (add name={0})", control.element)))
+                Err((
+                    "bitrate",
+                    format!(
+                        "element {:?} is not named in the pipeline (add name={0})",
+                        control.element
+                    ),
+                ))
             }
             _ => Ok(()),
         }
@@ -331,13 +350,20 @@ pipeline: "h264parse config-interval=-1"
         assert_eq!(p.requirements().elements, ["x264enc"]);
         assert_eq!(p.raw_input(), Some("I420"));
         let control = p.bitrate_control().unwrap();
-        assert_eq!((control.element.as_str(), control.property.as_str(), control.value(800)), ("enc", "bitrate", 800));
+        assert_eq!(
+            (control.element.as_str(), control.property.as_str(), control.value(800)),
+            ("enc", "bitrate", 800)
+        );
     }
 
     #[test]
     fn renders_settings_into_the_fragment() {
         let p = Profile::from_yaml(X264).unwrap();
-        let s = EncodeSettings { bitrate_kbps: 900, gop: 45, ..EncodeSettings::default() };
+        let s = EncodeSettings {
+            bitrate_kbps: 900,
+            gop: 45,
+            ..EncodeSettings::default()
+        };
         assert_eq!(
             p.render(&s),
             "x264enc name=enc bitrate=900 key-int-max=45 ! video/x-h264,profile=constrained-baseline"
@@ -370,13 +396,19 @@ pipeline: "h264parse config-interval=-1"
     fn yaml_syntax_error_has_a_position() {
         let err = error("name: \"x264\ncodec: h264\n");
         assert_eq!(err.line, 3, "{err}");
-        assert!(err.message.contains("while scanning a quoted scalar at line 1 column 7"), "{err}");
+        assert!(
+            err.message
+                .contains("while scanning a quoted scalar at line 1 column 7"),
+            "{err}"
+        );
     }
 
     #[test]
     fn relative_device_and_zero_scale_are_errors() {
-        let err =
-            error(&X264.replace("  elements: [x264enc]\n", "  elements: [x264enc]\n  devices: [dri/renderD128]\n"));
+        let err = error(&X264.replace(
+            "  elements: [x264enc]\n",
+            "  elements: [x264enc]\n  devices: [dri/renderD128]\n",
+        ));
         assert!(err.message.contains("not an absolute path"), "{err}");
         let err = error(&X264.replace("scale: 1", "scale: 0"));
         assert!(err.message.contains("nonzero"), "{err}");
@@ -384,9 +416,15 @@ pipeline: "h264parse config-interval=-1"
 
     #[test]
     fn bad_names_and_inputs_are_errors() {
-        assert!(error(&X264.replace("name: x264", "name: \"x 264\"")).message.contains("profile name"));
-        assert!(error(&X264.replace("[I420]", "[MJPG]")).message.contains("decoded before"));
-        assert!(error(&X264.replace("[I420]", "[\"I420,NV12\"]")).message.contains("not a GStreamer raw format"));
+        assert!(error(&X264.replace("name: x264", "name: \"x 264\""))
+            .message
+            .contains("profile name"));
+        assert!(error(&X264.replace("[I420]", "[MJPG]"))
+            .message
+            .contains("decoded before"));
+        assert!(error(&X264.replace("[I420]", "[\"I420,NV12\"]"))
+            .message
+            .contains("not a GStreamer raw format"));
     }
 
     #[test]
@@ -394,23 +432,38 @@ pipeline: "h264parse config-interval=-1"
         let err = error(&X264.replace("[I420]", "[]"));
         assert_eq!((err.line, err.message.as_str()), (6, "input: lists no format"));
         let err = error(&X264.replace("[I420]", "[H264, I420]"));
-        assert!(err.message.starts_with("input: H264 (passthrough) cannot be mixed"), "{err}");
+        assert!(
+            err.message.starts_with("input: H264 (passthrough) cannot be mixed"),
+            "{err}"
+        );
         let err = error(&X264.replace("element: enc", "element: encoder"));
         assert_eq!(err.line, 8, "{err}");
         assert!(err.message.contains("not named in the pipeline"), "{err}");
-        let without_bitrate: String =
-            X264.lines().filter(|l| !l.starts_with("bitrate:")).map(|l| format!("{l}\n")).collect();
+        let without_bitrate: String = X264
+            .lines()
+            .filter(|l| !l.starts_with("bitrate:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
         assert!(error(&without_bitrate).message.starts_with("bitrate: missing"));
-        let err = error(&format!("{PASSTHROUGH}bitrate: {{ element: enc, property: bitrate, scale: 1 }}\n"));
+        let err = error(&format!(
+            "{PASSTHROUGH}bitrate: {{ element: enc, property: bitrate, scale: 1 }}\n"
+        ));
         assert!(err.message.starts_with("bitrate: passthrough has no bitrate"), "{err}");
-        assert!(error(&PASSTHROUGH.replace("h264\n", "vp8\n")).message.contains("only makes an h264 stream"));
+        assert!(error(&PASSTHROUGH.replace("h264\n", "vp8\n"))
+            .message
+            .contains("only makes an h264 stream"));
     }
 
     #[test]
     fn encoders_accept_raw_and_mjpeg_passthrough_only_h264() {
         let enc = Profile::from_yaml(X264).unwrap();
         let pass = Profile::from_yaml(PASSTHROUGH).unwrap();
-        for input in [PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::I420, PixelFormat::Mjpeg] {
+        for input in [
+            PixelFormat::Yuyv,
+            PixelFormat::Nv12,
+            PixelFormat::I420,
+            PixelFormat::Mjpeg,
+        ] {
             assert!(enc.accepts(&input) && !pass.accepts(&input), "{input:?}");
         }
         assert!(!enc.accepts(&PixelFormat::H264) && pass.accepts(&PixelFormat::H264));

@@ -58,7 +58,11 @@ pub enum TemplateError {
 }
 
 fn known_names() -> String {
-    Placeholder::ALL.iter().map(|(n, _)| format!("{{{n}}}")).collect::<Vec<_>>().join(", ")
+    Placeholder::ALL
+        .iter()
+        .map(|(n, _)| format!("{{{n}}}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A validated fragment (read from YAML through `TryFrom<String>`, see profile.rs).
@@ -123,7 +127,13 @@ mod tests {
     use super::*;
 
     fn settings() -> EncodeSettings {
-        EncodeSettings { bitrate_kbps: 1500, fps: 25, gop: 50, width: 1280, height: 720 }
+        EncodeSettings {
+            bitrate_kbps: 1500,
+            fps: 25,
+            gop: 50,
+            width: 1280,
+            height: 720,
+        }
     }
 
     fn template(text: &str) -> Result<Template, TemplateError> {
@@ -146,7 +156,12 @@ mod tests {
     #[test]
     fn unknown_placeholder_is_an_error_naming_the_known_ones() {
         let err = template("x264enc bitrate={bitrate_kpbs}").unwrap_err();
-        assert_eq!(err, TemplateError::UnknownPlaceholder { name: "bitrate_kpbs".into() });
+        assert_eq!(
+            err,
+            TemplateError::UnknownPlaceholder {
+                name: "bitrate_kpbs".into()
+            }
+        );
         assert!(err.to_string().contains("{bitrate_kbps}"), "{err}");
     }
 

@@ -133,7 +133,9 @@ impl CameraPipeline {
                 if let Some(overlay) = pipeline.by_name("label") {
                     overlay.set_property("text", label);
                 }
-                let pad = src.static_pad("src").ok_or_else(|| MediaError::Build("source has no src pad".into()))?;
+                let pad = src
+                    .static_pad("src")
+                    .ok_or_else(|| MediaError::Build("source has no src pad".into()))?;
                 if *ball {
                     moving_ball::draw_buffers(&pad);
                 }
@@ -212,10 +214,9 @@ impl CameraPipeline {
     /// Adds a second encoding of the same pictures (e.g. VP8 next to H.264), off the raw tee, and
     /// returns its fanout. Only one extra encoding exists at a time.
     pub fn add_encoding(&mut self, plan: &EncoderPlan) -> Result<&gst::Element, MediaError> {
-        let raw_tee = self
-            .raw_tee
-            .as_ref()
-            .ok_or_else(|| MediaError::Build("this camera's stream is passed through undecoded; it cannot be re-encoded".into()))?;
+        let raw_tee = self.raw_tee.as_ref().ok_or_else(|| {
+            MediaError::Build("this camera's stream is passed through undecoded; it cannot be re-encoded".into())
+        })?;
         if self.extra.is_some() {
             return Err(MediaError::Build("an extra encoding is already running".into()));
         }
@@ -233,13 +234,19 @@ impl CameraPipeline {
             .map_err(|e| MediaError::Build(format!("{description}: {e}")))?;
         let encoding = Encoding {
             codec: plan.codec,
-            fanout: bin.by_name("fanout").ok_or_else(|| MediaError::Build("no fanout in extra encoding".into()))?,
-            payloader: bin.by_name("pay").ok_or_else(|| MediaError::Build("no payloader in extra encoding".into()))?,
+            fanout: bin
+                .by_name("fanout")
+                .ok_or_else(|| MediaError::Build("no fanout in extra encoding".into()))?,
+            payloader: bin
+                .by_name("pay")
+                .ok_or_else(|| MediaError::Build("no payloader in extra encoding".into()))?,
         };
         self.pipeline
             .add(&bin)
             .map_err(|e| MediaError::Build(format!("adding extra encoding: {e}")))?;
-        let sink = bin.static_pad("sink").ok_or_else(|| MediaError::Build("extra encoding has no sink".into()))?;
+        let sink = bin
+            .static_pad("sink")
+            .ok_or_else(|| MediaError::Build("extra encoding has no sink".into()))?;
         let started = bin.sync_state_with_parent().is_ok();
         let raw_pad = match tee_branch::link(raw_tee, &sink) {
             Some(pad) if started => pad,
@@ -277,7 +284,11 @@ impl CameraPipeline {
         let event = gst_video::UpstreamForceKeyUnitEvent::builder()
             .all_headers(true)
             .build();
-        if let Some(pad) = self.encodings().find(|e| e.codec == codec).and_then(|e| e.payloader.static_pad("src")) {
+        if let Some(pad) = self
+            .encodings()
+            .find(|e| e.codec == codec)
+            .and_then(|e| e.payloader.static_pad("src"))
+        {
             pad.send_event(event);
         }
     }
@@ -360,7 +371,9 @@ fn launch_description(source: &SourceSpec, encoder: &EncoderPlan) -> Result<Stri
             }
             if *time_code || *ball {
                 // Both draw into the luma plane of a known layout.
-                parts.push(format!("video/x-raw,format=I420,width={width},height={height},framerate={fps}/1"));
+                parts.push(format!(
+                    "video/x-raw,format=I420,width={width},height={height},framerate={fps}/1"
+                ));
             } else {
                 parts.push(format!("video/x-raw,width={width},height={height},framerate={fps}/1"));
             }
@@ -384,7 +397,9 @@ fn launch_description(source: &SourceSpec, encoder: &EncoderPlan) -> Result<Stri
     }
     if let Some(format) = &encoder.raw_input {
         // Converted once, then teed: the main encoder and any extra encoding share the same pictures.
-        parts.push(format!("videoconvert ! video/x-raw,format={format} ! tee name=raw allow-not-linked=true"));
+        parts.push(format!(
+            "videoconvert ! video/x-raw,format={format} ! tee name=raw allow-not-linked=true"
+        ));
         parts.push(ENCODER_QUEUE.into());
     }
     parts.push(encoder.fragment.clone());
@@ -414,7 +429,12 @@ fn v4l2_caps(mode: &CaptureMode) -> Result<String, MediaError> {
         PixelFormat::H264 => "video/x-h264,stream-format=byte-stream".to_string(),
         raw => match raw.gst_raw_format() {
             Some(f) => format!("video/x-raw,format={f}"),
-            None => return Err(MediaError::Build(format!("no GStreamer caps for pixel format {}", raw.fourcc()))),
+            None => {
+                return Err(MediaError::Build(format!(
+                    "no GStreamer caps for pixel format {}",
+                    raw.fourcc()
+                )))
+            }
         },
     };
     Ok(format!(
@@ -454,7 +474,9 @@ mod tests {
         )
         .unwrap();
         assert!(
-            d.starts_with("v4l2src name=src ! image/jpeg,width=1280,height=720,framerate=30/1 ! jpegdec ! videoconvert"),
+            d.starts_with(
+                "v4l2src name=src ! image/jpeg,width=1280,height=720,framerate=30/1 ! jpegdec ! videoconvert"
+            ),
             "{d}"
         );
         assert!(d.contains("video/x-raw,format=I420 ! tee name=raw"), "{d}");
@@ -499,7 +521,8 @@ mod tests {
             time_code: false,
         };
         let plan = EncoderPlan {
-            fragment: "x264enc tune=zerolatency speed-preset=ultrafast ! video/x-h264,profile=constrained-baseline".into(),
+            fragment: "x264enc tune=zerolatency speed-preset=ultrafast ! video/x-h264,profile=constrained-baseline"
+                .into(),
             ..x264()
         };
         let p = CameraPipeline::build(&source, &plan).unwrap();
@@ -582,7 +605,10 @@ mod tests {
         assert!(reads.len() >= 30, "only {} frames decoded", reads.len());
         let codes: Vec<u64> = reads.iter().filter_map(|(code, _)| code.clone().ok()).collect();
         assert_eq!(codes.len(), reads.len(), "unreadable time codes: {reads:?}");
-        assert!(codes.windows(2).all(|w| w[0] < w[1]), "capture times not increasing: {codes:?}");
+        assert!(
+            codes.windows(2).all(|w| w[0] < w[1]),
+            "capture times not increasing: {codes:?}"
+        );
         for (code, read_at) in reads.iter() {
             let age = timecode::age_ms(code.clone().unwrap(), *read_at as f64);
             // Generous: a loaded 2-core machine; this checks the code is a real, recent time.

@@ -26,7 +26,13 @@ pub fn draw_on_frames(pad: &gst::Pad, draw: impl Fn(Luma) + Send + Sync + 'stati
                 let (width, height) = (frame.width() as usize, frame.height() as usize);
                 let stride = frame.plane_stride()[0] as usize;
                 if let Ok(plane) = frame.plane_data_mut(0) {
-                    draw(Luma { plane, stride, width, height, pts });
+                    draw(Luma {
+                        plane,
+                        stride,
+                        width,
+                        height,
+                        pts,
+                    });
                 }
             }
         }

@@ -56,7 +56,10 @@ pub fn init() -> Result<(), MediaError> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(MediaError::Init(format!("missing GStreamer elements: {}", missing.join(", "))))
+        Err(MediaError::Init(format!(
+            "missing GStreamer elements: {}",
+            missing.join(", ")
+        )))
     }
 }
 

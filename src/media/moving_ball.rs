@@ -36,7 +36,11 @@ fn centre(t_ms: u64, width: usize, height: usize) -> (usize, usize) {
 /// 0 -> span -> 0, one way per `period_ms`.
 fn bounce(t_ms: u64, period_ms: u64, span: usize) -> usize {
     let phase = t_ms % (2 * period_ms);
-    let along = if phase < period_ms { phase } else { 2 * period_ms - phase };
+    let along = if phase < period_ms {
+        phase
+    } else {
+        2 * period_ms - phase
+    };
     (along as u128 * span as u128 / period_ms as u128) as usize
 }
 
@@ -65,7 +69,11 @@ mod tests {
     }
 
     fn white_pixels(luma: &[u8]) -> Vec<usize> {
-        luma.iter().enumerate().filter(|(_, &p)| p == WHITE).map(|(i, _)| i).collect()
+        luma.iter()
+            .enumerate()
+            .filter(|(_, &p)| p == WHITE)
+            .map(|(i, _)| i)
+            .collect()
     }
 
     #[test]
@@ -78,11 +86,18 @@ mod tests {
         assert_eq!(luma[cy * stride + cx], WHITE, "centre");
         assert_eq!(luma[(cy - r) * stride + cx], WHITE, "top");
         assert_eq!(luma[cy * stride + cx + r], WHITE, "right");
-        assert_eq!(luma[(cy - r + 2) * stride + cx + r - 2], BLACK, "outside the disc, inside its box");
+        assert_eq!(
+            luma[(cy - r + 2) * stride + cx + r - 2],
+            BLACK,
+            "outside the disc, inside its box"
+        );
         let area = white_pixels(&luma).len() as f64;
         let disc = std::f64::consts::PI * (r * r) as f64;
         assert!((area - disc).abs() < disc * 0.1, "area {area} vs {disc}");
-        assert!(white_pixels(&luma).iter().all(|i| i % stride < width), "nothing drawn into the padding");
+        assert!(
+            white_pixels(&luma).iter().all(|i| i % stride < width),
+            "nothing drawn into the padding"
+        );
     }
 
     #[test]

@@ -72,7 +72,12 @@ fn check_fits(len: usize, stride: usize, width: usize, height: usize) -> Result<
     if fits {
         Ok(())
     } else {
-        Err(TimecodeError::TooSmall { width, height, stride, len })
+        Err(TimecodeError::TooSmall {
+            width,
+            height,
+            stride,
+            len,
+        })
     }
 }
 
@@ -81,7 +86,11 @@ pub fn stamp(luma: &mut [u8], stride: usize, width: usize, height: usize, unix_m
     check_fits(luma.len(), stride, width, height)?;
     let bits = word(unix_ms);
     for i in 0..BITS {
-        let level = if (bits >> (BITS - 1 - i)) & 1 == 1 { WHITE } else { BLACK };
+        let level = if (bits >> (BITS - 1 - i)) & 1 == 1 {
+            WHITE
+        } else {
+            BLACK
+        };
         let (x, y) = block_origin(i);
         for row in y..y + BLOCK {
             luma[row * stride + x..row * stride + x + BLOCK].fill(level);
@@ -96,7 +105,9 @@ pub fn decode(samples: &[u8]) -> Result<u64, TimecodeError> {
     if samples.len() != BITS {
         return Err(TimecodeError::SampleCount(samples.len()));
     }
-    let bits = samples.iter().fold(0u64, |acc, &s| (acc << 1) | u64::from(s >= THRESHOLD));
+    let bits = samples
+        .iter()
+        .fold(0u64, |acc, &s| (acc << 1) | u64::from(s >= THRESHOLD));
     let time = bits >> 8;
     if check_byte(time) == (bits & 0xff) as u8 {
         Ok(time)
@@ -173,7 +184,11 @@ mod tests {
             let mut damaged = luma.clone();
             let (x, y) = sample_points()[bit];
             damaged[y * width + x] = 255 - damaged[y * width + x];
-            assert_eq!(read(&damaged, width, width, height), Err(TimecodeError::Check), "bit {bit}");
+            assert_eq!(
+                read(&damaged, width, width, height),
+                Err(TimecodeError::Check),
+                "bit {bit}"
+            );
         }
         // A flat corner (an unstamped picture) is not a code.
         assert_eq!(decode(&[16; BITS]), Err(TimecodeError::Check));
@@ -215,19 +230,25 @@ mod tests {
         stamp_buffers(&by_name("src").static_pad("src").unwrap());
         let codes = Arc::new(Mutex::new(Vec::new()));
         let seen = codes.clone();
-        by_name("sink").static_pad("sink").unwrap().add_probe(gst::PadProbeType::BUFFER, move |pad, probe| {
-            let info = gst_video::VideoInfo::from_caps(&pad.current_caps().unwrap()).unwrap();
-            if let Some(gst::PadProbeData::Buffer(buffer)) = &probe.data {
-                let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).unwrap();
-                let stride = frame.plane_stride()[0] as usize;
-                let code = read(frame.plane_data(0).unwrap(), stride, 390, 64);
-                seen.lock().unwrap().push((code, now_unix_ms()));
-            }
-            gst::PadProbeReturn::Ok
-        });
+        by_name("sink")
+            .static_pad("sink")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |pad, probe| {
+                let info = gst_video::VideoInfo::from_caps(&pad.current_caps().unwrap()).unwrap();
+                if let Some(gst::PadProbeData::Buffer(buffer)) = &probe.data {
+                    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).unwrap();
+                    let stride = frame.plane_stride()[0] as usize;
+                    let code = read(frame.plane_data(0).unwrap(), stride, 390, 64);
+                    seen.lock().unwrap().push((code, now_unix_ms()));
+                }
+                gst::PadProbeReturn::Ok
+            });
         pipeline.set_state(gst::State::Playing).unwrap();
         let bus = pipeline.bus().unwrap();
-        let eos = bus.timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Eos, gst::MessageType::Error]);
+        let eos = bus.timed_pop_filtered(
+            gst::ClockTime::from_seconds(20),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
         pipeline.set_state(gst::State::Null).unwrap();
         assert!(matches!(eos.map(|m| m.type_()), Some(gst::MessageType::Eos)));
         let codes = codes.lock().unwrap();

@@ -39,7 +39,11 @@ pub enum TrialError {
     #[error("no {H264_TEST_ENCODER} to make H.264 test input for a passthrough trial")]
     NoH264Source,
     #[error("{element}: {message}{}", debug.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    Failed { element: String, message: String, debug: Option<String> },
+    Failed {
+        element: String,
+        message: String,
+        debug: Option<String>,
+    },
     #[error("refused to start, with no error message")]
     StartRefused,
     #[error("did not finish {frames} frames within {timeout:?}")]
@@ -97,19 +101,31 @@ pub fn check_fragment(fragment: &str, control: Option<Control<'_>>) -> Result<()
         other => other?,
     };
     let Some(control) = control else { return Ok(()) };
-    let bin = bin.downcast::<gst::Bin>().map_err(|_| TrialError::NoNamedElement(control.element.into()))?;
-    let element = bin.by_name(control.element).ok_or_else(|| TrialError::NoNamedElement(control.element.into()))?;
+    let bin = bin
+        .downcast::<gst::Bin>()
+        .map_err(|_| TrialError::NoNamedElement(control.element.into()))?;
+    let element = bin
+        .by_name(control.element)
+        .ok_or_else(|| TrialError::NoNamedElement(control.element.into()))?;
     let pspec = element
         .find_property(control.property)
-        .ok_or_else(|| TrialError::NoProperty { element: control.element.into(), property: control.property.into() })?;
+        .ok_or_else(|| TrialError::NoProperty {
+            element: control.element.into(),
+            property: control.property.into(),
+        })?;
     if control.structure && pspec.value_type() != gst::Structure::static_type() {
-        return Err(TrialError::NotAStructure { element: control.element.into(), property: control.property.into() });
+        return Err(TrialError::NotAStructure {
+            element: control.element.into(),
+            property: control.property.into(),
+        });
     }
     Ok(())
 }
 
 fn parse_bin(description: &str) -> Result<gst::Element, TrialError> {
-    parse(description, |d, c, f| gst::parse::bin_from_description_full(d, false, c, f))
+    parse(description, |d, c, f| {
+        gst::parse::bin_from_description_full(d, false, c, f)
+    })
 }
 
 /// GStreamer keeps only the first error of a parse, so a missing element hides a syntax error after
@@ -217,7 +233,10 @@ pub fn trial_encode(fragment: &str, raw_input: Option<&str>, frames: u32, timeou
         return Err(error);
     }
     // EOS alone would also follow an encoder that swallowed every frame.
-    let sink = pipeline.0.downcast_ref::<gst::Bin>().and_then(|bin| bin.by_name(SINK_NAME));
+    let sink = pipeline
+        .0
+        .downcast_ref::<gst::Bin>()
+        .and_then(|bin| bin.by_name(SINK_NAME));
     match sink.and_then(|sink| sink.property::<Option<gst::Sample>>("last-sample")) {
         Some(_) => Ok(()),
         None => Err(TrialError::NoOutput),
@@ -225,7 +244,9 @@ pub fn trial_encode(fragment: &str, raw_input: Option<&str>, frames: u32, timeou
 }
 
 fn failure(message: &gst::Message) -> Option<TrialError> {
-    let gst::MessageView::Error(err) = message.view() else { return None };
+    let gst::MessageView::Error(err) = message.view() else {
+        return None;
+    };
     Some(TrialError::Failed {
         element: err.src().map_or_else(|| "pipeline".into(), |s| s.name().to_string()),
         message: err.error().to_string(),
@@ -242,7 +263,11 @@ mod tests {
     const TIMEOUT: Duration = Duration::from_secs(10);
 
     fn bitrate() -> Option<Control<'static>> {
-        Some(Control { element: "enc", property: "bitrate", structure: false })
+        Some(Control {
+            element: "enc",
+            property: "bitrate",
+            structure: false,
+        })
     }
 
     #[test]
@@ -295,14 +320,35 @@ mod tests {
 
     #[test]
     fn bitrate_control_must_exist_on_the_named_element() {
-        let err =
-            check_fragment(X264, Some(Control { element: "x", property: "bitrate", structure: false })).unwrap_err();
+        let err = check_fragment(
+            X264,
+            Some(Control {
+                element: "x",
+                property: "bitrate",
+                structure: false,
+            }),
+        )
+        .unwrap_err();
         assert!(matches!(err, TrialError::NoNamedElement(_)), "{err}");
-        let err =
-            check_fragment(X264, Some(Control { element: "enc", property: "kbps", structure: false })).unwrap_err();
+        let err = check_fragment(
+            X264,
+            Some(Control {
+                element: "enc",
+                property: "kbps",
+                structure: false,
+            }),
+        )
+        .unwrap_err();
         assert!(matches!(err, TrialError::NoProperty { .. }), "{err}");
-        let err =
-            check_fragment(X264, Some(Control { element: "enc", property: "bitrate", structure: true })).unwrap_err();
+        let err = check_fragment(
+            X264,
+            Some(Control {
+                element: "enc",
+                property: "bitrate",
+                structure: true,
+            }),
+        )
+        .unwrap_err();
         assert!(matches!(err, TrialError::NotAStructure { .. }), "{err}");
     }
 
@@ -332,8 +378,13 @@ mod tests {
 
     #[test]
     fn an_encoder_swallowing_every_frame_has_no_output() {
-        let err =
-            trial_encode(&format!("{X264} ! identity drop-probability=1.0"), Some("I420"), 5, TIMEOUT).unwrap_err();
+        let err = trial_encode(
+            &format!("{X264} ! identity drop-probability=1.0"),
+            Some("I420"),
+            5,
+            TIMEOUT,
+        )
+        .unwrap_err();
         assert!(matches!(err, TrialError::NoOutput), "{err}");
     }
 }

@@ -17,7 +17,10 @@ use crate::config::IceServer;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ViewerEvent {
     Offer(String),
-    Candidate { mline: u32, candidate: String },
+    Candidate {
+        mline: u32,
+        candidate: String,
+    },
     Connected,
     /// ICE failed, the remote description was refused, or an offer could not be made.
     Failed(String),
@@ -79,8 +82,12 @@ impl ViewerBranch {
         {
             transceiver.set_property("direction", gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly);
         }
-        queue.sync_state_with_parent().map_err(|_| fail("starting viewer queue"))?;
-        webrtc.sync_state_with_parent().map_err(|_| fail("starting webrtcbin"))?;
+        queue
+            .sync_state_with_parent()
+            .map_err(|_| fail("starting viewer queue"))?;
+        webrtc
+            .sync_state_with_parent()
+            .map_err(|_| fail("starting webrtcbin"))?;
         let queue_sink = queue.static_pad("sink").ok_or_else(|| fail("queue has no sink pad"))?;
         let tee_pad = tee_branch::link(tee, &queue_sink).ok_or_else(|| fail("linking tee to viewer queue"))?;
         Ok(Self {
@@ -94,7 +101,9 @@ impl ViewerBranch {
     pub fn set_answer(&self, sdp: &str, events: EventSink) -> Result<(), MediaError> {
         // After a pipeline rebuild (fallback, replug) the page may still answer the previous offer;
         // that answer belongs to no live session and the answer to the new offer will follow.
-        let state = self.webrtc.property::<gst_webrtc::WebRTCSignalingState>("signaling-state");
+        let state = self
+            .webrtc
+            .property::<gst_webrtc::WebRTCSignalingState>("signaling-state");
         if state != gst_webrtc::WebRTCSignalingState::HaveLocalOffer {
             return Err(MediaError::StaleAnswer);
         }

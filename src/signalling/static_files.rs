@@ -27,13 +27,17 @@ impl WebFiles {
     }
 
     pub fn from_dir(dir: PathBuf) -> Self {
-        Self { dir: Some(Arc::new(dir)) }
+        Self {
+            dir: Some(Arc::new(dir)),
+        }
     }
 
     async fn get(&self, name: &str) -> Option<Vec<u8>> {
         // Only plain file names: no path separators, no "..", nothing hidden.
         let plain = !name.starts_with('.')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
         if !plain {
             return None;
         }
@@ -67,7 +71,11 @@ async fn serve(web: &WebFiles, name: &str) -> Response {
                 _ => "application/octet-stream",
             };
             // The page changes with the daemon; stale cached copies would speak an old protocol.
-            ([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+            (
+                [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "no-cache")],
+                body,
+            )
+                .into_response()
         }
         None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }

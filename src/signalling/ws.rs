@@ -90,7 +90,10 @@ fn handle_text(state: &AppState, outbox: &Outbox, joined: &mut HashSet<String>, 
     };
     let camera = message.camera().to_string();
     let Some(handle) = state.registry.handle(&camera) else {
-        outbox.send(ServerMessage::error(Some(&camera), format!("unknown camera {camera:?}")));
+        outbox.send(ServerMessage::error(
+            Some(&camera),
+            format!("unknown camera {camera:?}"),
+        ));
         return;
     };
     let command = match message {

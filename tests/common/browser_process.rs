@@ -45,12 +45,7 @@ impl BrowserProcess {
             // Own process group, so drop can kill the renderers and helpers too.
             .process_group(0)
             .spawn()
-            .with_context(|| {
-                format!(
-                    "spawn {}",
-                    std::path::Path::new(cmd.get_program()).display()
-                )
-            })?;
+            .with_context(|| format!("spawn {}", std::path::Path::new(cmd.get_program()).display()))?;
         let stderr = child.stderr.take().unwrap();
         let process = BrowserProcess {
             name: spec.name,
@@ -79,14 +74,7 @@ impl BrowserProcess {
         // On an error from here on, dropping `process` kills the group.
         let url = tokio::task::spawn_blocking(move || url_rx.recv_timeout(LIVENESS))
             .await?
-            .map_err(|_| {
-                anyhow!(
-                    "{} printed no {}:\n{}",
-                    spec.name,
-                    spec.endpoint,
-                    process.stderr_tail()
-                )
-            })?;
+            .map_err(|_| anyhow!("{} printed no {}:\n{}", spec.name, spec.endpoint, process.stderr_tail()))?;
         Ok((process, url))
     }
 

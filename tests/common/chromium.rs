@@ -42,10 +42,7 @@ impl Cdp {
 
 /// One message from the DevTools socket: a reply is returned for its waiting caller, console events go to
 /// the logs.
-fn incoming(
-    msg: Value,
-    logs: &Mutex<HashMap<String, Vec<String>>>,
-) -> Option<(u64, Result<Value, String>)> {
+fn incoming(msg: Value, logs: &Mutex<HashMap<String, Vec<String>>>) -> Option<(u64, Result<Value, String>)> {
     if let Some(id) = msg["id"].as_u64() {
         let reply = match msg.get("error") {
             Some(e) => Err(e.to_string()),
@@ -82,11 +79,7 @@ fn incoming(
         }
         _ => return None,
     };
-    logs.lock()
-        .unwrap()
-        .entry(session.to_string())
-        .or_default()
-        .push(line);
+    logs.lock().unwrap().entry(session.to_string()).or_default().push(line);
     None
 }
 
@@ -139,10 +132,7 @@ impl Browser {
         .await?;
         let logs = Arc::new(Mutex::new(HashMap::new()));
         let events = logs.clone();
-        let rpc = WsRpc::connect(&url, "DevTools", CALL_TIMEOUT, move |msg| {
-            incoming(msg, &events)
-        })
-        .await?;
+        let rpc = WsRpc::connect(&url, "DevTools", CALL_TIMEOUT, move |msg| incoming(msg, &events)).await?;
         Ok(Browser {
             process,
             cdp: Arc::new(Cdp { rpc, logs }),
@@ -156,10 +146,7 @@ impl Browser {
             .cdp
             .call(None, "Target.createTarget", json!({ "url": url }))
             .await?;
-        let target_id = target["targetId"]
-            .as_str()
-            .context("no targetId")?
-            .to_string();
+        let target_id = target["targetId"].as_str().context("no targetId")?.to_string();
         let attached = self
             .cdp
             .call(
@@ -168,14 +155,9 @@ impl Browser {
                 json!({ "targetId": target_id, "flatten": true }),
             )
             .await?;
-        let session_id = attached["sessionId"]
-            .as_str()
-            .context("no sessionId")?
-            .to_string();
+        let session_id = attached["sessionId"].as_str().context("no sessionId")?.to_string();
         // Console messages and uncaught exceptions, for failure reports.
-        self.cdp
-            .call(Some(&session_id), "Runtime.enable", json!({}))
-            .await?;
+        self.cdp.call(Some(&session_id), "Runtime.enable", json!({})).await?;
         Ok(Page {
             cdp: self.cdp.clone(),
             target_id,
@@ -238,11 +220,7 @@ impl Page {
     pub async fn close(mut self) -> Result<()> {
         self.closed = true;
         self.cdp
-            .call(
-                None,
-                "Target.closeTarget",
-                json!({ "targetId": self.target_id }),
-            )
+            .call(None, "Target.closeTarget", json!({ "targetId": self.target_id }))
             .await?;
         Ok(())
     }

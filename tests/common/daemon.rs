@@ -119,10 +119,7 @@ impl Daemon {
             Ok(Event::Exited) => {
                 let status = self.child.as_mut().unwrap().wait()?;
                 self.child = None;
-                bail!(
-                    "edgecam exited before listening ({status}):\n{}",
-                    self.log_tail(80)
-                )
+                bail!("edgecam exited before listening ({status}):\n{}", self.log_tail(80))
             }
             Err(_) => bail!(
                 "edgecam printed no 'listening on http://' line within {LIVENESS:?}:\n{}",
@@ -142,9 +139,7 @@ impl Daemon {
         let deadline = Instant::now() + STOP_GRACE;
         loop {
             if let Some(status) = child.try_wait()? {
-                self.note(&format!(
-                    "=== harness: edgecam exited after SIGTERM: {status} ==="
-                ));
+                self.note(&format!("=== harness: edgecam exited after SIGTERM: {status} ==="));
                 return Ok(status);
             }
             if Instant::now() > deadline {
@@ -197,10 +192,7 @@ impl Drop for Daemon {
             }
         }
         if std::thread::panicking() {
-            eprintln!(
-                "--- edgecam stderr (last 120 lines) ---\n{}",
-                self.log_tail(120)
-            );
+            eprintln!("--- edgecam stderr (last 120 lines) ---\n{}", self.log_tail(120));
         }
     }
 }

@@ -116,16 +116,10 @@ impl Firefox {
             }
         }
         let mut cmd = Command::new(FIREFOX);
-        cmd.args([
-            "--headless",
-            "--no-remote",
-            "--remote-debugging-port",
-            "0",
-            "--profile",
-        ])
-        .arg(profile.path())
-        .arg("about:blank")
-        .env("MOZ_CRASHREPORTER_DISABLE", "1");
+        cmd.args(["--headless", "--no-remote", "--remote-debugging-port", "0", "--profile"])
+            .arg(profile.path())
+            .arg("about:blank")
+            .env("MOZ_CRASHREPORTER_DISABLE", "1");
         let (process, url) = BrowserProcess::launch(
             cmd,
             Spec {
@@ -140,10 +134,7 @@ impl Firefox {
         let session_url = format!("{}/session", url.trim_end_matches('/'));
         let log = Arc::new(Mutex::new(Vec::new()));
         let entries = log.clone();
-        let rpc = WsRpc::connect(&session_url, "BiDi", CALL_TIMEOUT, move |msg| {
-            incoming(msg, &entries)
-        })
-        .await?;
+        let rpc = WsRpc::connect(&session_url, "BiDi", CALL_TIMEOUT, move |msg| incoming(msg, &entries)).await?;
         let mut ff = Firefox {
             process,
             rpc,
@@ -151,16 +142,11 @@ impl Firefox {
             context: String::new(),
             _profile: profile,
         };
-        ff.rpc
-            .call("session.new", json!({ "capabilities": {} }))
-            .await?;
+        ff.rpc.call("session.new", json!({ "capabilities": {} })).await?;
         ff.rpc
             .call("session.subscribe", json!({ "events": ["log.entryAdded"] }))
             .await?;
-        let tree = ff
-            .rpc
-            .call("browsingContext.getTree", json!({ "maxDepth": 0 }))
-            .await?;
+        let tree = ff.rpc.call("browsingContext.getTree", json!({ "maxDepth": 0 })).await?;
         ff.context = tree["contexts"][0]["context"]
             .as_str()
             .ok_or_else(|| anyhow!("no top-level browsing context in {tree}"))?
@@ -197,11 +183,7 @@ impl Firefox {
             .await?;
         if reply["type"] == "exception" {
             let d = &reply["exceptionDetails"];
-            bail!(
-                "page threw: {} {}",
-                d["text"].as_str().unwrap_or("?"),
-                d["exception"]
-            );
+            bail!("page threw: {} {}", d["text"].as_str().unwrap_or("?"), d["exception"]);
         }
         match &reply["result"] {
             r if r["type"] == "string" => {

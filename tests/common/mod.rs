@@ -110,8 +110,7 @@ pub async fn api_cameras(addr: std::net::SocketAddr) -> Result<Vec<Value>> {
     if status != 200 {
         bail!("GET /api/cameras: HTTP {status}: {body}");
     }
-    serde_json::from_str(&body)
-        .with_context(|| format!("GET /api/cameras: not a JSON list: {body}"))
+    serde_json::from_str(&body).with_context(|| format!("GET /api/cameras: not a JSON list: {body}"))
 }
 
 /// The entry for `id` in /api/cameras.
@@ -125,38 +124,29 @@ pub async fn api_camera(addr: std::net::SocketAddr, id: &str) -> Result<Value> {
 
 /// Waits until /api/cameras shows `id` in state "streaming".
 pub async fn wait_streaming(addr: std::net::SocketAddr, id: &str) -> Result<()> {
-    wait_until(
-        &format!("{id} streaming in /api/cameras"),
-        LIVENESS,
-        || async {
-            let cam = api_camera(addr, id).await?;
-            if cam["state"] != "streaming" {
-                bail!("{id}: {cam}");
-            }
-            Ok(())
-        },
-    )
+    wait_until(&format!("{id} streaming in /api/cameras"), LIVENESS, || async {
+        let cam = api_camera(addr, id).await?;
+        if cam["state"] != "streaming" {
+            bail!("{id}: {cam}");
+        }
+        Ok(())
+    })
     .await
 }
 
 /// Waits until /api/cameras reports `n` viewers on `id`.
 pub async fn wait_viewers(addr: std::net::SocketAddr, id: &str, n: u64) -> Result<()> {
-    wait_until(
-        &format!("{n} viewers on {id} in /api/cameras"),
-        LIVENESS,
-        || async {
-            let cam = api_camera(addr, id).await?;
-            if cam["viewers"].as_u64() != Some(n) {
-                bail!("{id}: {cam}");
-            }
-            Ok(())
-        },
-    )
+    wait_until(&format!("{n} viewers on {id} in /api/cameras"), LIVENESS, || async {
+        let cam = api_camera(addr, id).await?;
+        if cam["viewers"].as_u64() != Some(n) {
+            bail!("{id}: {cam}");
+        }
+        Ok(())
+    })
     .await
 }
 
-pub type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A signalling websocket with JSON helpers.
 pub struct Signalling {
@@ -177,10 +167,7 @@ impl Signalling {
     }
 
     pub async fn send_text(&mut self, text: String) -> Result<()> {
-        self.ws
-            .send(Message::Text(text))
-            .await
-            .context("websocket send")
+        self.ws.send(Message::Text(text)).await.context("websocket send")
     }
 
     /// Next JSON message (text frame); pings and pongs are skipped. A close or the end of the stream is an error.
@@ -193,8 +180,7 @@ impl Signalling {
                 .context("websocket receive")?;
             match msg {
                 Message::Text(text) => {
-                    return serde_json::from_str(&text)
-                        .with_context(|| format!("daemon sent non-JSON text: {text}"))
+                    return serde_json::from_str(&text).with_context(|| format!("daemon sent non-JSON text: {text}"))
                 }
                 Message::Close(frame) => bail!("daemon closed the websocket: {frame:?}"),
                 Message::Binary(b) => bail!("daemon sent a binary frame ({} bytes)", b.len()),

@@ -87,11 +87,7 @@ fn remove_stale() {
 impl NetnsPair {
     pub fn create() -> Result<NetnsPair> {
         remove_stale();
-        let base = format!(
-            "{PREFIX}{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let base = format!("{PREFIX}{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
         let pair = NetnsPair {
             a: format!("{base}-a"),
             b: format!("{base}-b"),
@@ -104,36 +100,12 @@ impl NetnsPair {
         ip(&[
             "-n", a, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", b,
         ])?;
-        ip(&[
-            "-n",
-            a,
-            "addr",
-            "add",
-            &format!("{ADDR_A}/24"),
-            "dev",
-            "veth0",
-        ])?;
-        ip(&[
-            "-n",
-            b,
-            "addr",
-            "add",
-            &format!("{ADDR_B}/24"),
-            "dev",
-            "veth1",
-        ])?;
+        ip(&["-n", a, "addr", "add", &format!("{ADDR_A}/24"), "dev", "veth0"])?;
+        ip(&["-n", b, "addr", "add", &format!("{ADDR_B}/24"), "dev", "veth1"])?;
         for (ns, dev) in [(a, "lo"), (a, "veth0"), (b, "lo"), (b, "veth1")] {
             ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
-        ip(&[
-            "-n",
-            a,
-            "route",
-            "add",
-            "default",
-            "via",
-            &ADDR_B.to_string(),
-        ])?;
+        ip(&["-n", a, "route", "add", "default", "via", &ADDR_B.to_string()])?;
         Ok(pair)
     }
 

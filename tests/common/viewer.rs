@@ -50,9 +50,7 @@ pub struct Sample {
 }
 
 pub async fn sample(page: &Page, ids: &[&str]) -> Result<HashMap<String, Sample>> {
-    let value = page
-        .eval(&format!("({CAMERA_STATS_JS})({})", json!(ids)))
-        .await?;
+    let value = page.eval(&format!("({CAMERA_STATS_JS})({})", json!(ids))).await?;
     let mut out = HashMap::new();
     for id in ids {
         let cam = &value[*id];
@@ -74,20 +72,12 @@ pub async fn sample(page: &Page, ids: &[&str]) -> Result<HashMap<String, Sample>
 /// Waits until the page decodes every camera in `ids` (status `live`, framesDecoded > 0) and returns
 /// that read, the baseline for `wait_rising`. `not_pc` skips a peer connection the caller saw before
 /// (after a daemon restart only a new pc counts).
-pub async fn wait_decoding(
-    page: &Page,
-    ids: &[&str],
-    not_pc: Option<&str>,
-) -> Result<HashMap<String, Sample>> {
+pub async fn wait_decoding(page: &Page, ids: &[&str], not_pc: Option<&str>) -> Result<HashMap<String, Sample>> {
     wait_until(&format!("{ids:?} decoding"), LIVENESS, || async {
         let s = sample(page, ids).await?;
         for id in ids {
             let cam = &s[*id];
-            if cam.pc.is_none()
-                || cam.pc.as_deref() == not_pc
-                || cam.frames == 0
-                || cam.status != "live"
-            {
+            if cam.pc.is_none() || cam.pc.as_deref() == not_pc || cam.frames == 0 || cam.status != "live" {
                 bail!("{id}: {cam:?} (not_pc {not_pc:?})");
             }
         }
@@ -99,37 +89,30 @@ pub async fn wait_decoding(
 
 /// Waits until, in a single read, every camera's framesDecoded is above `base` on the same peer connection:
 /// all of them decoding at the same time, none stalled.
-pub async fn wait_rising(
-    page: &Page,
-    base: &HashMap<String, Sample>,
-) -> Result<HashMap<String, Sample>> {
+pub async fn wait_rising(page: &Page, base: &HashMap<String, Sample>) -> Result<HashMap<String, Sample>> {
     let ids: Vec<&str> = base.keys().map(String::as_str).collect();
-    wait_until(
-        &format!("framesDecoded rising on {ids:?}"),
-        LIVENESS,
-        || async {
-            let s = sample(page, &ids).await?;
-            for (id, before) in base {
-                let now = &s[id];
-                if now.pc != before.pc {
-                    bail!("{id}: peer connection replaced ({before:?} -> {now:?})");
-                }
-                if now.frames <= before.frames {
-                    bail!("{id}: framesDecoded not rising ({before:?} -> {now:?})");
-                }
+    wait_until(&format!("framesDecoded rising on {ids:?}"), LIVENESS, || async {
+        let s = sample(page, &ids).await?;
+        for (id, before) in base {
+            let now = &s[id];
+            if now.pc != before.pc {
+                bail!("{id}: peer connection replaced ({before:?} -> {now:?})");
             }
-            for (id, before) in base {
-                eprintln!(
-                    "{}: {id} framesDecoded {} -> {} ({})",
-                    page.url(),
-                    before.frames,
-                    s[id].frames,
-                    s[id].status
-                );
+            if now.frames <= before.frames {
+                bail!("{id}: framesDecoded not rising ({before:?} -> {now:?})");
             }
-            Ok(s)
-        },
-    )
+        }
+        for (id, before) in base {
+            eprintln!(
+                "{}: {id} framesDecoded {} -> {} ({})",
+                page.url(),
+                before.frames,
+                s[id].frames,
+                s[id].status
+            );
+        }
+        Ok(s)
+    })
     .await
     .with_context(|| page_context(page))
 }

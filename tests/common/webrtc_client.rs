@@ -46,9 +46,7 @@ static SESSIONS: AtomicU32 = AtomicU32::new(0);
 impl GstViewer {
     fn new(camera: &str, out: mpsc::UnboundedSender<Outgoing>) -> Result<GstViewer> {
         gst::init()?;
-        if gst::ElementFactory::find("openh264dec").is_none()
-            && gst::ElementFactory::find("avdec_h264").is_none()
-        {
+        if gst::ElementFactory::find("openh264dec").is_none() && gst::ElementFactory::find("avdec_h264").is_none() {
             bail!("no H.264 decoder: install gstreamer1.0-plugins-bad (openh264dec) or gstreamer1.0-libav");
         }
         let pipeline = gst::Pipeline::new();
@@ -89,9 +87,7 @@ impl GstViewer {
                 return;
             };
             if let Some(caps) = pad.current_caps() {
-                rec.lock().unwrap().encoding = caps
-                    .structure(0)
-                    .and_then(|s| s.get::<String>("encoding-name").ok());
+                rec.lock().unwrap().encoding = caps.structure(0).and_then(|s| s.get::<String>("encoding-name").ok());
             }
             if let Err(e) = link_decoder(&pipeline, pad, rec.clone()) {
                 let _ = out_p.send(Err(format!("linking a decoder: {e:#}")));
@@ -114,8 +110,7 @@ impl GstViewer {
         self.offered.store(true, Ordering::Relaxed);
         let sdp = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
             .map_err(|_| anyhow!("daemon's offer is not SDP: {sdp}"))?;
-        let offer =
-            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, sdp);
+        let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, sdp);
         let webrtc = self.webrtc.clone();
         let camera = self.camera.clone();
         let on_remote_set = gst::Promise::with_change_func(move |reply| {
@@ -135,12 +130,9 @@ impl GstViewer {
                         return;
                     }
                 };
-                webrtc_a
-                    .emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
+                webrtc_a.emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
                 let sdp = answer.sdp().as_text().unwrap_or_default();
-                let _ = out.send(Ok(
-                    json!({ "type": "answer", "camera": camera, "sdp": sdp }),
-                ));
+                let _ = out.send(Ok(json!({ "type": "answer", "camera": camera, "sdp": sdp })));
             });
             webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &on_answer]);
         });
@@ -203,21 +195,14 @@ fn promise_ok(
 }
 
 /// webrtcbin src pad (RTP) -> decodebin -> fakesink, counting decoded frames on decodebin's raw pad.
-fn link_decoder(
-    pipeline: &gst::Pipeline,
-    pad: &gst::Pad,
-    received: Arc<Mutex<Received>>,
-) -> Result<()> {
+fn link_decoder(pipeline: &gst::Pipeline, pad: &gst::Pad, received: Arc<Mutex<Received>>) -> Result<()> {
     let decodebin = gst::ElementFactory::make("decodebin").build()?;
     let pipeline_weak = pipeline.downgrade();
     decodebin.connect_pad_added(move |_, dpad| {
         let Some(pipeline) = pipeline_weak.upgrade() else {
             return;
         };
-        let Ok(sink) = gst::ElementFactory::make("fakesink")
-            .property("sync", false)
-            .build()
-        else {
+        let Ok(sink) = gst::ElementFactory::make("fakesink").property("sync", false).build() else {
             return;
         };
         if pipeline.add(&sink).is_err() {
@@ -268,13 +253,9 @@ impl OriginalSession {
 
     /// `{"type":"ready","camera":...}` exactly as the original viewer sent it, with a fresh receiver.
     pub async fn ready(&mut self, camera: &str) -> Result<()> {
-        self.viewers.insert(
-            camera.to_string(),
-            GstViewer::new(camera, self.out_tx.clone())?,
-        );
-        self.sig
-            .send(&json!({ "type": "ready", "camera": camera }))
-            .await
+        self.viewers
+            .insert(camera.to_string(), GstViewer::new(camera, self.out_tx.clone())?);
+        self.sig.send(&json!({ "type": "ready", "camera": camera })).await
     }
 
     /// Runs the signalling (offers in, answers and candidates out) until `done` holds for the viewers.
@@ -321,14 +302,17 @@ impl OriginalSession {
     }
 
     fn on_daemon_message(&mut self, text: &str) -> Result<()> {
-        let msg: Value =
-            serde_json::from_str(text).with_context(|| format!("daemon sent non-JSON: {text}"))?;
+        let msg: Value = serde_json::from_str(text).with_context(|| format!("daemon sent non-JSON: {text}"))?;
         self.transcript.push(msg.clone());
         let camera = msg["camera"].as_str().unwrap_or_default();
         match msg["type"].as_str() {
             Some("offer") => {
                 // Like the viewer page: a further offer (the camera came back) gets a new receiver.
-                if self.viewers.get(camera).is_some_and(|v| v.offered.load(Ordering::Relaxed)) {
+                if self
+                    .viewers
+                    .get(camera)
+                    .is_some_and(|v| v.offered.load(Ordering::Relaxed))
+                {
                     let fresh = GstViewer::new(camera, self.out_tx.clone())?;
                     self.viewers.insert(camera.to_string(), fresh);
                 }
@@ -336,9 +320,7 @@ impl OriginalSession {
                     .viewers
                     .get(camera)
                     .ok_or_else(|| anyhow!("offer for a camera we did not ask for: {msg}"))?;
-                let sdp = msg["sdp"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("offer without sdp: {msg}"))?;
+                let sdp = msg["sdp"].as_str().ok_or_else(|| anyhow!("offer without sdp: {msg}"))?;
                 viewer.handle_offer(sdp, self.out_tx.clone())?;
             }
             Some("candidate") => {

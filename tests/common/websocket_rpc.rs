@@ -57,8 +57,7 @@ impl WsRpc {
 
     /// Sends `{id, method, params}` and waits for its reply.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value> {
-        self.call_message(json!({ "method": method, "params": params }))
-            .await
+        self.call_message(json!({ "method": method, "params": params })).await
     }
 
     /// Sends `msg` (a whole command: method, params and whatever else the protocol wants) with an `id`
