@@ -13,10 +13,10 @@ use tracing::{info, warn};
 use edgecam::camera::Shared;
 use edgecam::config::{self, Config};
 use edgecam::encoders::{Catalog, Codec, Host};
+use edgecam::http::{self, AppState, WebFiles};
 use edgecam::media::IceSettings;
 use edgecam::registry::Registry;
 use edgecam::service::Service;
-use edgecam::signalling::{self, AppState, WebFiles};
 use edgecam::supervisor::Supervisor;
 use edgecam::{devices, media};
 
@@ -201,7 +201,7 @@ async fn serve(config: Config, demo: u32, catalog: Catalog) -> anyhow::Result<()
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn({
         let mut stop = stop_rx.clone();
-        let app = signalling::router(state);
+        let app = http::router(state);
         async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {

@@ -12,9 +12,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, Instrument};
 
-use super::protocol::{ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
 use super::AppState;
 use crate::camera::{Command, ConnId, Outbox};
+use crate::signalling::protocol::{ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
 
 /// Messages queued towards one browser. A page gets an offer and a few dozen candidates per camera;
 /// a connection that lets 256 pile up is not reading and loses messages rather than holding up cameras.
