@@ -9,7 +9,6 @@ pub mod devices;
 pub mod encoders;
 pub mod http;
 pub mod media;
-pub mod registry;
 pub mod service;
 pub mod signalling;
 pub mod supervisor;

@@ -10,12 +10,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing::{info, warn};
 
-use edgecam::camera::Shared;
+use edgecam::camera::{Policy, Registry, Shared};
 use edgecam::config::{self, Config};
 use edgecam::encoders::{Catalog, Codec, Host};
 use edgecam::http::{self, AppState, WebFiles};
 use edgecam::media::IceSettings;
-use edgecam::registry::Registry;
 use edgecam::service::Service;
 use edgecam::supervisor::Supervisor;
 use edgecam::{devices, media};
@@ -163,8 +162,10 @@ async fn serve(config: Config, demo: u32, catalog: Catalog) -> anyhow::Result<()
             servers: config.ice.servers.clone(),
             local_addresses: config.ice.local_addresses.clone(),
         },
-        idle: config.idle,
-        negotiation_timeout: std::time::Duration::from_secs(config.negotiation_timeout.0.into()),
+        policy: Policy {
+            idle: config.idle,
+            negotiation_timeout: std::time::Duration::from_secs(config.negotiation_timeout.0.into()),
+        },
         registry: registry.clone(),
     };
     let web = match &config.web_dir {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn};
 
-use crate::camera::{self, CameraHandle, Command, Identity, Setup, Shared};
+use crate::camera::{self, CameraHandle, CameraState, Command, Identity, Setup, Shared};
 use crate::config::{CameraConfig, Config, Selector, TestPattern};
 use crate::devices::caps::{CaptureMode, PixelFormat};
 use crate::devices::mode::{choose_mode, Wanted};
@@ -16,11 +16,14 @@ use crate::devices::watch::{Camera as Device, DeviceEvent};
 use crate::encoders::{Catalog, Codec, EncodeSettings, Profile};
 use crate::media::{EncoderPlan, SourceSpec};
 use crate::service::Service;
-use crate::signalling::protocol::CameraState;
 
 /// Keyframe interval in seconds: short enough that a lost packet heals quickly, long enough that
 /// keyframes don't eat the bitrate. New viewers get one on demand anyway.
 const GOP_SECONDS: u32 = 2;
+
+/// How long stopping may wait for every camera's pipeline to reach NULL: each is bounded by its own
+/// detach wait and state-change timeout (2 s + 5 s), and systemd's stop timeout is 90 s.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Supervisor {
     config: Config,
@@ -94,8 +97,13 @@ impl Supervisor {
         }
         info!("shutting down cameras");
         service.stopping();
-        for (_, handle) in self.cameras.drain() {
-            handle.send(Command::Shutdown).await;
+        // Every camera stops at once; each answers when its pipeline and branches are in NULL.
+        let stopping = futures_util::future::join_all(self.cameras.values().map(|h| h.shut_down()));
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, stopping).await.is_err() {
+            warn!(
+                "cameras still stopping after {} s; exiting anyway",
+                SHUTDOWN_TIMEOUT.as_secs()
+            );
         }
     }
 
@@ -279,7 +287,7 @@ impl Supervisor {
         let handle = match self.cameras.get(&identity.id) {
             Some(handle) => handle.clone(),
             None => {
-                let (handle, _task) = camera::spawn(identity.clone(), self.shared.clone());
+                let handle = camera::spawn(identity.clone(), self.shared.clone());
                 self.cameras.insert(identity.id.clone(), handle.clone());
                 handle
             }

@@ -1,36 +1,34 @@
-//! The camera actor's loop: commands from the supervisor and websockets, events from the viewers'
-//! webrtcbins, messages from the pipeline's bus, and a once-a-second check of timeouts and liveness.
+//! The shell around a camera's `Lifecycle`: it turns commands, viewer events, pipeline events and a
+//! once-a-second tick into lifecycle inputs, and runs the effects that come out (GStreamer work through
+//! `media`, messages to viewers through their sinks). Outcomes of effects (a pipeline that started or
+//! did not, a branch that could not be added) go back in as inputs, so every decision stays in the
+//! lifecycle.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument, Span};
 
-use super::viewers::{Viewer, Viewers};
-use super::{CameraHandle, Command, ConnId, Identity, Outbox, Setup, Shared};
-use crate::config::IdlePolicy;
+use super::lifecycle::{BranchId, Effect, Health, Input, Lifecycle};
+use super::{
+    CameraError, CameraHandle, CameraInfo, CameraState, Command, ConnId, Identity, Shared, ToViewer, ViewerPort,
+};
 use crate::encoders::Codec;
-use crate::media::{CameraPipeline, EventSink, FailureOrigin, MediaError, ViewerBranch, ViewerEvent};
-use crate::signalling::protocol::{CameraInfo, CameraState, ServerMessage};
+use crate::media::{
+    camera_pipeline, CameraPipeline, Detaching, EventSink, FailureOrigin, MediaError, PipelineEvent, Tap, ViewerBranch,
+    ViewerEvent,
+};
 
-/// A source that delivers nothing for this long is treated as unplugged (some USB cameras stop
-/// sending without any error when yanked or when their firmware hangs).
-const SOURCE_SILENCE_LIMIT: Duration = Duration::from_secs(5);
-/// After a source failure without a udev remove (device busy, driver hiccup), retry after this long,
-/// doubling while the source keeps failing without a frame, up to `SOURCE_RETRY_MAX`: a camera that
-/// enumerates but never streams should not flap between offline and starting every few seconds.
-const SOURCE_RETRY: Duration = Duration::from_secs(3);
-const SOURCE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// How long a stopping camera waits for branches already being detached to finish before it stops
+/// the pipeline under them (which takes them down too).
+const DETACH_WAIT: Duration = Duration::from_secs(2);
 
-pub(super) fn run(
-    identity: Identity,
-    shared: Shared,
-    handle: CameraHandle,
-    commands: mpsc::Receiver<Command>,
-) -> tokio::task::JoinHandle<()> {
+pub(super) fn spawn(identity: Identity, shared: Shared, handle: CameraHandle, commands: mpsc::Receiver<Command>) {
     // A root span: the actor outlives whatever span it was started from (a supervisor's plug event).
     let span = info_span!(parent: None, "camera", id = %identity.id);
     let (events_tx, events) = mpsc::unbounded_channel();
@@ -48,465 +46,413 @@ pub(super) fn run(
     };
     shared.registry.insert(handle.clone(), info.clone());
     let actor = Actor {
+        lifecycle: Lifecycle::new(shared.policy),
         shared,
         handle,
         info,
-        setup: None,
-        encoder_index: 0,
         pipeline: None,
-        bus: None,
-        viewers: Viewers::default(),
+        pipeline_events: None,
+        viewers: HashMap::new(),
+        branches: HashMap::new(),
+        detaching: Vec::new(),
         events_tx,
-        retry_at: None,
-        fallback_reason: None,
         frames_base: 0,
-        source_failures: 0,
-        branches_made: 0,
     };
-    tokio::spawn(actor.run(commands, events).instrument(span))
+    tokio::spawn(actor.run(commands, events).instrument(span));
 }
 
 /// `mpsc::UnboundedSender` for webrtcbin callbacks: they fire on GStreamer threads that must not block,
 /// and each viewer produces a bounded handful of them (one offer, its ICE candidates, a state change).
-/// Events of one viewer branch: the viewer's connection and which of its branches (a viewer gets a new
-/// one each time the pipeline is rebuilt or it asks again), so late events of a replaced branch are dropped.
-type ViewerEvents = mpsc::UnboundedSender<(ConnId, u64, ViewerEvent)>;
+/// Each event names its viewer and branch, so the lifecycle can drop late events of a replaced branch.
+type ViewerEvents = mpsc::UnboundedSender<(ConnId, BranchId, ViewerEvent)>;
+
+/// A viewer as the shell knows it: where its messages go and its log span.
+struct Viewer {
+    port: ViewerPort,
+    span: Span,
+}
 
 struct Actor {
+    lifecycle: Lifecycle,
     shared: Shared,
     handle: CameraHandle,
     info: CameraInfo,
-    setup: Option<Setup>,
-    encoder_index: usize,
     pipeline: Option<CameraPipeline>,
-    bus: Option<gst::bus::BusStream>,
-    viewers: Viewers,
+    pipeline_events: Option<BoxStream<'static, PipelineEvent>>,
+    viewers: HashMap<ConnId, Viewer>,
+    branches: HashMap<ConnId, (BranchId, ViewerBranch)>,
+    /// Branches (and extra encodings) on their way out, for an orderly shutdown.
+    detaching: Vec<Detaching>,
     events_tx: ViewerEvents,
-    retry_at: Option<Instant>,
-    /// Why the current encoder is not the first choice, for the API.
-    fallback_reason: Option<String>,
     /// Frames encoded by pipelines already torn down, so the total survives rebuilds.
     frames_base: u64,
-    /// Source failures in a row with no frame encoded in between (sets the retry delay).
-    source_failures: u32,
-    /// Numbers viewer branches, so events can be matched to the branch a viewer has now.
-    branches_made: u64,
 }
 
 impl Actor {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut events: mpsc::UnboundedReceiver<(ConnId, u64, ViewerEvent)>,
+        mut events: mpsc::UnboundedReceiver<(ConnId, BranchId, ViewerEvent)>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
+        let done = loop {
             tokio::select! {
                 command = commands.recv() => match command {
-                    None | Some(Command::Shutdown) => break,
+                    None => break None,
+                    Some(Command::Shutdown { done }) => break Some(done),
                     Some(command) => self.on_command(command).await,
                 },
-                Some((conn, branch, event)) = events.recv() => self.on_viewer_event(conn, branch, event),
-                Some(message) = next_message(&mut self.bus) => self.on_bus(message).await,
+                Some((conn, branch, event)) = events.recv() => self.on_viewer_event(conn, branch, event).await,
+                Some(event) = next_event(&mut self.pipeline_events) => self.on_pipeline_event(event).await,
                 _ = tick.tick() => self.on_tick().await,
             }
-        }
-        self.stop_pipeline().await;
+        };
+        self.shut_down().await;
         info!("camera removed");
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
     }
 
     async fn on_command(&mut self, command: Command) {
         match command {
-            Command::Join { outbox, codecs } => self.join(outbox, codecs).await,
-            Command::Answer { outbox, sdp } => self.answer(&outbox, &sdp),
+            Command::Join { viewer, codecs } => {
+                let conn = viewer.conn;
+                let span = info_span!("viewer", conn);
+                self.viewers.insert(conn, Viewer { port: viewer, span });
+                self.step(Input::Join { conn, codecs }).await;
+                if let Some(viewer) = self.viewers.get(&conn) {
+                    let codec = self.lifecycle.codec_of(conn).map(|c| c.to_string()).unwrap_or_default();
+                    viewer.span.in_scope(|| info!(%codec, "viewer joined"));
+                }
+            }
+            Command::Answer { viewer, sdp } => match self.branch(viewer.conn, "answer") {
+                Ok((branch_id, branch)) => {
+                    let events = self.event_sink(viewer.conn, branch_id);
+                    match branch.set_answer(&sdp, events) {
+                        Ok(()) => {}
+                        Err(MediaError::StaleAnswer) => {
+                            self.in_viewer_span(viewer.conn, || info!("ignoring an answer to an earlier offer"))
+                        }
+                        Err(e) => {
+                            self.in_viewer_span(viewer.conn, || warn!(error = %e, "answer rejected"));
+                            viewer.send(ToViewer::Error(CameraError::BadSdp(e.to_string())));
+                        }
+                    }
+                }
+                Err(error) => viewer.send(ToViewer::Error(error)),
+            },
             Command::Candidate {
-                outbox,
+                viewer,
                 mline,
                 candidate,
-            } => match self.viewers.get(outbox.conn).and_then(|v| v.branch.as_ref()) {
-                Some(branch) => branch.add_candidate(mline, &candidate),
-                None => outbox.send(self.error("candidate for a viewer that does not exist: send ready first")),
+            } => match self.branch(viewer.conn, "candidate") {
+                Ok((_, branch)) => branch.add_candidate(mline, &candidate),
+                Err(error) => viewer.send(ToViewer::Error(error)),
             },
-            Command::Leave { conn } => self.leave(conn, "left").await,
+            Command::Leave { conn } => {
+                self.in_viewer_span(conn, || info!("viewer left"));
+                self.step(Input::Leave { conn }).await;
+            }
             Command::Online(setup) => {
                 info!(source = ?setup.source, "camera online");
-                self.setup = Some(*setup);
-                self.encoder_index = 0;
-                self.fallback_reason = None;
-                self.retry_at = None;
-                self.source_failures = 0;
-                self.stop_pipeline().await;
-                if self.shared.idle == IdlePolicy::KeepEncoding || !self.viewers.is_empty() {
-                    self.start_pipeline().await;
-                } else {
-                    self.set_state(CameraState::Idle, None);
-                }
+                self.step(Input::Online(setup)).await;
             }
             Command::Offline => {
                 info!("device gone; pipeline torn down, viewers wait for it to return");
-                self.setup = None;
-                self.retry_at = None;
-                self.source_failures = 0;
-                self.stop_pipeline().await;
-                self.set_state(CameraState::Offline, Some("device unplugged".into()));
+                self.step(Input::Offline).await;
             }
-            Command::Shutdown => unreachable!("handled by the loop"),
+            Command::Shutdown { .. } => unreachable!("handled by the loop"),
         }
     }
 
-    async fn join(&mut self, outbox: Outbox, codecs: Option<Vec<String>>) {
-        let codec = match self.pick_codec(codecs.as_deref()) {
-            Ok(codec) => codec,
-            Err(message) => {
-                outbox.send(self.error(&message));
-                return;
-            }
-        };
-        let conn = outbox.conn;
-        // A page that sends ready again (reload of one card, reconnect) replaces its old session.
-        if let Some(old) = self.viewers.remove(conn) {
-            self.detach(old);
-        }
-        let span = info_span!("viewer", conn);
-        span.in_scope(|| info!(%codec, "viewer joined"));
-        self.viewers.insert(Viewer {
-            outbox,
-            codec,
-            branch: None,
-            branch_id: 0,
-            span,
-            negotiating_since: None,
-        });
-        if self.pipeline.is_none() && self.setup.is_some() && self.retry_at.is_none() {
-            // Idle policy "stop": the first viewer starts the camera (which attaches every viewer).
-            self.start_pipeline().await;
-        } else {
-            self.attach(conn);
-        }
-        self.publish();
-    }
-
-    /// H.264 for every browser that takes it (the original protocol lists no codecs: H.264); VP8
-    /// only for browsers that cannot receive H.264.
-    fn pick_codec(&self, codecs: Option<&[String]>) -> Result<Codec, String> {
-        let Some(codecs) = codecs else { return Ok(Codec::H264) };
-        let can = |name: &str| codecs.iter().any(|c| c.eq_ignore_ascii_case(name));
-        if can("H264") {
-            Ok(Codec::H264)
-        } else if can("VP8") && self.setup.as_ref().is_some_and(|s| s.vp8.is_some()) {
-            Ok(Codec::Vp8)
-        } else {
-            Err(format!(
-                "no codec in common: this camera sends H.264{}, the browser takes {}",
-                if self.setup.as_ref().is_some_and(|s| s.vp8.is_some()) {
-                    " or VP8"
-                } else {
-                    ""
-                },
-                codecs.join(", ")
-            ))
+    /// The viewer's current branch, for its answer or candidate.
+    fn branch(&self, conn: ConnId, what: &'static str) -> Result<(BranchId, &ViewerBranch), CameraError> {
+        let id = self.lifecycle.branch_of(conn, what)?;
+        match self.branches.get(&conn) {
+            Some((branch_id, branch)) if *branch_id == id => Ok((id, branch)),
+            _ => Err(CameraError::NotStreaming),
         }
     }
 
-    fn answer(&mut self, outbox: &Outbox, sdp: &str) {
-        let Some(viewer) = self.viewers.get(outbox.conn) else {
-            outbox.send(self.error("answer for a viewer that does not exist: send ready first"));
-            return;
-        };
-        let events = self.event_sink(outbox.conn, viewer.branch_id);
-        let Some(branch) = viewer.branch.as_ref() else {
-            outbox.send(self.error("answer while the camera is not streaming"));
-            return;
-        };
-        match branch.set_answer(sdp, events) {
-            Ok(()) => {}
-            Err(MediaError::StaleAnswer) => viewer.span.in_scope(|| info!("ignoring an answer to an earlier offer")),
-            Err(e) => {
-                viewer.span.in_scope(|| warn!(error = %e, "answer rejected"));
-                outbox.send(self.error(&e.to_string()));
-            }
-        }
-    }
-
-    async fn leave(&mut self, conn: ConnId, why: &str) {
-        if let Some(viewer) = self.viewers.remove(conn) {
-            viewer.span.in_scope(|| info!(why, "viewer left"));
-            if self.viewers.is_empty() && self.shared.idle == IdlePolicy::Stop && self.pipeline.is_some() {
-                // The branch stops with the pipeline. Detaching it first would leave an unlink pending
-                // on a pad that stops flowing, and the branch would never be freed.
-                info!("no viewers left; stopping (idle policy: stop)");
-                drop(viewer);
-                self.stop_pipeline().await;
-                self.set_state(CameraState::Idle, None);
-            } else {
-                self.detach(viewer);
-                self.publish();
-            }
-        }
-    }
-
-    fn on_viewer_event(&mut self, conn: ConnId, branch: u64, event: ViewerEvent) {
-        let error = match &event {
-            ViewerEvent::Failed(reason) => Some(self.error(reason)),
-            _ => None,
-        };
-        let Some(viewer) = self
-            .viewers
-            .get_mut(conn)
-            .filter(|v| v.branch.is_some() && v.branch_id == branch)
-        else {
-            return; // a late callback from a branch already removed or replaced
-        };
-        let _enter = viewer.span.enter();
+    async fn on_viewer_event(&mut self, conn: ConnId, branch: BranchId, event: ViewerEvent) {
+        let current = self.lifecycle.branch_of(conn, "event").is_ok_and(|b| b == branch);
         match event {
-            ViewerEvent::Offer(sdp) => {
-                info!("offer sent");
-                viewer.outbox.send(ServerMessage::Offer {
-                    camera: self.info.id.clone(),
-                    sdp,
-                });
+            ViewerEvent::Offer(sdp) if current => self.to_viewer(conn, ToViewer::Offer(sdp), "offer sent"),
+            ViewerEvent::Candidate { mline, candidate } if current => {
+                self.to_viewer(conn, ToViewer::Candidate { mline, candidate }, "")
             }
-            ViewerEvent::Candidate { mline, candidate } => viewer.outbox.send(ServerMessage::Candidate {
-                camera: self.info.id.clone(),
-                candidate,
-                sdp_mline_index: mline,
-            }),
-            ViewerEvent::Connected => {
-                if viewer.negotiating_since.take().is_some() {
-                    info!("viewer connected");
-                    if let Some(pipeline) = &self.pipeline {
-                        pipeline.request_keyframe(viewer.codec);
-                    }
-                }
-            }
+            ViewerEvent::Connected => self.step(Input::ViewerConnected { conn, branch }).await,
             ViewerEvent::Failed(reason) => {
-                warn!(%reason, "viewer failed");
-                if let Some(error) = error {
-                    viewer.outbox.send(error);
+                if current {
+                    self.in_viewer_span(conn, || warn!(%reason, "viewer failed"));
                 }
-                drop(_enter);
-                if let Some(viewer) = self.viewers.remove(conn) {
-                    self.detach(viewer);
-                    self.publish();
-                }
+                self.step(Input::ViewerFailed { conn, branch, reason }).await;
             }
+            _ => debug!(conn, branch, "late event of a replaced branch dropped"),
         }
     }
 
-    async fn on_bus(&mut self, message: gst::Message) {
-        use gst::MessageView;
-        let (origin, text) = match message.view() {
-            MessageView::Error(_) => match self.pipeline.as_ref().and_then(|p| p.failure(&message)) {
-                Some(failure) => failure,
-                None => return,
-            },
-            MessageView::Eos(_) => (FailureOrigin::Source, "source ended".to_string()),
-            MessageView::Warning(w) => {
-                warn!(warning = %w.error(), "pipeline warning");
-                return;
+    async fn on_pipeline_event(&mut self, event: PipelineEvent) {
+        match event {
+            PipelineEvent::Failed {
+                origin: FailureOrigin::Encoder,
+                reason,
+            } => {
+                let profile = self
+                    .lifecycle
+                    .current_plan()
+                    .map(|p| p.profile.clone())
+                    .unwrap_or_default();
+                warn!(%profile, %reason, "encoder failed; falling back");
+                self.step(Input::Failed {
+                    origin: FailureOrigin::Encoder,
+                    reason,
+                })
+                .await;
             }
-            _ => return,
-        };
-        match origin {
-            FailureOrigin::Source => self.source_failed(&text).await,
-            FailureOrigin::Encoder => self.encoder_failed(&text).await,
+            PipelineEvent::Failed {
+                origin: FailureOrigin::Source,
+                reason,
+            } => {
+                self.step(Input::Failed {
+                    origin: FailureOrigin::Source,
+                    reason,
+                })
+                .await;
+            }
+            PipelineEvent::BranchFailed { branch, reason } => {
+                let Some(conn) = self
+                    .branches
+                    .iter()
+                    .find(|(_, (id, _))| *id == branch)
+                    .map(|(conn, _)| *conn)
+                else {
+                    return; // a branch already detached
+                };
+                self.in_viewer_span(
+                    conn,
+                    || warn!(%reason, "viewer's branch failed; ending that viewer only"),
+                );
+                self.step(Input::ViewerFailed { conn, branch, reason }).await;
+            }
         }
     }
 
     async fn on_tick(&mut self) {
-        let now = Instant::now();
-        let timeout = self.shared.negotiation_timeout;
-        for conn in self.viewers.overdue(now, timeout) {
-            if let Some(viewer) = self.viewers.get(conn) {
-                let why = format!("negotiation did not finish within {} s", timeout.as_secs());
-                viewer.outbox.send(self.error(&why));
+        let health = self.pipeline.as_ref().map(|p| {
+            let counters = p.counters();
+            Health {
+                encoded_frames: counters.encoded_frames(),
+                source_silence: counters.source_silence(),
             }
-            self.leave(conn, "negotiation timed out").await;
-        }
-        if let Some(pipeline) = &self.pipeline {
-            let frames = pipeline.counters().encoded_frames();
+        });
+        if let Some(health) = health {
             self.handle
                 .encoded_frames
-                .store(self.frames_base + frames, Ordering::Relaxed);
-            if pipeline.counters().source_silence() > SOURCE_SILENCE_LIMIT {
-                self.source_failed("source delivered no frames for 5 s").await;
-            }
+                .store(self.frames_base + health.encoded_frames, Ordering::Relaxed);
         }
-        if self.retry_at.is_some_and(|t| now >= t) {
-            self.retry_at = None;
-            info!("retrying the source");
-            self.start_pipeline().await;
-        }
+        self.detaching
+            .retain_mut(|d| matches!(d.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Empty)));
+        self.step(Input::Tick { health }).await;
     }
 
-    async fn source_failed(&mut self, reason: &str) {
-        if self
-            .pipeline
-            .as_ref()
-            .is_some_and(|p| p.counters().encoded_frames() > 0)
-        {
-            self.source_failures = 0;
-        }
-        self.stop_pipeline().await;
-        if self.setup.is_none() {
-            self.set_state(CameraState::Offline, Some(reason.to_string()));
-            return;
-        }
-        let delay = (SOURCE_RETRY * 2u32.saturating_pow(self.source_failures)).min(SOURCE_RETRY_MAX);
-        self.source_failures += 1;
-        warn!(%reason, retry_in_s = delay.as_secs(), "source failed; waiting for the device");
-        self.retry_at = Some(Instant::now() + delay);
-        self.set_state(
-            CameraState::Offline,
-            Some(format!("{reason}; retrying in {} s", delay.as_secs())),
-        );
-    }
-
-    async fn encoder_failed(&mut self, reason: &str) {
-        let failed = self.current_plan().map(|p| p.profile.clone()).unwrap_or_default();
-        warn!(profile = %failed, %reason, "encoder failed; falling back");
-        self.stop_pipeline().await;
-        self.encoder_index += 1;
-        if self.current_plan().is_some() {
-            self.fallback_reason = Some(format!("fell back from {failed}: {reason}"));
-            self.start_pipeline().await;
-        } else {
-            self.set_state(
-                CameraState::Failed,
-                Some(format!("every usable encoder failed; last: {failed}: {reason}")),
-            );
-        }
-    }
-
-    fn current_plan(&self) -> Option<&crate::media::EncoderPlan> {
-        self.setup.as_ref().and_then(|s| s.encoders.get(self.encoder_index))
-    }
-
-    /// Builds and starts the pipeline with the current encoder, falling through the list on build
-    /// failures, then attaches every waiting viewer.
-    async fn start_pipeline(&mut self) {
-        let Some(setup) = self.setup.clone() else { return };
-        self.set_state(CameraState::Starting, None);
-        while let Some(plan) = setup.encoders.get(self.encoder_index) {
-            match CameraPipeline::build(&setup.source, plan).and_then(|p| p.play().map(|_| p)) {
-                Ok(pipeline) => {
-                    let reason = match (self.encoder_index, &self.fallback_reason) {
-                        (0, _) => setup.encoder_reason.clone(),
-                        (_, Some(why)) => why.clone(),
-                        (n, None) => format!("fallback #{n}: the encoders before it did not start"),
-                    };
-                    info!(encoder = %plan.profile, %reason, "pipeline playing");
-                    self.bus = Some(pipeline.bus().stream());
-                    self.pipeline = Some(pipeline);
-                    self.info.encoder = Some(plan.profile.clone());
-                    self.info.mode = Some(describe_source(&setup.source));
-                    self.info.bitrate_kbps = setup.bitrate_kbps;
-                    self.set_state(CameraState::Streaming, Some(reason));
-                    let waiting: Vec<ConnId> = self.viewer_conns();
-                    for conn in waiting {
-                        self.attach(conn);
-                    }
-                    return;
-                }
-                Err(MediaError::Source(reason)) => {
-                    self.source_failed(&format!("the device did not start: {reason}")).await;
-                    return;
-                }
-                Err(e) => {
-                    warn!(encoder = %plan.profile, error = %e, "pipeline did not start; trying the next encoder");
-                    self.fallback_reason = Some(format!("fell back from {}: {e}", plan.profile));
-                    self.encoder_index += 1;
+    /// Feeds one input to the lifecycle and runs what comes out, including the inputs that running
+    /// effects produce, then publishes the camera's state.
+    async fn step(&mut self, input: Input) {
+        let was = self.lifecycle.state();
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            for effect in self.lifecycle.handle(Instant::now(), input) {
+                if let Some(next) = self.apply(effect).await {
+                    inputs.push_back(next);
                 }
             }
         }
-        self.set_state(
-            CameraState::Failed,
-            Some("no encoder could start for this camera".into()),
-        );
+        // Viewers the lifecycle no longer has (refused, dropped, left) are forgotten here too.
+        let lifecycle = &self.lifecycle;
+        self.viewers.retain(|conn, _| lifecycle.codec_of(*conn).is_some());
+        let now = self.lifecycle.state();
+        if now != was {
+            self.log_state(&now);
+        }
+        self.publish();
+    }
+
+    async fn apply(&mut self, effect: Effect) -> Option<Input> {
+        match effect {
+            Effect::StartPipeline { encoder } => self.start_pipeline(encoder),
+            Effect::StopPipeline => {
+                self.stop_pipeline().await;
+                None
+            }
+            Effect::Attach { conn, branch, codec } => self.attach(conn, branch, codec),
+            Effect::Detach { conn } => {
+                if let Some((_, branch)) = self.branches.remove(&conn) {
+                    self.detaching.push(branch.detach());
+                }
+                None
+            }
+            Effect::StopEncoding(codec) => {
+                info!(%codec, "last viewer of this encoding left; stopping it");
+                if let Some(detaching) = self.pipeline.as_mut().and_then(|p| p.remove_encoding(codec)) {
+                    self.detaching.push(detaching);
+                }
+                None
+            }
+            Effect::RequestKeyframe(codec) => {
+                if let Some(pipeline) = &self.pipeline {
+                    pipeline.request_keyframe(codec);
+                }
+                None
+            }
+            Effect::Notify { conn, error } => {
+                self.to_viewer(conn, ToViewer::Error(error), "");
+                None
+            }
+        }
+    }
+
+    fn start_pipeline(&mut self, encoder: usize) -> Option<Input> {
+        let setup = self.lifecycle.setup()?;
+        let plan = setup.encoders.get(encoder)?;
+        debug!(chain = ?camera_pipeline::describe(&setup.source, plan).ok(), "building the pipeline");
+        let started = CameraPipeline::build(&setup.source, plan)
+            .map_err(|e| (FailureOrigin::Encoder, e.to_string()))
+            .and_then(|p| p.play().map(|()| p));
+        match started {
+            Ok(pipeline) => {
+                self.pipeline_events = Some(pipeline.events().boxed());
+                self.pipeline = Some(pipeline);
+                self.info.encoder = Some(plan.profile.clone());
+                self.info.mode = Some(describe_source(&setup.source));
+                self.info.bitrate_kbps = setup.bitrate_kbps;
+                Some(Input::Started)
+            }
+            Err((origin, reason)) => {
+                if origin == FailureOrigin::Encoder {
+                    warn!(encoder = %plan.profile, error = %reason, "pipeline did not start; trying the next encoder");
+                }
+                Some(Input::StartFailed { origin, reason })
+            }
+        }
     }
 
     async fn stop_pipeline(&mut self) {
-        self.bus = None;
+        self.pipeline_events = None;
+        // Branches go with the pipeline; their viewers stay, waiting for the next one.
+        self.branches.clear();
         let Some(pipeline) = self.pipeline.take() else { return };
         self.frames_base += pipeline.counters().encoded_frames();
-        // Branches go with the pipeline; viewers stay, waiting for the next one.
-        for viewer in self.viewers.iter_mut() {
-            viewer.branch = None;
-            viewer.negotiating_since = None;
-        }
         // Reaching NULL can block (a driver releasing its buffers): not on the runtime's threads.
         let _ = tokio::task::spawn_blocking(move || pipeline.shut_down()).await;
     }
 
-    fn attach(&mut self, conn: ConnId) {
-        self.branches_made += 1;
-        let branch_id = self.branches_made;
-        let events = self.event_sink(conn, branch_id);
-        let vp8 = self.setup.as_ref().and_then(|s| s.vp8.clone());
-        let (Some(pipeline), Some(viewer)) = (self.pipeline.as_mut(), self.viewers.get_mut(conn)) else {
-            return;
-        };
-        let _enter = viewer.span.enter();
-        let fanout = match (pipeline.fanout(viewer.codec).cloned(), viewer.codec, vp8) {
-            (Some(fanout), _, _) => Ok(fanout),
-            (None, Codec::Vp8, Some(plan)) => {
-                info!(encoder = %plan.profile, "starting a VP8 encode for browsers without H.264");
-                pipeline.add_encoding(&plan).cloned()
+    fn attach(&mut self, conn: ConnId, branch: BranchId, codec: Codec) -> Option<Input> {
+        let events = self.event_sink(conn, branch);
+        let vp8 = self.lifecycle.setup().and_then(|s| s.vp8.clone());
+        let pipeline = self.pipeline.as_mut()?;
+        let span = self
+            .viewers
+            .get(&conn)
+            .map(|v| v.span.clone())
+            .unwrap_or_else(Span::none);
+        let _enter = span.enter();
+        if pipeline.tee(codec, Tap::Rtp).is_none() {
+            match (codec, vp8) {
+                (Codec::Vp8, Some(plan)) => {
+                    info!(encoder = %plan.profile, "starting a VP8 encode for browsers without H.264");
+                    if let Err(e) = pipeline.add_encoding(&plan) {
+                        return Some(Input::AttachFailed {
+                            conn,
+                            branch,
+                            error: CameraError::Branch(e.to_string()),
+                        });
+                    }
+                }
+                _ => {
+                    return Some(Input::AttachFailed {
+                        conn,
+                        branch,
+                        error: CameraError::NoEncoding(codec),
+                    })
+                }
             }
-            (None, codec, _) => Err(MediaError::Build(format!("this camera has no {codec} encoding"))),
-        };
-        match fanout.and_then(|tee| ViewerBranch::attach(&tee, &self.shared.ice, events)) {
-            Ok(branch) => {
-                viewer.branch = Some(branch);
-                viewer.branch_id = branch_id;
-                viewer.negotiating_since = Some(Instant::now());
+        }
+        let tee = pipeline.tee(codec, Tap::Rtp)?;
+        match ViewerBranch::attach(tee, branch, &self.shared.ice, events) {
+            Ok(viewer_branch) => {
+                self.branches.insert(conn, (branch, viewer_branch));
+                None
             }
             Err(e) => {
                 warn!(error = %e, "could not add viewer");
-                let error = ServerMessage::error(Some(&self.info.id), e.to_string());
-                viewer.outbox.send(error);
-                drop(_enter);
-                self.viewers.remove(conn);
+                Some(Input::AttachFailed {
+                    conn,
+                    branch,
+                    error: CameraError::Branch(e.to_string()),
+                })
             }
         }
     }
 
-    /// Frees a viewer's branch, and the extra encoding it watched if nobody else does.
-    fn detach(&mut self, viewer: Viewer) {
-        if let Some(branch) = viewer.branch {
-            branch.detach();
+    /// Orderly stop: branches already on their way out finish (bounded), then the pipeline goes to NULL
+    /// with every branch still on it.
+    async fn shut_down(&mut self) {
+        let detaching = std::mem::take(&mut self.detaching);
+        let waited = tokio::time::timeout(DETACH_WAIT, futures_util::future::join_all(detaching)).await;
+        if waited.is_err() {
+            warn!(
+                "branches still detaching after {} s; stopping the pipeline under them",
+                DETACH_WAIT.as_secs()
+            );
         }
-        if let Some(pipeline) = self.pipeline.as_mut() {
-            if viewer.codec != Codec::H264 && self.viewers.watching(viewer.codec) == 0 {
-                info!(codec = %viewer.codec, "last viewer of this encoding left; stopping it");
-                pipeline.remove_encoding(viewer.codec);
+        self.stop_pipeline().await;
+    }
+
+    fn to_viewer(&self, conn: ConnId, message: ToViewer, log: &str) {
+        if let Some(viewer) = self.viewers.get(&conn) {
+            if !log.is_empty() {
+                viewer.span.in_scope(|| info!("{log}"));
             }
+            viewer.port.send(message);
         }
     }
 
-    fn viewer_conns(&mut self) -> Vec<ConnId> {
-        self.viewers.iter_mut().map(|v| v.outbox.conn).collect()
+    fn in_viewer_span(&self, conn: ConnId, f: impl FnOnce()) {
+        match self.viewers.get(&conn) {
+            Some(viewer) => viewer.span.in_scope(f),
+            None => f(),
+        }
     }
 
-    fn event_sink(&self, conn: ConnId, branch: u64) -> EventSink {
+    fn event_sink(&self, conn: ConnId, branch: BranchId) -> EventSink {
         let tx = self.events_tx.clone();
         Arc::new(move |event| {
             let _ = tx.send((conn, branch, event));
         })
     }
 
-    fn error(&self, message: &str) -> ServerMessage {
-        ServerMessage::error(Some(&self.info.id), message)
-    }
-
-    fn set_state(&mut self, state: CameraState, detail: Option<String>) {
-        self.info.state = state;
-        self.info.detail = detail;
-        self.publish();
+    fn log_state(&self, (state, detail): &(CameraState, Option<String>)) {
+        let detail = detail.as_deref().unwrap_or("");
+        match state {
+            CameraState::Streaming => {
+                info!(encoder = ?self.info.encoder, reason = detail, "pipeline playing")
+            }
+            CameraState::Offline if self.lifecycle.setup().is_some() => {
+                warn!(reason = detail, "source failed; waiting for the device")
+            }
+            CameraState::Failed => warn!(reason = detail, "camera failed"),
+            CameraState::Idle => info!("no viewers; stopped (idle policy: stop)"),
+            _ => debug!(?state, detail, "camera state"),
+        }
     }
 
     fn publish(&mut self) {
-        self.info.viewers = self.viewers.len();
+        let (state, detail) = self.lifecycle.state();
+        self.info.state = state;
+        self.info.detail = detail;
+        self.info.viewers = self.lifecycle.viewers();
         self.shared.registry.update(self.info.clone());
     }
 }
@@ -518,8 +464,8 @@ fn describe_source(source: &crate::media::SourceSpec) -> String {
     }
 }
 
-async fn next_message(bus: &mut Option<gst::bus::BusStream>) -> Option<gst::Message> {
-    match bus {
+async fn next_event(events: &mut Option<BoxStream<'static, PipelineEvent>>) -> Option<PipelineEvent> {
+    match events {
         Some(stream) => stream.next().await,
         None => std::future::pending().await,
     }

@@ -1,61 +1,46 @@
-//! A camera is an actor: one tokio task owning its pipeline and its viewers, driven by `Command`s.
-//! Plug, unplug, viewer join/leave and encoder failure all arrive as messages in one place, so there
-//! are no locks around the pipeline and no GStreamer calls under anybody's lock.
+//! A camera is an actor: one tokio task owning its pipeline and its viewers' branches, driven by
+//! `Command`s. What it does about each command or pipeline report is decided by a plain state type
+//! (`lifecycle`); the actor only runs the effects. Plug, unplug, viewer join/leave and encoder
+//! failure all arrive as messages in one place, so there are no locks around the pipeline and no
+//! GStreamer calls under anybody's lock. Viewers are reached through a transport-neutral sink
+//! (`sink`), so the camera knows nothing of websockets or HTTP.
 
 mod actor;
-mod viewers;
+mod error;
+mod lifecycle;
+mod registry;
+mod sink;
+mod status;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::config::IdlePolicy;
+pub use error::CameraError;
+pub use lifecycle::Policy;
+pub use registry::Registry;
+pub use sink::{ConnId, ToViewer, ViewerPort, ViewerSink};
+pub use status::{CameraInfo, CameraState};
+
 use crate::media::{EncoderPlan, IceSettings, SourceSpec};
-use crate::registry::Registry;
-use crate::signalling::protocol::ServerMessage;
-
-/// Identifies one websocket connection; a connection has at most one viewer per camera.
-pub type ConnId = u64;
 
 /// Commands queued per camera. Browsers send a handful of messages per session; 64 leaves room for
 /// bursts of candidates while bounding what a flooding client can pile up.
 const COMMAND_QUEUE: usize = 64;
 
-/// A websocket connection's way back to its browser.
-#[derive(Clone, Debug)]
-pub struct Outbox {
-    pub conn: ConnId,
-    tx: mpsc::Sender<ServerMessage>,
-}
-
-impl Outbox {
-    pub fn new(conn: ConnId, tx: mpsc::Sender<ServerMessage>) -> Self {
-        Self { conn, tx }
-    }
-
-    /// Never waits: a connection whose queue is full is too slow to follow and loses the message
-    /// (its viewer then times out) rather than stalling the camera for everyone.
-    pub fn send(&self, message: ServerMessage) {
-        if self.tx.try_send(message).is_err() {
-            tracing::warn!(conn = self.conn, "websocket queue full or closed; message dropped");
-        }
-    }
-}
-
 #[derive(Debug)]
 pub enum Command {
     Join {
-        outbox: Outbox,
+        viewer: ViewerPort,
         codecs: Option<Vec<String>>,
     },
     Answer {
-        outbox: Outbox,
+        viewer: ViewerPort,
         sdp: String,
     },
     Candidate {
-        outbox: Outbox,
+        viewer: ViewerPort,
         mline: u32,
         candidate: String,
     },
@@ -66,7 +51,10 @@ pub enum Command {
     Online(Box<Setup>),
     /// The device is gone: tear the pipeline down, keep the card.
     Offline,
-    Shutdown,
+    /// Stop every branch and the pipeline; `done` is answered once they are in NULL (or gave up).
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// Everything a camera needs to build its pipeline.
@@ -86,9 +74,7 @@ pub struct Setup {
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub ice: IceSettings,
-    pub idle: IdlePolicy,
-    /// How long a viewer may take to connect before it is dropped (config `negotiation_timeout`).
-    pub negotiation_timeout: Duration,
+    pub policy: Policy,
     pub registry: Registry,
 }
 
@@ -108,6 +94,15 @@ impl CameraHandle {
 
     pub async fn send(&self, command: Command) -> bool {
         self.tx.send(command).await.is_ok()
+    }
+
+    /// Asks the camera to stop and waits until its pipeline and branches are down. A camera already
+    /// gone counts as stopped.
+    pub async fn shut_down(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.send(Command::Shutdown { done }).await {
+            let _ = stopped.await;
+        }
     }
 
     /// A handle with no actor behind it, for tests of code that routes commands.
@@ -139,15 +134,15 @@ pub struct Identity {
 }
 
 /// Starts a camera actor. It registers itself in the registry and streams once it gets `Online`.
-pub fn spawn(identity: Identity, shared: Shared) -> (CameraHandle, tokio::task::JoinHandle<()>) {
+pub fn spawn(identity: Identity, shared: Shared) -> CameraHandle {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let handle = CameraHandle {
         id: identity.id.clone(),
         tx,
         encoded_frames: Arc::default(),
     };
-    let task = actor::run(identity, shared, handle.clone(), rx);
-    (handle, task)
+    actor::spawn(identity, shared, handle.clone(), rx);
+    handle
 }
 
 #[cfg(test)]

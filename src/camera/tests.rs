@@ -5,8 +5,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::config::IdlePolicy;
 use crate::encoders::Codec;
-use crate::signalling::protocol::{CameraInfo, CameraState};
+use crate::http::test_viewer;
+use crate::signalling::protocol::ServerMessage;
 
 /// Short, so the test of a viewer that never answers need not wait the default 10 s.
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -42,7 +44,6 @@ fn setup(encoders: Vec<EncoderPlan>) -> Box<Setup> {
 
 struct Running {
     handle: CameraHandle,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -56,8 +57,7 @@ impl Running {
 
     /// Shuts the actor down and waits for it, so its pipeline is stopped before the test's runtime goes.
     async fn stop(self) {
-        self.send(Command::Shutdown).await;
-        self.task.await.unwrap();
+        self.handle.shut_down().await;
     }
 }
 
@@ -69,8 +69,10 @@ fn start(idle: IdlePolicy) -> (Running, Registry) {
             servers: vec![],
             local_addresses: vec!["127.0.0.1".parse().unwrap()],
         },
-        idle,
-        negotiation_timeout: NEGOTIATION_TIMEOUT,
+        policy: Policy {
+            idle,
+            negotiation_timeout: NEGOTIATION_TIMEOUT,
+        },
         registry: registry.clone(),
     };
     let identity = Identity {
@@ -79,8 +81,8 @@ fn start(idle: IdlePolicy) -> (Running, Registry) {
         kind: "test",
         device: None,
     };
-    let (handle, task) = spawn(identity, shared);
-    (Running { handle, task }, registry)
+    let handle = spawn(identity, shared);
+    (Running { handle }, registry)
 }
 
 /// A keep-encoding camera online with x264, once it streams.
@@ -149,10 +151,10 @@ async fn a_viewer_gets_an_offer_and_leaving_frees_it() {
     let (camera, registry) = streaming_with_x264().await;
 
     let (tx, mut rx) = mpsc::channel(64);
-    let outbox = Outbox::new(1, tx);
+    let viewer = test_viewer("cam", 1, tx);
     camera
         .send(Command::Join {
-            outbox: outbox.clone(),
+            viewer: viewer.clone(),
             codecs: None,
         })
         .await;
@@ -170,7 +172,7 @@ async fn a_viewer_gets_an_offer_and_leaving_frees_it() {
     // An answer that is not SDP is refused with an error; the viewer stays.
     camera
         .send(Command::Answer {
-            outbox: outbox.clone(),
+            viewer: viewer.clone(),
             sdp: "garbage".into(),
         })
         .await;
@@ -197,7 +199,7 @@ async fn a_viewer_that_never_answers_is_dropped_after_the_negotiation_timeout() 
     let (tx, mut rx) = mpsc::channel(64);
     camera
         .send(Command::Join {
-            outbox: Outbox::new(1, tx),
+            viewer: test_viewer("cam", 1, tx),
             codecs: None,
         })
         .await;
@@ -222,7 +224,7 @@ async fn codecs_decide_h264_vp8_or_an_error() {
     let (tx, mut rx) = mpsc::channel(64);
     camera
         .send(Command::Join {
-            outbox: Outbox::new(1, tx),
+            viewer: test_viewer("cam", 1, tx),
             codecs: Some(vec!["VP8".into(), "AV1".into()]),
         })
         .await;
@@ -234,7 +236,7 @@ async fn codecs_decide_h264_vp8_or_an_error() {
     let (tx, mut rx) = mpsc::channel(64);
     camera
         .send(Command::Join {
-            outbox: Outbox::new(2, tx),
+            viewer: test_viewer("cam", 2, tx),
             codecs: Some(vec!["AV1".into()]),
         })
         .await;
@@ -280,7 +282,7 @@ async fn idle_policy_stop_starts_for_the_first_viewer_and_stops_after_the_last()
     let (tx, mut rx) = mpsc::channel(64);
     camera
         .send(Command::Join {
-            outbox: Outbox::new(1, tx),
+            viewer: test_viewer("cam", 1, tx),
             codecs: None,
         })
         .await;

@@ -5,12 +5,12 @@ use axum::Json;
 use serde::Serialize;
 
 use super::AppState;
-use crate::signalling::protocol;
+use crate::camera::CameraInfo;
 
 #[derive(Serialize)]
 pub(super) struct CameraStatus {
     #[serde(flatten)]
-    info: protocol::CameraInfo,
+    info: CameraInfo,
     encoded_frames: u64,
 }
 

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::Router;
 
+use crate::camera::Registry;
 use crate::config::IceServer;
-use crate::registry::Registry;
 pub use static_files::WebFiles;
+#[cfg(test)]
+pub(crate) use ws::test_viewer;
 
 #[derive(Clone)]
 pub struct AppState {

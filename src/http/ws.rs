@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -13,7 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, Instrument};
 
 use super::AppState;
-use crate::camera::{Command, ConnId, Outbox};
+use crate::camera::{CameraError, Command, ConnId, ToViewer, ViewerPort, ViewerSink};
 use crate::signalling::protocol::{ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
 
 /// Messages queued towards one browser. A page gets an offer and a few dozen candidates per camera;
@@ -22,6 +23,61 @@ const OUTBOX_QUEUE: usize = 256;
 
 /// How long a socket closed for a protocol violation stays open so the close frame reaches the client.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A websocket connection's way back to its browser.
+#[derive(Clone, Debug)]
+struct Outbox {
+    conn: ConnId,
+    tx: mpsc::Sender<ServerMessage>,
+}
+
+impl Outbox {
+    /// Never waits: a connection whose queue is full is too slow to follow and loses the message
+    /// (its viewer then times out) rather than stalling a camera for everyone.
+    fn send(&self, message: ServerMessage) {
+        if self.tx.try_send(message).is_err() {
+            tracing::warn!(conn = self.conn, "websocket queue full or closed; message dropped");
+        }
+    }
+
+    /// This connection as a viewer of `camera`: camera messages become signalling messages tagged with it.
+    fn viewer_of(&self, camera: &str) -> ViewerPort {
+        ViewerPort::new(
+            self.conn,
+            Arc::new(CameraChannel {
+                camera: camera.to_string(),
+                outbox: self.clone(),
+            }),
+        )
+    }
+}
+
+/// One camera's messages on one websocket.
+struct CameraChannel {
+    camera: String,
+    outbox: Outbox,
+}
+
+impl ViewerSink for CameraChannel {
+    fn deliver(&self, message: ToViewer) {
+        let camera = self.camera.clone();
+        self.outbox.send(match message {
+            ToViewer::Offer(sdp) => ServerMessage::Offer { camera, sdp },
+            ToViewer::Candidate { mline, candidate } => ServerMessage::Candidate {
+                camera,
+                candidate,
+                sdp_mline_index: mline,
+            },
+            ToViewer::Error(error) => ServerMessage::error(Some(&camera), error.to_string()),
+        });
+    }
+}
+
+/// A viewer port that writes to `tx` as the websocket does, for tests of the camera actor.
+#[cfg(test)]
+pub(crate) fn test_viewer(camera: &str, conn: ConnId, tx: mpsc::Sender<ServerMessage>) -> ViewerPort {
+    Outbox { conn, tx }.viewer_of(camera)
+}
 
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
@@ -34,7 +90,7 @@ async fn serve(socket: WebSocket, state: AppState, conn: ConnId) {
     info!("page connected");
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<ServerMessage>(OUTBOX_QUEUE);
-    let outbox = Outbox::new(conn, tx);
+    let outbox = Outbox { conn, tx };
     let mut cameras = state.registry.subscribe();
     cameras.mark_changed();
     let mut joined: HashSet<String> = HashSet::new();
@@ -89,23 +145,21 @@ fn handle_text(state: &AppState, outbox: &Outbox, joined: &mut HashSet<String>, 
         }
     };
     let camera = message.camera().to_string();
+    let viewer = outbox.viewer_of(&camera);
     let Some(handle) = state.registry.handle(&camera) else {
-        outbox.send(ServerMessage::error(
-            Some(&camera),
-            format!("unknown camera {camera:?}"),
-        ));
+        viewer.send(ToViewer::Error(CameraError::Unknown(camera)));
         return;
     };
     let command = match message {
         ClientMessage::Ready { codecs, .. } => {
             joined.insert(camera.clone());
             Command::Join {
-                outbox: outbox.clone(),
+                viewer: viewer.clone(),
                 codecs,
             }
         }
         ClientMessage::Answer { sdp, .. } => Command::Answer {
-            outbox: outbox.clone(),
+            viewer: viewer.clone(),
             sdp,
         },
         ClientMessage::Candidate {
@@ -113,7 +167,7 @@ fn handle_text(state: &AppState, outbox: &Outbox, joined: &mut HashSet<String>, 
             sdp_mline_index,
             ..
         } => Command::Candidate {
-            outbox: outbox.clone(),
+            viewer: viewer.clone(),
             mline: sdp_mline_index,
             candidate,
         },
@@ -123,6 +177,6 @@ fn handle_text(state: &AppState, outbox: &Outbox, joined: &mut HashSet<String>, 
         }
     };
     if !handle.try_send(command) {
-        outbox.send(ServerMessage::error(Some(&camera), "camera is busy; try again"));
+        viewer.send(ToViewer::Error(CameraError::Busy));
     }
 }

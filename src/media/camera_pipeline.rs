@@ -1,6 +1,8 @@
-//! One GStreamer pipeline per camera: source -> (decode) -> convert -> encoder -> payloader -> tee.
-//! The encode happens once; every viewer is a branch hanging off the tee (see `viewer`), so adding
-//! viewers costs DTLS/SRTP work, not encoding work.
+//! One GStreamer pipeline per camera: source -> (decode) -> convert -> raw tee -> encoding(s), each
+//! encoding a bin of encoder -> encoded tee -> payloader -> RTP tee. The encode happens once; every
+//! viewer is a branch hanging off an RTP tee (see `branch`, `viewer`), so adding viewers costs
+//! DTLS/SRTP work, not encoding work. The skeleton is built from typed stages (`stage`); only the
+//! profile's fragment is parsed.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
-use super::{moving_ball, tee_branch, timecode, MediaError};
+use super::branch::{self, Tap};
+use super::events::{self, FailureOrigin, PipelineEvent};
+use super::stage::{self, Stage};
+use super::{moving_ball, timecode, MediaError};
 use crate::devices::caps::{CaptureMode, PixelFormat};
 use crate::encoders::Codec;
 
@@ -51,26 +56,56 @@ const RTP_MTU: u32 = 1200;
 
 pub struct CameraPipeline {
     pipeline: gst::Pipeline,
+    source: gst::Element,
     /// Decoded, converted pictures, before any encoder; None for passthrough (nothing is decoded).
     raw_tee: Option<gst::Element>,
     main: Encoding,
     /// A second encoding (VP8 for browsers without H.264) that exists only while someone watches it.
-    extra: Option<ExtraEncoding>,
+    extra: Option<(Encoding, branch::Attached)>,
     counters: Arc<Counters>,
 }
 
-/// An encoded stream ready for viewers: its codec, the tee viewers hang off, the payloader to ask
-/// for keyframes.
+/// One encoded stream, as a bin: (queue) -> the profile's fragment -> (parser) -> encoded tee ->
+/// payloader -> RTP tee. Branches hang off either tee.
 struct Encoding {
     codec: Codec,
-    fanout: gst::Element,
+    bin: gst::Bin,
+    encoded: gst::Element,
+    rtp: gst::Element,
     payloader: gst::Element,
 }
 
-struct ExtraEncoding {
-    encoding: Encoding,
-    bin: gst::Bin,
-    raw_pad: gst::Pad,
+impl Encoding {
+    /// `fed_from_raw_tee`: it takes pictures from the raw tee (through a leaky queue, so a slow encoder
+    /// drops frames instead of stalling capture or the other encoding); otherwise the source feeds it
+    /// directly (passthrough of camera H.264).
+    fn build(plan: &EncoderPlan, fed_from_raw_tee: bool, convert: bool) -> Result<Self, MediaError> {
+        let bin = gst::Bin::with_name(&format!("encoding-{}", plan.codec));
+        let elements = stage::build_chain(&bin, &encoding_stages(plan, fed_from_raw_tee, convert))?;
+        let first = elements.first().and_then(|e| e.static_pad("sink"));
+        let sink = first.ok_or_else(|| MediaError::Build("encoding has no input".into()))?;
+        let ghost = gst::GhostPad::with_target(&sink).map_err(|e| MediaError::Build(format!("encoding input: {e}")))?;
+        bin.add_pad(&ghost)
+            .map_err(|e| MediaError::Build(format!("encoding input: {e}")))?;
+        let by_name = |name: &str| {
+            bin.by_name(name)
+                .ok_or_else(|| MediaError::Build(format!("element {name} missing from the encoding")))
+        };
+        Ok(Self {
+            codec: plan.codec,
+            encoded: by_name("encoded")?,
+            rtp: by_name("fanout")?,
+            payloader: by_name("pay")?,
+            bin,
+        })
+    }
+
+    fn tee(&self, tap: Tap) -> &gst::Element {
+        match tap {
+            Tap::Encoded => &self.encoded,
+            Tap::Rtp => &self.rtp,
+        }
+    }
 }
 
 /// Updated from streaming threads by pad probes, read by the actor and the API.
@@ -103,29 +138,22 @@ impl Counters {
     }
 }
 
-/// Where a bus error came from, which decides what the camera does about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureOrigin {
-    /// The device (unplugged, busy, gone silent): wait for it to come back.
-    Source,
-    /// Anything after the source, the encoder above all: try the next profile.
-    Encoder,
-}
-
 impl CameraPipeline {
     pub fn build(source: &SourceSpec, encoder: &EncoderPlan) -> Result<Self, MediaError> {
-        let description = launch_description(source, encoder)?;
-        let pipeline = gst::parse::launch(&description)
-            .map_err(|e| MediaError::Build(format!("{description}: {e}")))?
-            .downcast::<gst::Pipeline>()
-            .map_err(|_| MediaError::Build("launch description did not give a pipeline".into()))?;
+        let pipeline = gst::Pipeline::new();
+        let elements = stage::build_chain(pipeline.upcast_ref(), &source_stages(source, encoder)?)?;
+        let src = elements[0].clone();
+        let main = Encoding::build(encoder, encoder.raw_input.is_some(), false)?;
+        pipeline
+            .add(&main.bin)
+            .map_err(|e| MediaError::Build(format!("adding the encoding: {e}")))?;
+        let last = elements.last().unwrap_or(&src);
+        last.link(&main.bin)
+            .map_err(|e| MediaError::Build(format!("linking the encoding: {e}")))?;
 
-        let by_name = |name: &str| {
-            pipeline
-                .by_name(name)
-                .ok_or_else(|| MediaError::Build(format!("element {name} missing from pipeline")))
-        };
-        let src = by_name("src")?;
+        let src_pad = src
+            .static_pad("src")
+            .ok_or_else(|| MediaError::Build("source has no src pad".into()))?;
         match source {
             SourceSpec::Test {
                 label, ball, time_code, ..
@@ -133,35 +161,25 @@ impl CameraPipeline {
                 if let Some(overlay) = pipeline.by_name("label") {
                     overlay.set_property("text", label);
                 }
-                let pad = src
-                    .static_pad("src")
-                    .ok_or_else(|| MediaError::Build("source has no src pad".into()))?;
                 if *ball {
-                    moving_ball::draw_buffers(&pad);
+                    moving_ball::draw_buffers(&src_pad);
                 }
                 if *time_code {
                     // At the source's output, after the ball: the measured latency includes everything
                     // the daemon does.
-                    timecode::stamp_buffers(&pad);
+                    timecode::stamp_buffers(&src_pad);
                 }
             }
             SourceSpec::V4l2 { device, .. } => src.set_property("device", device.to_string_lossy().as_ref()),
         }
-        let main = Encoding {
-            codec: encoder.codec,
-            fanout: by_name("fanout")?,
-            payloader: by_name("pay")?,
-        };
 
         let counters = Arc::new(Counters::new());
         let c = counters.clone();
-        src.static_pad("src")
-            .ok_or_else(|| MediaError::Build("source has no src pad".into()))?
-            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                let ms = c.started.elapsed().as_millis() as u64;
-                c.last_source_buffer_ms.store(ms, Ordering::Relaxed);
-                gst::PadProbeReturn::Ok
-            });
+        src_pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            let ms = c.started.elapsed().as_millis() as u64;
+            c.last_source_buffer_ms.store(ms, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
         let c = counters.clone();
         main.payloader
             .static_pad("sink")
@@ -173,6 +191,7 @@ impl CameraPipeline {
 
         Ok(Self {
             raw_tee: pipeline.by_name("raw"),
+            source: src,
             pipeline,
             main,
             extra: None,
@@ -182,7 +201,7 @@ impl CameraPipeline {
 
     /// Starts the pipeline. A source that cannot start (a busy or vanished device) is told apart from
     /// an encoder that cannot: only the latter is a reason to try another encoder.
-    pub fn play(&self) -> Result<(), MediaError> {
+    pub fn play(&self) -> Result<(), (FailureOrigin, String)> {
         if self.pipeline.set_state(gst::State::Playing).is_ok() {
             return Ok(());
         }
@@ -190,92 +209,58 @@ impl CameraPipeline {
             .pipeline
             .bus()
             .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]))
-            .and_then(|message| self.failure(&message));
+            .and_then(|message| events::classify(&self.source, &message));
         Err(match failure {
-            Some((FailureOrigin::Source, text)) => MediaError::Source(text),
-            Some((FailureOrigin::Encoder, text)) => MediaError::State(text),
-            None => MediaError::State("could not start the pipeline".into()),
+            Some(PipelineEvent::Failed { origin, reason }) => (origin, reason),
+            _ => (FailureOrigin::Encoder, "could not start the pipeline".into()),
         })
     }
 
-    pub fn pipeline(&self) -> &gst::Pipeline {
-        &self.pipeline
+    /// The pipeline's bus, read as camera events.
+    pub fn events(&self) -> impl futures_util::Stream<Item = PipelineEvent> + Send + Unpin {
+        use futures_util::StreamExt;
+        let source = self.source.clone();
+        // A pipeline always has a bus; `expect` documents that invariant rather than guarding input.
+        let bus = self.pipeline.bus().expect("pipelines have a bus");
+        bus.stream()
+            .filter_map(move |message| std::future::ready(events::classify(&source, &message)))
     }
 
-    /// The tee that viewers of `codec` attach to, if this pipeline currently encodes it.
-    pub fn fanout(&self, codec: Codec) -> Option<&gst::Element> {
-        self.encodings().find(|e| e.codec == codec).map(|e| &e.fanout)
+    /// The tee of the encoding of `codec` at `tap`, if this pipeline currently encodes it.
+    pub fn tee(&self, codec: Codec, tap: Tap) -> Option<&gst::Element> {
+        self.encodings().find(|e| e.codec == codec).map(|e| e.tee(tap))
     }
 
     fn encodings(&self) -> impl Iterator<Item = &Encoding> {
-        std::iter::once(&self.main).chain(self.extra.as_ref().map(|x| &x.encoding))
+        std::iter::once(&self.main).chain(self.extra.as_ref().map(|(e, _)| e))
     }
 
-    /// Adds a second encoding of the same pictures (e.g. VP8 next to H.264), off the raw tee, and
-    /// returns its fanout. Only one extra encoding exists at a time.
-    pub fn add_encoding(&mut self, plan: &EncoderPlan) -> Result<&gst::Element, MediaError> {
+    /// Adds a second encoding of the same pictures (e.g. VP8 next to H.264) off the raw tee. Only one
+    /// extra encoding exists at a time.
+    pub fn add_encoding(&mut self, plan: &EncoderPlan) -> Result<(), MediaError> {
         let raw_tee = self.raw_tee.as_ref().ok_or_else(|| {
             MediaError::Build("this camera's stream is passed through undecoded; it cannot be re-encoded".into())
         })?;
         if self.extra.is_some() {
             return Err(MediaError::Build("an extra encoding is already running".into()));
         }
-        let convert = plan
-            .raw_input
-            .as_deref()
-            .map(|f| format!("videoconvert ! video/x-raw,format={f} ! "))
-            .unwrap_or_default();
-        let description = format!(
-            "{ENCODER_QUEUE} ! {convert}{} ! {} ! tee name=fanout allow-not-linked=true",
-            plan.fragment,
-            payloader(plan.codec)
-        );
-        let bin = gst::parse::bin_from_description(&description, true)
-            .map_err(|e| MediaError::Build(format!("{description}: {e}")))?;
-        let encoding = Encoding {
-            codec: plan.codec,
-            fanout: bin
-                .by_name("fanout")
-                .ok_or_else(|| MediaError::Build("no fanout in extra encoding".into()))?,
-            payloader: bin
-                .by_name("pay")
-                .ok_or_else(|| MediaError::Build("no payloader in extra encoding".into()))?,
-        };
-        self.pipeline
-            .add(&bin)
-            .map_err(|e| MediaError::Build(format!("adding extra encoding: {e}")))?;
-        let sink = bin
-            .static_pad("sink")
-            .ok_or_else(|| MediaError::Build("extra encoding has no sink".into()))?;
-        let started = bin.sync_state_with_parent().is_ok();
-        let raw_pad = match tee_branch::link(raw_tee, &sink) {
-            Some(pad) if started => pad,
-            _ => {
-                let _ = bin.set_state(gst::State::Null);
-                let _ = self.pipeline.remove(&bin);
-                return Err(MediaError::Build("could not start the extra encoding".into()));
-            }
-        };
-        let extra = self.extra.insert(ExtraEncoding { encoding, bin, raw_pad });
-        Ok(&extra.encoding.fanout)
+        let encoding = Encoding::build(plan, true, plan.raw_input.is_some())?;
+        let attached = branch::Attached::link(raw_tee, encoding.bin.clone())
+            .map_err(|e| MediaError::Build(format!("could not start the extra encoding: {e}")))?;
+        self.extra = Some((encoding, attached));
+        Ok(())
     }
 
     /// Stops the extra encoding of `codec` (its last viewer left).
-    pub fn remove_encoding(&mut self, codec: Codec) {
-        if self.extra.as_ref().is_some_and(|x| x.encoding.codec == codec) {
-            if let (Some(extra), Some(raw_tee)) = (self.extra.take(), &self.raw_tee) {
-                tee_branch::detach(raw_tee, extra.raw_pad, vec![extra.bin.upcast()]);
-            }
+    pub fn remove_encoding(&mut self, codec: Codec) -> Option<branch::Detaching> {
+        if self.extra.as_ref().is_some_and(|(e, _)| e.codec == codec) {
+            return self.extra.take().map(|(_, attached)| attached.detach());
         }
+        None
     }
 
     pub fn counters(&self) -> &Arc<Counters> {
         &self.counters
-    }
-
-    pub fn bus(&self) -> gst::Bus {
-        // A pipeline always has a bus; `expect` documents that invariant rather than guarding input.
-        self.pipeline.bus().expect("pipelines have a bus")
     }
 
     /// Asks the encoder for a keyframe (with SPS/PPS), so a viewer that just joined can start decoding
@@ -293,43 +278,26 @@ impl CameraPipeline {
         }
     }
 
-    /// What an error message from this pipeline means: where it came from, and its text (the posting
-    /// element's path first). None for any other message.
-    pub fn failure(&self, message: &gst::Message) -> Option<(FailureOrigin, String)> {
-        let gst::MessageView::Error(e) = message.view() else {
-            return None;
-        };
-        let from = message.src().map(|s| s.path_string().to_string()).unwrap_or_default();
-        Some((self.failure_origin(message.src()), format!("{from}: {}", e.error())))
-    }
-
-    fn failure_origin(&self, message_source: Option<&gst::Object>) -> FailureOrigin {
-        // v4l2src's buffer pool and other helpers post under the source, so ancestry counts too.
-        let from_source = message_source
-            .zip(self.pipeline.by_name("src"))
-            .is_some_and(|(o, src)| o == src.upcast_ref::<gst::Object>() || o.has_as_ancestor(&src));
-        if from_source {
-            FailureOrigin::Source
-        } else {
-            FailureOrigin::Encoder
-        }
-    }
-
-    /// Stops the pipeline and waits for it to reach NULL, so the device is released before anyone
-    /// (a replug, a fallback rebuild) opens it again. Blocking: call off the async runtime.
-    pub fn shut_down(self) {
-        if self.pipeline.set_state(gst::State::Null).is_err() {
+    /// Stops the pipeline, every branch with it, and waits (bounded) for it to reach NULL, so the device
+    /// is released before anyone (a replug, a fallback rebuild) opens it again. Blocking: call off the
+    /// async runtime. True if it got to NULL in time.
+    pub fn shut_down(self) -> bool {
+        let stopped = self.pipeline.set_state(gst::State::Null).is_ok() && self.pipeline.state(STOP_TIMEOUT).0.is_ok();
+        if !stopped {
             tracing::warn!("pipeline did not stop cleanly; its device may stay open");
         }
-        let _ = self.pipeline.state(gst::ClockTime::from_seconds(5));
         drop(self);
         release_freed_memory();
+        stopped
     }
 }
 
+/// How long a pipeline may take to reach NULL (a driver releasing its buffers) before it is given up on.
+const STOP_TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(5);
+
 /// A stopped pipeline frees tens of MB (encoder frame buffers) that glibc keeps mapped; without handing
 /// it back, a camera stopped and started for every first viewer (`idle: stop`) grew the daemon by ~40 MB
-/// over 300 cycles (bench/issue7.rs leak).
+/// over 300 cycles (the leaks benchmark).
 fn release_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live allocation.
@@ -346,8 +314,9 @@ impl Drop for CameraPipeline {
     }
 }
 
-fn launch_description(source: &SourceSpec, encoder: &EncoderPlan) -> Result<String, MediaError> {
-    let mut parts: Vec<String> = Vec::new();
+/// Source -> (decode) -> (convert -> raw tee): everything before the main encoding.
+fn source_stages(source: &SourceSpec, encoder: &EncoderPlan) -> Result<Vec<Stage>, MediaError> {
+    let mut stages = Vec::new();
     match source {
         SourceSpec::Test {
             pattern,
@@ -358,7 +327,12 @@ fn launch_description(source: &SourceSpec, encoder: &EncoderPlan) -> Result<Stri
             time_code,
             ..
         } => {
-            parts.push(format!("videotestsrc name=src is-live=true pattern={pattern}"));
+            stages.push(
+                Stage::element("videotestsrc")
+                    .named("src")
+                    .prop("is-live", true)
+                    .prop("pattern", pattern),
+            );
             if *time_code {
                 let too_small = (*width as usize) < timecode::WIDTH || (*height as usize) < timecode::HEIGHT;
                 if too_small {
@@ -371,56 +345,92 @@ fn launch_description(source: &SourceSpec, encoder: &EncoderPlan) -> Result<Stri
             }
             if *time_code || *ball {
                 // Both draw into the luma plane of a known layout.
-                parts.push(format!(
+                stages.push(Stage::Caps(format!(
                     "video/x-raw,format=I420,width={width},height={height},framerate={fps}/1"
-                ));
+                )));
             } else {
-                parts.push(format!("video/x-raw,width={width},height={height},framerate={fps}/1"));
+                stages.push(Stage::Caps(format!(
+                    "video/x-raw,width={width},height={height},framerate={fps}/1"
+                )));
             }
             // A visible running clock proves the picture is live, not a frozen frame. The overlay lives
             // in gstreamer1.0-x (pango); without it demo cameras still stream, just unlabelled. Under a
             // time code (top left) it goes to the bottom.
             if gst::ElementFactory::find("clockoverlay").is_some() {
-                let valign = if *time_code { "bottom" } else { "top" };
-                parts.push(format!(
-                    "clockoverlay name=label time-format=\"%H:%M:%S\" halignment=left valignment={valign} shaded-background=true font-desc=\"Sans 20\""
-                ));
+                stages.push(
+                    Stage::element("clockoverlay")
+                        .named("label")
+                        .prop("time-format", "%H:%M:%S")
+                        .prop("halignment", "left")
+                        .prop("valignment", if *time_code { "bottom" } else { "top" })
+                        .prop("shaded-background", true)
+                        .prop("font-desc", "Sans 20"),
+                );
             }
         }
         SourceSpec::V4l2 { mode, .. } => {
-            parts.push("v4l2src name=src".into());
-            parts.push(v4l2_caps(mode)?);
+            stages.push(Stage::element("v4l2src").named("src"));
+            stages.push(Stage::Caps(v4l2_caps(mode)?));
             if mode.format == PixelFormat::Mjpeg && encoder.raw_input.is_some() {
-                parts.push("jpegdec".into());
+                stages.push(Stage::element("jpegdec"));
             }
         }
     }
     if let Some(format) = &encoder.raw_input {
         // Converted once, then teed: the main encoder and any extra encoding share the same pictures.
-        parts.push(format!(
-            "videoconvert ! video/x-raw,format={format} ! tee name=raw allow-not-linked=true"
-        ));
-        parts.push(ENCODER_QUEUE.into());
+        stages.push(Stage::element("videoconvert"));
+        stages.push(Stage::Caps(format!("video/x-raw,format={format}")));
+        stages.push(Stage::element("tee").named("raw").prop("allow-not-linked", true));
     }
-    parts.push(encoder.fragment.clone());
-    parts.push(payloader(encoder.codec));
-    // allow-not-linked: with no viewers the encoder keeps running instead of erroring with not-linked.
-    parts.push("tee name=fanout allow-not-linked=true".into());
-    Ok(parts.join(" ! "))
+    Ok(stages)
 }
 
-/// A leaky queue in front of each encoder: if it falls behind, frames are dropped here instead of
-/// stalling the capture thread (which makes v4l2src run out of buffers) or the other encoder.
-const ENCODER_QUEUE: &str = "queue max-size-buffers=2 max-size-bytes=0 max-size-time=0 leaky=downstream";
-
-fn payloader(codec: Codec) -> String {
-    match codec {
-        // config-interval=-1 puts SPS/PPS before every IDR: a viewer joining mid-stream can decode the next keyframe.
-        Codec::H264 => format!(
-            "h264parse ! rtph264pay name=pay config-interval=-1 aggregate-mode=zero-latency pt={PAYLOAD_TYPE} mtu={RTP_MTU}"
-        ),
-        Codec::Vp8 => format!("rtpvp8pay name=pay picture-id-mode=15-bit pt={PAYLOAD_TYPE} mtu={RTP_MTU}"),
+/// One encoding's chain (see `Encoding`).
+fn encoding_stages(plan: &EncoderPlan, fed_from_raw_tee: bool, convert: bool) -> Vec<Stage> {
+    let mut stages = Vec::new();
+    if fed_from_raw_tee {
+        stages.push(
+            Stage::element("queue")
+                .prop("max-size-buffers", 2)
+                .prop("max-size-bytes", 0)
+                .prop("max-size-time", 0)
+                .prop("leaky", "downstream"),
+        );
     }
+    if let (true, Some(format)) = (convert, &plan.raw_input) {
+        stages.push(Stage::element("videoconvert"));
+        stages.push(Stage::Caps(format!("video/x-raw,format={format}")));
+    }
+    stages.push(Stage::Fragment(plan.fragment.clone()));
+    match plan.codec {
+        Codec::H264 => stages.push(Stage::element("h264parse")),
+        Codec::Vp8 => {}
+    }
+    // allow-not-linked: with no branch the encoder keeps running instead of erroring with not-linked.
+    stages.push(Stage::element("tee").named("encoded").prop("allow-not-linked", true));
+    stages.push(match plan.codec {
+        // config-interval=-1 puts SPS/PPS before every IDR: a viewer joining mid-stream can decode the next keyframe.
+        Codec::H264 => Stage::element("rtph264pay")
+            .named("pay")
+            .prop("config-interval", -1)
+            .prop("aggregate-mode", "zero-latency")
+            .prop("pt", PAYLOAD_TYPE)
+            .prop("mtu", RTP_MTU),
+        Codec::Vp8 => Stage::element("rtpvp8pay")
+            .named("pay")
+            .prop("picture-id-mode", "15-bit")
+            .prop("pt", PAYLOAD_TYPE)
+            .prop("mtu", RTP_MTU),
+    });
+    stages.push(Stage::element("tee").named("fanout").prop("allow-not-linked", true));
+    stages
+}
+
+/// The whole chain of a camera with `encoder`, in gst-launch form (the log shows it at start).
+pub fn describe(source: &SourceSpec, encoder: &EncoderPlan) -> Result<String, MediaError> {
+    let mut stages = source_stages(source, encoder)?;
+    stages.extend(encoding_stages(encoder, encoder.raw_input.is_some(), false));
+    Ok(stage::describe(&stages))
 }
 
 fn v4l2_caps(mode: &CaptureMode) -> Result<String, MediaError> {
@@ -465,7 +475,7 @@ mod tests {
             height: 720,
             fps: Fraction::fps(30),
         };
-        let d = launch_description(
+        let d = describe(
             &SourceSpec::V4l2 {
                 device: "/dev/video0".into(),
                 mode,
@@ -480,7 +490,10 @@ mod tests {
             "{d}"
         );
         assert!(d.contains("video/x-raw,format=I420 ! tee name=raw"), "{d}");
-        assert!(d.contains("leaky=downstream ! x264enc ! h264parse ! rtph264pay"), "{d}");
+        assert!(
+            d.contains("leaky=downstream ! x264enc ! h264parse ! tee name=encoded allow-not-linked=true ! rtph264pay"),
+            "{d}"
+        );
     }
 
     #[test]
@@ -497,7 +510,7 @@ mod tests {
             raw_input: None,
             codec: Codec::H264,
         };
-        let d = launch_description(
+        let d = describe(
             &SourceSpec::V4l2 {
                 device: "/dev/video0".into(),
                 mode,
@@ -550,9 +563,9 @@ mod tests {
 
     #[test]
     fn time_code_needs_room_in_the_frame() {
-        let e = launch_description(&stamped(320, 240), &x264()).unwrap_err().to_string();
+        let e = describe(&stamped(320, 240), &x264()).unwrap_err().to_string();
         assert!(e.contains("too small for the time code"), "{e}");
-        let d = launch_description(&stamped(640, 480), &x264()).unwrap();
+        let d = describe(&stamped(640, 480), &x264()).unwrap();
         assert!(d.contains("video/x-raw,format=I420,width=640,height=480"), "{d}");
     }
 
@@ -579,8 +592,8 @@ mod tests {
         .unwrap();
         let input = gst::GhostPad::with_target(&branch.by_name("in").unwrap().static_pad("sink").unwrap()).unwrap();
         branch.add_pad(&input).unwrap();
-        p.pipeline().add(&branch).unwrap();
-        tee_branch::link(p.fanout(Codec::H264).unwrap(), input.upcast_ref()).unwrap();
+        // Hung off the RTP tee like a viewer.
+        let _attached = branch::Attached::link(p.tee(Codec::H264, Tap::Rtp).unwrap(), branch.clone()).unwrap();
         // (code or error, when it was read)
         let reads = Arc::new(Mutex::new(Vec::new()));
         let seen = reads.clone();

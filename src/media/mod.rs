@@ -1,15 +1,19 @@
 //! All GStreamer lives here: camera pipelines, viewer branches, trial encodes. Nothing outside this
 //! module names an element; the rest of the daemon speaks in cameras, encoder plans and viewer events.
 
+mod branch;
 pub mod camera_pipeline;
+mod events;
 mod luma_probe;
 mod moving_ball;
-mod tee_branch;
+mod stage;
 pub mod timecode;
 pub mod trial;
 pub mod viewer;
 
-pub use camera_pipeline::{CameraPipeline, EncoderPlan, FailureOrigin, SourceSpec};
+pub use branch::{Detaching, Tap};
+pub use camera_pipeline::{CameraPipeline, EncoderPlan, SourceSpec};
+pub use events::{FailureOrigin, PipelineEvent};
 pub use viewer::{EventSink, IceSettings, ViewerBranch, ViewerEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +24,6 @@ pub enum MediaError {
     Build(String),
     #[error("pipeline state change: {0}")]
     State(String),
-    #[error("the source did not start: {0}")]
-    Source(String),
     #[error("{0}")]
     Sdp(String),
     #[error("answer to an earlier offer; ignored")]

@@ -1,5 +1,6 @@
-//! One viewer = one branch off a camera's tee: `queue leaky=downstream ! webrtcbin`. The leaky queue
-//! is what keeps a slow or dead viewer from stalling the tee, and with it every other viewer.
+//! One viewer = one branch off a camera's RTP tee: `queue leaky=downstream ! webrtcbin`. The leaky
+//! queue keeps a slow viewer from stalling the tee; the branch's firewalled sink keeps a broken one
+//! (a DTLS alert, ICE failure) from stopping it.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,8 @@ use gst::glib;
 use gst::prelude::*;
 use gst_webrtc::WebRTCSDPType;
 
-use super::{tee_branch, MediaError};
+use super::branch::{self, Attached, Detaching};
+use super::MediaError;
 use crate::config::IceServer;
 
 /// What a viewer branch reports from GStreamer's threads. The camera actor turns these into
@@ -39,21 +41,23 @@ pub struct IceSettings {
 /// viewer that is already behind; leaking old packets lets it catch up after a keyframe.
 const VIEWER_QUEUE_BUFFERS: u32 = 100;
 
+/// A WebRTC viewer: one branch on an encoding's RTP tee, `queue leaky=downstream ! webrtcbin`, in its
+/// own bin. The daemon makes the offer (the page and the original protocol both expect one).
 pub struct ViewerBranch {
-    queue: gst::Element,
     webrtc: gst::Element,
-    tee_pad: gst::Pad,
-    tee: gst::Element,
+    attached: Attached,
 }
 
 impl ViewerBranch {
-    /// Adds the branch to the bin holding `tee` (the pipeline, or an extra encoding's bin). webrtcbin
-    /// fires `on-negotiation-needed` once the branch is linked; the offer arrives as `ViewerEvent::Offer`.
-    pub fn attach(tee: &gst::Element, ice: &IceSettings, events: EventSink) -> Result<Self, MediaError> {
-        let bin = tee
-            .parent()
-            .and_then(|p| p.downcast::<gst::Bin>().ok())
-            .ok_or_else(|| MediaError::Build("tee is not in a bin".into()))?;
+    /// Builds the branch numbered `branch` and links it to `rtp_tee`. webrtcbin fires
+    /// `on-negotiation-needed` once the branch is linked; the offer arrives as `ViewerEvent::Offer`.
+    pub fn attach(
+        rtp_tee: &gst::Element,
+        branch: u64,
+        ice: &IceSettings,
+        events: EventSink,
+    ) -> Result<Self, MediaError> {
+        let bin = gst::Bin::with_name(&branch::bin_name(branch));
         let queue = gst::ElementFactory::make("queue")
             .property_from_str("leaky", "downstream")
             .property("max-size-buffers", VIEWER_QUEUE_BUFFERS)
@@ -71,31 +75,21 @@ impl ViewerBranch {
 
         bin.add_many([&queue, &webrtc])
             .map_err(|e| MediaError::Build(format!("adding viewer branch: {e}")))?;
-        let fail = |what: &str| {
-            let _ = bin.remove_many([&queue, &webrtc]);
-            MediaError::Build(what.to_string())
-        };
-        queue.link(&webrtc).map_err(|_| fail("linking queue to webrtcbin"))?;
+        queue
+            .link(&webrtc)
+            .map_err(|_| MediaError::Build("linking queue to webrtcbin".into()))?;
         if let Some(transceiver) = webrtc
             .static_pad("sink_0")
             .and_then(|p| p.property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver"))
         {
             transceiver.set_property("direction", gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly);
         }
-        queue
-            .sync_state_with_parent()
-            .map_err(|_| fail("starting viewer queue"))?;
-        webrtc
-            .sync_state_with_parent()
-            .map_err(|_| fail("starting webrtcbin"))?;
-        let queue_sink = queue.static_pad("sink").ok_or_else(|| fail("queue has no sink pad"))?;
-        let tee_pad = tee_branch::link(tee, &queue_sink).ok_or_else(|| fail("linking tee to viewer queue"))?;
-        Ok(Self {
-            queue,
-            webrtc,
-            tee_pad,
-            tee: tee.clone(),
-        })
+        let queue_sink = queue
+            .static_pad("sink")
+            .ok_or_else(|| MediaError::Build("queue has no sink pad".into()))?;
+        branch::firewalled_sink(&bin, &queue_sink)?;
+        let attached = Attached::link(rtp_tee, bin)?;
+        Ok(Self { webrtc, attached })
     }
 
     pub fn set_answer(&self, sdp: &str, events: EventSink) -> Result<(), MediaError> {
@@ -143,9 +137,9 @@ impl ViewerBranch {
         }
     }
 
-    /// Takes the branch off its tee and frees it (see `tee_branch::detach`).
-    pub fn detach(self) {
-        tee_branch::detach(&self.tee, self.tee_pad, vec![self.webrtc, self.queue]);
+    /// Takes the branch off its tee and frees it (see `Attached::detach`).
+    pub fn detach(self) -> Detaching {
+        self.attached.detach()
     }
 }
 

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::camera::CameraInfo;
+
 /// Largest websocket message accepted. An SDP answer from a browser is a few KiB; 64 KiB leaves room
 /// for many codecs and candidates while keeping a hostile client from making us buffer megabytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -107,42 +109,6 @@ impl ServerMessage {
         // Serialising these plain structs cannot fail (no maps with non-string keys, no custom impls).
         serde_json::to_string(self).unwrap_or_default()
     }
-}
-
-/// What a page (and GET /api/cameras) knows about one camera.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CameraInfo {
-    pub id: String,
-    pub name: String,
-    pub state: CameraState,
-    /// Why the camera is in its state (the failure, or why this encoder was chosen).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// "v4l2" or "test".
-    pub kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub encoder: Option<String>,
-    pub bitrate_kbps: u32,
-    pub viewers: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CameraState {
-    /// Pipeline being built or started.
-    Starting,
-    /// Encoding; viewers can join.
-    Streaming,
-    /// No viewers and the idle policy stopped the pipeline; a viewer starts it.
-    Idle,
-    /// The device is gone (unplugged); the card stays so its viewers see what happened.
-    Offline,
-    /// Every usable encoder failed, or the device cannot be opened.
-    Failed,
 }
 
 #[cfg(test)]

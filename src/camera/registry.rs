@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use crate::camera::CameraHandle;
-use crate::signalling::protocol::CameraInfo;
+use super::{CameraHandle, CameraInfo};
 
 struct Entry {
     handle: CameraHandle,
@@ -99,8 +98,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::camera::Command;
-    use crate::signalling::protocol::CameraState;
+    use crate::camera::{CameraState, Command};
 
     fn info(id: &str, state: CameraState) -> CameraInfo {
         CameraInfo {

@@ -1,0 +1,66 @@
+//! Everything a camera can refuse a viewer, as one type: the websocket turns it into an `error` message,
+//! an HTTP handler into a status code (`http_status`), and tests match on the variant.
+
+use crate::encoders::Codec;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CameraError {
+    #[error("unknown camera {0:?}")]
+    Unknown(String),
+    #[error("camera is busy; try again")]
+    Busy,
+    #[error("no codec in common: this camera sends {offered}, the browser takes {wanted}")]
+    NoCommonCodec { offered: String, wanted: String },
+    #[error("this camera has no {0} encoding")]
+    NoEncoding(Codec),
+    #[error("{0} for a viewer that does not exist: send ready first")]
+    NoSuchViewer(&'static str),
+    #[error("answer while the camera is not streaming")]
+    NotStreaming,
+    /// The viewer's SDP or candidate was refused (not SDP, rejected video, ...).
+    #[error("{0}")]
+    BadSdp(String),
+    #[error("negotiation did not finish within {0} s")]
+    NegotiationTimeout(u64),
+    /// The viewer's own session broke (ICE, DTLS, its branch): only that viewer is affected.
+    #[error("{0}")]
+    ViewerFailed(String),
+    /// Its branch could not be added to the running pipeline.
+    #[error("{0}")]
+    Branch(String),
+}
+
+impl CameraError {
+    /// The status an HTTP endpoint (WHEP, the API) answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Unknown(_) | Self::NoSuchViewer(_) => 404,
+            Self::NoCommonCodec { .. } | Self::NoEncoding(_) => 406,
+            Self::BadSdp(_) => 400,
+            Self::NotStreaming | Self::Busy => 503,
+            Self::NegotiationTimeout(_) => 408,
+            Self::ViewerFailed(_) | Self::Branch(_) => 500,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_a_status_a_client_can_act_on() {
+        assert_eq!(CameraError::Unknown("x".into()).http_status(), 404);
+        assert_eq!(CameraError::BadSdp("not SDP".into()).http_status(), 400);
+        assert_eq!(CameraError::NotStreaming.http_status(), 503);
+        let e = CameraError::NoCommonCodec {
+            offered: "H.264".into(),
+            wanted: "AV1".into(),
+        };
+        assert_eq!(e.http_status(), 406);
+        assert_eq!(
+            e.to_string(),
+            "no codec in common: this camera sends H.264, the browser takes AV1"
+        );
+    }
+}

@@ -1,0 +1,474 @@
+//! A camera's behaviour as a plain state type: inputs (device online/offline, viewers joining and
+//! leaving, what the pipeline reported, a tick) in, effects (start/stop the pipeline, attach/detach a
+//! viewer's branch, stop an extra encoding, ask for a keyframe, tell a viewer) out. No I/O, no
+//! GStreamer, no clock: time comes in with each input, so whole sequences (plug, fallback, backoff,
+//! idle stop, negotiation timeout, rejoin races) are tested in microseconds. The actor (`actor.rs`) is
+//! the shell that runs the effects and feeds their outcomes back in.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::sink::ConnId;
+use super::{CameraError, CameraState, Setup};
+use crate::config::IdlePolicy;
+use crate::encoders::Codec;
+use crate::media::{EncoderPlan, FailureOrigin};
+
+/// A source that delivers nothing for this long is treated as unplugged (some USB cameras stop
+/// sending without any error when yanked or when their firmware hangs).
+pub const SOURCE_SILENCE_LIMIT: Duration = Duration::from_secs(5);
+/// After a source failure without a udev remove (device busy, driver hiccup), retry after this long,
+/// doubling while the source keeps failing without a frame, up to `SOURCE_RETRY_MAX`: a camera that
+/// enumerates but never streams should not flap between offline and starting every few seconds.
+pub const SOURCE_RETRY: Duration = Duration::from_secs(3);
+pub const SOURCE_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Numbers a viewer's branches: a viewer gets a new one each time the pipeline is rebuilt or it asks
+/// again, and events of a replaced branch must not touch the new one.
+pub type BranchId = u64;
+
+/// Settings every camera shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub idle: IdlePolicy,
+    /// How long a viewer may take to connect before it is dropped.
+    pub negotiation_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub enum Input {
+    /// The device is (back) on this machine, with the plan to stream it.
+    Online(Box<Setup>),
+    /// The device is gone: tear the pipeline down, keep the card and its viewers.
+    Offline,
+    Join {
+        conn: ConnId,
+        codecs: Option<Vec<String>>,
+    },
+    Leave {
+        conn: ConnId,
+    },
+    /// The pipeline asked for by `Effect::StartPipeline` is playing.
+    Started,
+    /// ... or did not start.
+    StartFailed {
+        origin: FailureOrigin,
+        reason: String,
+    },
+    /// The running pipeline failed (a bus error, the source ending). Viewer-branch failures come as
+    /// `ViewerFailed` instead: they never count against the camera.
+    Failed {
+        origin: FailureOrigin,
+        reason: String,
+    },
+    /// A branch could not be added (`Effect::Attach` failed).
+    AttachFailed {
+        conn: ConnId,
+        branch: BranchId,
+        error: CameraError,
+    },
+    ViewerConnected {
+        conn: ConnId,
+        branch: BranchId,
+    },
+    ViewerFailed {
+        conn: ConnId,
+        branch: BranchId,
+        reason: String,
+    },
+    /// Once a second, with what the running pipeline has done.
+    Tick {
+        health: Option<Health>,
+    },
+}
+
+/// What a running pipeline reports on each tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Health {
+    pub encoded_frames: u64,
+    pub source_silence: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Build and play a pipeline with `Setup::encoders[encoder]`; answer with `Started` or `StartFailed`.
+    StartPipeline {
+        encoder: usize,
+    },
+    /// Stop the pipeline (every branch goes with it) and wait for it.
+    StopPipeline,
+    /// Add a branch for this viewer to the encoding of `codec` (starting that encoding if it is an extra one).
+    Attach {
+        conn: ConnId,
+        branch: BranchId,
+        codec: Codec,
+    },
+    /// Take the viewer's branch off its tee and free it.
+    Detach {
+        conn: ConnId,
+    },
+    /// Nobody watches this extra encoding any more.
+    StopEncoding(Codec),
+    RequestKeyframe(Codec),
+    Notify {
+        conn: ConnId,
+        error: CameraError,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// No device: never plugged in (no reason to show), unplugged, or its source failed for good.
+    Offline(Option<String>),
+    /// Waiting for a viewer (idle policy `stop`).
+    Idle,
+    Starting,
+    Streaming {
+        reason: String,
+    },
+    /// The source failed; it is tried again at `at`.
+    Retrying {
+        at: Instant,
+        reason: String,
+    },
+    /// No encoder is left.
+    Failed(String),
+}
+
+#[derive(Debug)]
+struct Viewer {
+    codec: Codec,
+    /// The branch it has now; None while the camera has no pipeline (it waits for one).
+    branch: Option<BranchId>,
+    /// When the current negotiation started; None once connected.
+    negotiating_since: Option<Instant>,
+}
+
+pub struct Lifecycle {
+    policy: Policy,
+    setup: Option<Setup>,
+    phase: Phase,
+    encoder_index: usize,
+    /// Why the current encoder is not the first choice.
+    fallback_reason: Option<String>,
+    /// Source failures in a row with no frame encoded in between (sets the retry delay).
+    source_failures: u32,
+    /// Whether the running pipeline has encoded anything (a source that streamed resets the backoff).
+    encoded_any: bool,
+    viewers: BTreeMap<ConnId, Viewer>,
+    branches_made: BranchId,
+}
+
+impl Lifecycle {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            setup: None,
+            phase: Phase::Offline(None),
+            encoder_index: 0,
+            fallback_reason: None,
+            source_failures: 0,
+            encoded_any: false,
+            viewers: BTreeMap::new(),
+            branches_made: 0,
+        }
+    }
+
+    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Effect> {
+        let mut out = Vec::new();
+        match input {
+            Input::Online(setup) => self.online(*setup, &mut out),
+            Input::Offline => {
+                self.setup = None;
+                self.source_failures = 0;
+                self.stop(&mut out);
+                self.phase = Phase::Offline(Some("device unplugged".into()));
+            }
+            Input::Join { conn, codecs } => self.join(now, conn, codecs.as_deref(), &mut out),
+            Input::Leave { conn } => self.leave(conn, &mut out),
+            Input::Started => self.started(now, &mut out),
+            Input::StartFailed {
+                origin: FailureOrigin::Source,
+                reason,
+            } => self.source_failed(now, &format!("the device did not start: {reason}"), &mut out),
+            Input::StartFailed {
+                origin: FailureOrigin::Encoder,
+                reason,
+            } => {
+                let profile = self.current_plan().map(|p| p.profile.clone()).unwrap_or_default();
+                self.fallback_reason = Some(format!("fell back from {profile}: {reason}"));
+                self.encoder_index += 1;
+                self.start_or_fail(&mut out, || "no encoder could start for this camera".into());
+            }
+            Input::Failed {
+                origin: FailureOrigin::Source,
+                reason,
+            } => self.source_failed(now, &reason, &mut out),
+            Input::Failed {
+                origin: FailureOrigin::Encoder,
+                reason,
+            } => self.encoder_failed(&reason, &mut out),
+            // A late report of a branch already replaced or removed concerns nobody any more.
+            Input::AttachFailed { conn, branch, error } if self.is_current(conn, branch) => {
+                // Nothing to detach: the branch never came to be.
+                self.viewers.entry(conn).and_modify(|v| v.branch = None);
+                self.drop_viewer(conn, error, &mut out)
+            }
+            Input::ViewerFailed { conn, branch, reason } if self.is_current(conn, branch) => {
+                self.drop_viewer(conn, CameraError::ViewerFailed(reason), &mut out)
+            }
+            Input::AttachFailed { .. } | Input::ViewerFailed { .. } => {}
+            Input::ViewerConnected { conn, branch } => {
+                if let Some(viewer) = self.viewers.get_mut(&conn).filter(|v| v.branch == Some(branch)) {
+                    if viewer.negotiating_since.take().is_some() {
+                        out.push(Effect::RequestKeyframe(viewer.codec));
+                    }
+                }
+            }
+            Input::Tick { health } => self.tick(now, health, &mut out),
+        }
+        out
+    }
+
+    fn online(&mut self, setup: Setup, out: &mut Vec<Effect>) {
+        self.setup = Some(setup);
+        self.encoder_index = 0;
+        self.fallback_reason = None;
+        self.source_failures = 0;
+        self.stop(out);
+        if self.policy.idle == IdlePolicy::KeepEncoding || !self.viewers.is_empty() {
+            self.start_or_fail(out, || "no usable encoder for this camera".into());
+        } else {
+            self.phase = Phase::Idle;
+        }
+    }
+
+    fn join(&mut self, now: Instant, conn: ConnId, codecs: Option<&[String]>, out: &mut Vec<Effect>) {
+        let codec = match self.pick_codec(codecs) {
+            Ok(codec) => codec,
+            Err(error) => return out.push(Effect::Notify { conn, error }),
+        };
+        // A page that sends ready again (reload of one card, reconnect) replaces its old session.
+        if self.viewers.contains_key(&conn) {
+            self.remove_viewer(conn, out);
+        }
+        self.viewers.insert(
+            conn,
+            Viewer {
+                codec,
+                branch: None,
+                negotiating_since: None,
+            },
+        );
+        match self.phase {
+            // Idle policy "stop": the first viewer starts the camera (which attaches every viewer).
+            Phase::Idle => self.start_or_fail(out, || "no usable encoder for this camera".into()),
+            Phase::Streaming { .. } => self.attach(now, conn, out),
+            _ => {} // it waits for the pipeline
+        }
+    }
+
+    /// H.264 for every browser that takes it (the original protocol lists no codecs: H.264); VP8
+    /// only for browsers that cannot receive H.264.
+    fn pick_codec(&self, codecs: Option<&[String]>) -> Result<Codec, CameraError> {
+        let Some(codecs) = codecs else { return Ok(Codec::H264) };
+        let can = |name: &str| codecs.iter().any(|c| c.eq_ignore_ascii_case(name));
+        let vp8 = self.setup.as_ref().is_some_and(|s| s.vp8.is_some());
+        if can("H264") {
+            Ok(Codec::H264)
+        } else if can("VP8") && vp8 {
+            Ok(Codec::Vp8)
+        } else {
+            Err(CameraError::NoCommonCodec {
+                offered: if vp8 { "H.264 or VP8".into() } else { "H.264".into() },
+                wanted: codecs.join(", "),
+            })
+        }
+    }
+
+    fn leave(&mut self, conn: ConnId, out: &mut Vec<Effect>) {
+        if !self.viewers.contains_key(&conn) {
+            return;
+        }
+        let running = matches!(self.phase, Phase::Streaming { .. } | Phase::Starting);
+        if self.viewers.len() == 1 && self.policy.idle == IdlePolicy::Stop && running {
+            // The branch stops with the pipeline. Detaching it first would leave an unlink pending on a
+            // pad that stops flowing, and the branch would never be freed.
+            self.viewers.remove(&conn);
+            self.stop(out);
+            self.phase = Phase::Idle;
+        } else {
+            self.remove_viewer(conn, out);
+        }
+    }
+
+    fn drop_viewer(&mut self, conn: ConnId, error: CameraError, out: &mut Vec<Effect>) {
+        out.push(Effect::Notify { conn, error });
+        self.remove_viewer(conn, out);
+    }
+
+    /// Frees a viewer's branch, and the extra encoding it watched if nobody else does.
+    fn remove_viewer(&mut self, conn: ConnId, out: &mut Vec<Effect>) {
+        let Some(viewer) = self.viewers.remove(&conn) else {
+            return;
+        };
+        if viewer.branch.is_some() {
+            out.push(Effect::Detach { conn });
+        }
+        let extra = viewer.codec != Codec::H264;
+        if extra && self.is_streaming() && !self.viewers.values().any(|v| v.codec == viewer.codec) {
+            out.push(Effect::StopEncoding(viewer.codec));
+        }
+    }
+
+    fn is_streaming(&self) -> bool {
+        matches!(self.phase, Phase::Streaming { .. })
+    }
+
+    fn is_current(&self, conn: ConnId, branch: BranchId) -> bool {
+        self.viewers.get(&conn).is_some_and(|v| v.branch == Some(branch))
+    }
+
+    fn started(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let reason = match (self.encoder_index, &self.fallback_reason, &self.setup) {
+            (0, _, Some(setup)) => setup.encoder_reason.clone(),
+            (_, Some(why), _) => why.clone(),
+            (n, None, _) => format!("fallback #{n}: the encoders before it did not start"),
+        };
+        self.phase = Phase::Streaming { reason };
+        self.encoded_any = false;
+        let waiting: Vec<ConnId> = self.viewers.keys().copied().collect();
+        for conn in waiting {
+            self.attach(now, conn, out);
+        }
+    }
+
+    fn attach(&mut self, now: Instant, conn: ConnId, out: &mut Vec<Effect>) {
+        let Some(viewer) = self.viewers.get_mut(&conn) else {
+            return;
+        };
+        self.branches_made += 1;
+        viewer.branch = Some(self.branches_made);
+        viewer.negotiating_since = Some(now);
+        out.push(Effect::Attach {
+            conn,
+            branch: self.branches_made,
+            codec: viewer.codec,
+        });
+    }
+
+    fn source_failed(&mut self, now: Instant, reason: &str, out: &mut Vec<Effect>) {
+        if self.encoded_any {
+            self.source_failures = 0;
+        }
+        self.stop(out);
+        if self.setup.is_none() {
+            self.phase = Phase::Offline(Some(reason.to_string()));
+            return;
+        }
+        let delay = (SOURCE_RETRY * 2u32.saturating_pow(self.source_failures)).min(SOURCE_RETRY_MAX);
+        self.source_failures += 1;
+        self.phase = Phase::Retrying {
+            at: now + delay,
+            reason: format!("{reason}; retrying in {} s", delay.as_secs()),
+        };
+    }
+
+    fn encoder_failed(&mut self, reason: &str, out: &mut Vec<Effect>) {
+        let failed = self.current_plan().map(|p| p.profile.clone()).unwrap_or_default();
+        self.stop(out);
+        self.encoder_index += 1;
+        if self.current_plan().is_some() {
+            self.fallback_reason = Some(format!("fell back from {failed}: {reason}"));
+        }
+        self.start_or_fail(out, || format!("every usable encoder failed; last: {failed}: {reason}"));
+    }
+
+    fn tick(&mut self, now: Instant, health: Option<Health>, out: &mut Vec<Effect>) {
+        let timeout = self.policy.negotiation_timeout;
+        let overdue: Vec<ConnId> = self
+            .viewers
+            .iter()
+            .filter(|(_, v)| v.negotiating_since.is_some_and(|t| now.duration_since(t) >= timeout))
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in overdue {
+            out.push(Effect::Notify {
+                conn,
+                error: CameraError::NegotiationTimeout(timeout.as_secs()),
+            });
+            self.leave(conn, out);
+        }
+        if let Some(health) = health.filter(|_| self.is_streaming()) {
+            self.encoded_any |= health.encoded_frames > 0;
+            if health.source_silence > SOURCE_SILENCE_LIMIT {
+                let reason = format!("source delivered no frames for {} s", SOURCE_SILENCE_LIMIT.as_secs());
+                self.source_failed(now, &reason, out);
+            }
+        }
+        if matches!(self.phase, Phase::Retrying { at, .. } if now >= at) {
+            self.start_or_fail(out, || "no usable encoder for this camera".into());
+        }
+    }
+
+    /// Starts the pipeline with the current encoder, or fails the camera if none is left.
+    fn start_or_fail(&mut self, out: &mut Vec<Effect>, why_failed: impl FnOnce() -> String) {
+        if self.current_plan().is_some() {
+            self.phase = Phase::Starting;
+            out.push(Effect::StartPipeline {
+                encoder: self.encoder_index,
+            });
+        } else {
+            self.phase = Phase::Failed(why_failed());
+        }
+    }
+
+    /// Stops a pipeline that runs (or is starting); branches go with it, viewers stay and wait.
+    fn stop(&mut self, out: &mut Vec<Effect>) {
+        if matches!(self.phase, Phase::Streaming { .. } | Phase::Starting) {
+            out.push(Effect::StopPipeline);
+        }
+        for viewer in self.viewers.values_mut() {
+            viewer.branch = None;
+            viewer.negotiating_since = None;
+        }
+    }
+
+    pub fn setup(&self) -> Option<&Setup> {
+        self.setup.as_ref()
+    }
+
+    pub fn current_plan(&self) -> Option<&EncoderPlan> {
+        self.setup.as_ref().and_then(|s| s.encoders.get(self.encoder_index))
+    }
+
+    /// The branch a viewer has now, for its answer and candidates.
+    pub fn branch_of(&self, conn: ConnId, what: &'static str) -> Result<BranchId, CameraError> {
+        let viewer = self.viewers.get(&conn).ok_or(CameraError::NoSuchViewer(what))?;
+        viewer.branch.ok_or(CameraError::NotStreaming)
+    }
+
+    pub fn viewers(&self) -> usize {
+        self.viewers.len()
+    }
+
+    pub fn codec_of(&self, conn: ConnId) -> Option<Codec> {
+        self.viewers.get(&conn).map(|v| v.codec)
+    }
+
+    /// The state and its reason, as the card shows them.
+    pub fn state(&self) -> (CameraState, Option<String>) {
+        match &self.phase {
+            Phase::Offline(why) => (CameraState::Offline, why.clone()),
+            Phase::Idle => (CameraState::Idle, None),
+            Phase::Starting => (CameraState::Starting, None),
+            Phase::Streaming { reason } => (CameraState::Streaming, Some(reason.clone())),
+            Phase::Retrying { reason, .. } => (CameraState::Offline, Some(reason.clone())),
+            Phase::Failed(why) => (CameraState::Failed, Some(why.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod tests;

@@ -1,0 +1,520 @@
+//! The camera lifecycle driven through input sequences: no pipeline, no runtime, a clock we move by hand.
+
+use super::*;
+use crate::media::SourceSpec;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn plan(profile: &str, codec: Codec) -> EncoderPlan {
+    EncoderPlan {
+        profile: profile.into(),
+        fragment: String::new(),
+        raw_input: Some("I420".into()),
+        codec,
+    }
+}
+
+fn setup(encoders: &[&str]) -> Box<Setup> {
+    Box::new(Setup {
+        source: SourceSpec::Test {
+            pattern: "black",
+            ball: false,
+            label: "t".into(),
+            width: 320,
+            height: 240,
+            fps: 30,
+            time_code: false,
+        },
+        encoders: encoders.iter().map(|p| plan(p, Codec::H264)).collect(),
+        encoder_reason: "first choice".into(),
+        vp8: Some(plan("vp8", Codec::Vp8)),
+        bitrate_kbps: 1000,
+    })
+}
+
+/// A lifecycle and its clock.
+struct Camera {
+    lc: Lifecycle,
+    now: Instant,
+}
+
+impl Camera {
+    fn new(idle: IdlePolicy) -> Self {
+        Self {
+            lc: Lifecycle::new(Policy {
+                idle,
+                negotiation_timeout: TIMEOUT,
+            }),
+            now: Instant::now(),
+        }
+    }
+
+    fn input(&mut self, input: Input) -> Vec<Effect> {
+        self.lc.handle(self.now, input)
+    }
+
+    fn after(&mut self, elapsed: Duration, input: Input) -> Vec<Effect> {
+        self.now += elapsed;
+        self.input(input)
+    }
+
+    fn tick(&mut self, elapsed: Duration) -> Vec<Effect> {
+        self.after(elapsed, Input::Tick { health: None })
+    }
+
+    /// Online with these encoders and started with the first: streaming.
+    fn streaming(encoders: &[&str]) -> Self {
+        let mut camera = Self::new(IdlePolicy::KeepEncoding);
+        assert_eq!(
+            camera.input(Input::Online(setup(encoders))),
+            [Effect::StartPipeline { encoder: 0 }]
+        );
+        assert_eq!(camera.input(Input::Started), []);
+        camera
+    }
+
+    fn state(&self) -> CameraState {
+        self.lc.state().0
+    }
+
+    fn detail(&self) -> String {
+        self.lc.state().1.unwrap_or_default()
+    }
+}
+
+fn join(conn: ConnId) -> Input {
+    Input::Join { conn, codecs: None }
+}
+
+fn failed(origin: FailureOrigin, reason: &str) -> Input {
+    Input::Failed {
+        origin,
+        reason: reason.into(),
+    }
+}
+
+#[test]
+fn plug_unplug_replug() {
+    let mut camera = Camera::new(IdlePolicy::KeepEncoding);
+    assert_eq!(
+        (camera.state(), camera.lc.state().1),
+        (CameraState::Offline, None),
+        "listed before it is plugged"
+    );
+
+    assert_eq!(
+        camera.input(Input::Online(setup(&["x264"]))),
+        [Effect::StartPipeline { encoder: 0 }]
+    );
+    assert_eq!(camera.state(), CameraState::Starting);
+    camera.input(Input::Started);
+    assert_eq!(
+        (camera.state(), camera.detail()),
+        (CameraState::Streaming, "first choice".into())
+    );
+
+    assert_eq!(camera.input(Input::Offline), [Effect::StopPipeline]);
+    assert_eq!(
+        (camera.state(), camera.detail()),
+        (CameraState::Offline, "device unplugged".into())
+    );
+    assert_eq!(camera.input(Input::Offline), [], "a second remove stops nothing");
+
+    assert_eq!(
+        camera.input(Input::Online(setup(&["x264"]))),
+        [Effect::StartPipeline { encoder: 0 }]
+    );
+}
+
+#[test]
+fn viewers_wait_for_an_unplugged_camera_and_get_a_branch_when_it_returns() {
+    let mut camera = Camera::streaming(&["x264"]);
+    assert_eq!(
+        camera.input(join(1)),
+        [Effect::Attach {
+            conn: 1,
+            branch: 1,
+            codec: Codec::H264
+        }]
+    );
+    camera.input(Input::Offline);
+    assert_eq!(camera.input(join(2)), [], "nothing to attach to");
+    assert_eq!(camera.lc.viewers(), 2);
+    assert_eq!(camera.lc.branch_of(1, "answer"), Err(CameraError::NotStreaming));
+
+    assert_eq!(
+        camera.input(Input::Online(setup(&["x264"]))),
+        [Effect::StartPipeline { encoder: 0 }]
+    );
+    assert_eq!(
+        camera.input(Input::Started),
+        [
+            Effect::Attach {
+                conn: 1,
+                branch: 2,
+                codec: Codec::H264
+            },
+            Effect::Attach {
+                conn: 2,
+                branch: 3,
+                codec: Codec::H264
+            }
+        ]
+    );
+}
+
+#[test]
+fn an_encoder_that_does_not_start_falls_through_to_the_next() {
+    let mut camera = Camera::new(IdlePolicy::KeepEncoding);
+    camera.input(Input::Online(setup(&["nvh264enc", "x264"])));
+    let effects = camera.input(Input::StartFailed {
+        origin: FailureOrigin::Encoder,
+        reason: "no NVENC".into(),
+    });
+    assert_eq!(effects, [Effect::StartPipeline { encoder: 1 }]);
+    camera.input(Input::Started);
+    assert_eq!(camera.detail(), "fell back from nvh264enc: no NVENC");
+    assert_eq!(camera.lc.current_plan().unwrap().profile, "x264");
+}
+
+#[test]
+fn an_encoder_failing_at_run_time_falls_back_then_fails_when_none_is_left() {
+    let mut camera = Camera::streaming(&["a", "b"]);
+    assert_eq!(
+        camera.input(failed(FailureOrigin::Encoder, "boom")),
+        [Effect::StopPipeline, Effect::StartPipeline { encoder: 1 }]
+    );
+    camera.input(Input::Started);
+    assert_eq!(
+        (camera.state(), camera.detail()),
+        (CameraState::Streaming, "fell back from a: boom".into())
+    );
+
+    assert_eq!(
+        camera.input(failed(FailureOrigin::Encoder, "bang")),
+        [Effect::StopPipeline]
+    );
+    assert_eq!(camera.state(), CameraState::Failed);
+    assert_eq!(camera.detail(), "every usable encoder failed; last: b: bang");
+    assert_eq!(
+        camera.input(join(1)),
+        [],
+        "a failed camera takes viewers but starts nothing"
+    );
+    assert_eq!(camera.tick(Duration::from_secs(120)), [], "and never retries by itself");
+
+    // A replug (or a new plan) starts over from the best encoder.
+    assert_eq!(
+        camera.input(Input::Online(setup(&["a", "b"]))),
+        [Effect::StartPipeline { encoder: 0 }]
+    );
+}
+
+#[test]
+fn a_failing_source_is_retried_with_a_doubling_delay_and_never_costs_an_encoder() {
+    let mut camera = Camera::streaming(&["x264", "openh264"]);
+    assert_eq!(
+        camera.input(failed(FailureOrigin::Source, "device busy")),
+        [Effect::StopPipeline]
+    );
+    assert_eq!(
+        (camera.state(), camera.detail()),
+        (CameraState::Offline, "device busy; retrying in 3 s".into())
+    );
+    assert_eq!(camera.tick(Duration::from_millis(2900)), []);
+    assert_eq!(
+        camera.tick(Duration::from_millis(100)),
+        [Effect::StartPipeline { encoder: 0 }]
+    );
+
+    let mut delays = Vec::new();
+    for _ in 0..6 {
+        camera.input(Input::StartFailed {
+            origin: FailureOrigin::Source,
+            reason: "gone".into(),
+        });
+        let detail = camera.detail();
+        assert!(
+            detail.starts_with("the device did not start: gone; retrying in"),
+            "{detail}"
+        );
+        let seconds: u64 = detail.rsplit(' ').nth(1).unwrap().parse().unwrap();
+        delays.push(seconds);
+        assert_eq!(
+            camera.tick(Duration::from_secs(seconds)),
+            [Effect::StartPipeline { encoder: 0 }]
+        );
+    }
+    assert_eq!(delays, [6, 12, 24, 48, 60, 60]);
+    assert_eq!(
+        camera.lc.current_plan().unwrap().profile,
+        "x264",
+        "source faults never move to another encoder"
+    );
+
+    // A pipeline that streamed resets the backoff.
+    camera.input(Input::Started);
+    camera.input(Input::Tick {
+        health: Some(Health {
+            encoded_frames: 30,
+            source_silence: Duration::ZERO,
+        }),
+    });
+    camera.input(failed(FailureOrigin::Source, "unplugged"));
+    assert_eq!(camera.detail(), "unplugged; retrying in 3 s");
+}
+
+#[test]
+fn a_silent_source_is_treated_as_gone() {
+    let mut camera = Camera::streaming(&["x264"]);
+    let quiet = |ms| Input::Tick {
+        health: Some(Health {
+            encoded_frames: 0,
+            source_silence: Duration::from_millis(ms),
+        }),
+    };
+    assert_eq!(camera.input(quiet(4000)), []);
+    assert_eq!(camera.input(quiet(5500)), [Effect::StopPipeline]);
+    assert_eq!(camera.detail(), "source delivered no frames for 5 s; retrying in 3 s");
+}
+
+#[test]
+fn a_source_failure_after_unplug_just_stays_offline() {
+    let mut camera = Camera::streaming(&["x264"]);
+    camera.input(Input::Offline);
+    camera.input(Input::StartFailed {
+        origin: FailureOrigin::Source,
+        reason: "no such device".into(),
+    });
+    assert_eq!(camera.state(), CameraState::Offline);
+    assert_eq!(camera.tick(Duration::from_secs(120)), [], "no retry without a device");
+}
+
+#[test]
+fn idle_stop_starts_for_the_first_viewer_and_stops_after_the_last() {
+    let mut camera = Camera::new(IdlePolicy::Stop);
+    assert_eq!(camera.input(Input::Online(setup(&["x264"]))), []);
+    assert_eq!(camera.state(), CameraState::Idle);
+
+    assert_eq!(camera.input(join(1)), [Effect::StartPipeline { encoder: 0 }]);
+    assert_eq!(
+        camera.input(Input::Started),
+        [Effect::Attach {
+            conn: 1,
+            branch: 1,
+            codec: Codec::H264
+        }]
+    );
+    assert_eq!(
+        camera.input(join(2)),
+        [Effect::Attach {
+            conn: 2,
+            branch: 2,
+            codec: Codec::H264
+        }]
+    );
+    assert_eq!(camera.input(Input::Leave { conn: 1 }), [Effect::Detach { conn: 1 }]);
+    // The last viewer's branch goes with the pipeline: no detach of a pad that stops flowing.
+    assert_eq!(camera.input(Input::Leave { conn: 2 }), [Effect::StopPipeline]);
+    assert_eq!(camera.state(), CameraState::Idle);
+    assert_eq!(camera.input(Input::Leave { conn: 2 }), [], "leaving twice is harmless");
+}
+
+#[test]
+fn keep_encoding_keeps_the_pipeline_without_viewers() {
+    let mut camera = Camera::streaming(&["x264"]);
+    camera.input(join(1));
+    assert_eq!(camera.input(Input::Leave { conn: 1 }), [Effect::Detach { conn: 1 }]);
+    assert_eq!(camera.state(), CameraState::Streaming);
+}
+
+#[test]
+fn a_viewer_that_does_not_connect_in_time_is_dropped_and_one_that_does_gets_a_keyframe() {
+    let mut camera = Camera::streaming(&["x264"]);
+    camera.input(join(1));
+    camera.input(join(2));
+    assert_eq!(
+        camera.after(Duration::from_secs(3), Input::ViewerConnected { conn: 2, branch: 2 }),
+        [Effect::RequestKeyframe(Codec::H264)]
+    );
+    assert_eq!(
+        camera.input(Input::ViewerConnected { conn: 2, branch: 2 }),
+        [],
+        "one keyframe per connection"
+    );
+    assert_eq!(camera.tick(Duration::from_secs(6)), []);
+    assert_eq!(
+        camera.tick(Duration::from_secs(1)),
+        [
+            Effect::Notify {
+                conn: 1,
+                error: CameraError::NegotiationTimeout(10)
+            },
+            Effect::Detach { conn: 1 }
+        ]
+    );
+    assert_eq!(camera.lc.viewers(), 1);
+    assert_eq!(
+        camera.state(),
+        CameraState::Streaming,
+        "the camera itself is unaffected"
+    );
+}
+
+#[test]
+fn a_late_failure_of_a_replaced_branch_does_not_touch_the_new_one() {
+    let mut camera = Camera::streaming(&["x264"]);
+    camera.input(join(1));
+    // The page asks again on the same connection (a reload of one card): new branch, old one freed.
+    assert_eq!(
+        camera.input(join(1)),
+        [
+            Effect::Detach { conn: 1 },
+            Effect::Attach {
+                conn: 1,
+                branch: 2,
+                codec: Codec::H264
+            }
+        ]
+    );
+    let late = Input::ViewerFailed {
+        conn: 1,
+        branch: 1,
+        reason: "connection failed (DTLS)".into(),
+    };
+    assert_eq!(camera.input(late), []);
+    assert_eq!(
+        camera.input(Input::ViewerConnected { conn: 1, branch: 1 }),
+        [],
+        "nor a late connect"
+    );
+    assert_eq!(camera.lc.branch_of(1, "answer"), Ok(2));
+
+    // Also across a pipeline rebuild: branches of the old pipeline are gone.
+    camera.input(failed(FailureOrigin::Encoder, "boom"));
+    camera.input(Input::Started);
+    let stale = Input::AttachFailed {
+        conn: 1,
+        branch: 2,
+        error: CameraError::Branch("x".into()),
+    };
+    assert_eq!(camera.input(stale), []);
+}
+
+#[test]
+fn a_viewer_failure_ends_that_viewer_only() {
+    let mut camera = Camera::streaming(&["x264", "openh264"]);
+    camera.input(join(1));
+    camera.input(join(2));
+    for round in 0..100 {
+        let conn = 10 + round;
+        let branch = 3 + round;
+        assert_eq!(
+            camera.input(join(conn)),
+            [Effect::Attach {
+                conn,
+                branch,
+                codec: Codec::H264
+            }]
+        );
+        let effects = camera.input(Input::ViewerFailed {
+            conn,
+            branch,
+            reason: "DTLS alert".into(),
+        });
+        assert_eq!(
+            effects,
+            [
+                Effect::Notify {
+                    conn,
+                    error: CameraError::ViewerFailed("DTLS alert".into())
+                },
+                Effect::Detach { conn }
+            ]
+        );
+    }
+    assert_eq!((camera.state(), camera.lc.viewers()), (CameraState::Streaming, 2));
+    assert_eq!(
+        camera.lc.current_plan().unwrap().profile,
+        "x264",
+        "still on its first encoder"
+    );
+}
+
+#[test]
+fn codecs_decide_h264_vp8_or_an_error_and_vp8_stops_with_its_last_viewer() {
+    let mut camera = Camera::streaming(&["x264"]);
+    let vp8 = |conn| Input::Join {
+        conn,
+        codecs: Some(vec!["VP8".into(), "AV1".into()]),
+    };
+    assert_eq!(
+        camera.input(vp8(1)),
+        [Effect::Attach {
+            conn: 1,
+            branch: 1,
+            codec: Codec::Vp8
+        }]
+    );
+    assert_eq!(
+        camera.input(vp8(2)),
+        [Effect::Attach {
+            conn: 2,
+            branch: 2,
+            codec: Codec::Vp8
+        }]
+    );
+    let both = Input::Join {
+        conn: 3,
+        codecs: Some(vec!["vp8".into(), "h264".into()]),
+    };
+    assert_eq!(
+        camera.input(both),
+        [Effect::Attach {
+            conn: 3,
+            branch: 3,
+            codec: Codec::H264
+        }]
+    );
+
+    let av1 = camera.input(Input::Join {
+        conn: 4,
+        codecs: Some(vec!["AV1".into()]),
+    });
+    let [Effect::Notify { conn: 4, error }] = &av1[..] else {
+        panic!("{av1:?}")
+    };
+    assert_eq!(
+        error.to_string(),
+        "no codec in common: this camera sends H.264 or VP8, the browser takes AV1"
+    );
+    assert_eq!(camera.lc.viewers(), 3, "the refused viewer is not kept");
+
+    assert_eq!(camera.input(Input::Leave { conn: 1 }), [Effect::Detach { conn: 1 }]);
+    assert_eq!(
+        camera.input(Input::Leave { conn: 2 }),
+        [Effect::Detach { conn: 2 }, Effect::StopEncoding(Codec::Vp8)]
+    );
+}
+
+#[test]
+fn a_branch_that_cannot_be_added_is_reported_to_its_viewer() {
+    let mut camera = Camera::streaming(&["x264"]);
+    camera.input(join(1));
+    let error = CameraError::Branch("could not start the extra encoding".into());
+    let effects = camera.input(Input::AttachFailed {
+        conn: 1,
+        branch: 1,
+        error: error.clone(),
+    });
+    assert_eq!(
+        effects,
+        [Effect::Notify { conn: 1, error }],
+        "nothing to detach: the branch never came to be"
+    );
+    assert_eq!(camera.lc.viewers(), 0);
+    assert_eq!(
+        camera.lc.branch_of(1, "candidate"),
+        Err(CameraError::NoSuchViewer("candidate"))
+    );
+}
