@@ -32,11 +32,8 @@ pub enum PipelineEvent {
 /// Reads one bus message of a pipeline whose source element is `source`. None for messages that
 /// concern nobody (state changes, QoS, ...); warnings are logged here.
 pub fn classify(source: &gst::Element, message: &gst::Message) -> Option<PipelineEvent> {
-    let reason = match message.view() {
-        gst::MessageView::Error(e) => {
-            let from = message.src().map(|s| s.path_string().to_string()).unwrap_or_default();
-            format!("{from}: {}", e.error())
-        }
+    let error = match message.view() {
+        gst::MessageView::Error(e) => e.error().to_string(),
         gst::MessageView::Eos(_) => {
             return Some(PipelineEvent::Failed {
                 origin: FailureOrigin::Source,
@@ -49,13 +46,20 @@ pub fn classify(source: &gst::Element, message: &gst::Message) -> Option<Pipelin
         }
         _ => return None,
     };
-    let mut object = message.src().cloned();
+    let from = message.src();
+    let mut object = from.cloned();
     while let Some(o) = object {
         if let Some(branch) = branch::branch_of(&o.name()) {
-            return Some(PipelineEvent::BranchFailed { branch, reason });
+            // The viewer is told which part of its session broke, not the daemon's pipeline layout.
+            let element = from.map(|s| s.name().to_string()).unwrap_or_default();
+            return Some(PipelineEvent::BranchFailed {
+                branch,
+                reason: format!("{element}: {error}"),
+            });
         }
         // v4l2src's buffer pool and other helpers post under the source, so ancestry counts.
         if &o == source.upcast_ref::<gst::Object>() {
+            let reason = with_path(from, &error);
             return Some(PipelineEvent::Failed {
                 origin: FailureOrigin::Source,
                 reason,
@@ -65,6 +69,14 @@ pub fn classify(source: &gst::Element, message: &gst::Message) -> Option<Pipelin
     }
     Some(PipelineEvent::Failed {
         origin: FailureOrigin::Encoder,
-        reason,
+        reason: with_path(from, &error),
     })
+}
+
+/// The posting element's path first: the log and the card say where in the pipeline it broke.
+fn with_path(from: Option<&gst::Object>, error: &str) -> String {
+    format!(
+        "{}: {error}",
+        from.map(|s| s.path_string().to_string()).unwrap_or_default()
+    )
 }

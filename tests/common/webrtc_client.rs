@@ -237,6 +237,8 @@ pub struct OriginalSession {
     out_rx: mpsc::UnboundedReceiver<Outgoing>,
     /// Every message the daemon sent, for failure reports.
     pub transcript: Vec<Value>,
+    /// Applied to every answer before it is sent: a hostile peer lies in its SDP.
+    pub rewrite_answer: Option<fn(&str) -> String>,
 }
 
 impl OriginalSession {
@@ -248,6 +250,7 @@ impl OriginalSession {
             out_tx,
             out_rx,
             transcript: Vec::new(),
+            rewrite_answer: None,
         })
     }
 
@@ -280,7 +283,7 @@ impl OriginalSession {
                 }
                 out = self.out_rx.recv() => {
                     match out.expect("the session holds a sender") {
-                        Ok(msg) => self.sig.send(&msg).await?,
+                        Ok(msg) => self.send_out(msg).await?,
                         Err(e) => bail!("receiving peer: {e}"),
                     }
                 }
@@ -296,6 +299,41 @@ impl OriginalSession {
                     if Instant::now() > deadline {
                         bail!("timed out after {timeout:?} waiting for {what}: {}", self.describe());
                     }
+                }
+            }
+        }
+    }
+
+    async fn send_out(&mut self, mut msg: Value) -> Result<()> {
+        if let (Some(rewrite), Some(sdp)) = (self.rewrite_answer, msg["sdp"].as_str()) {
+            msg["sdp"] = json!(rewrite(sdp));
+        }
+        self.sig.send(&msg).await
+    }
+
+    /// Runs the signalling until the daemon sends an `error`, and returns it. Errors of our own
+    /// receiving pipeline do not end it: a peer that breaks its session on purpose has them.
+    pub async fn pump_until_daemon_error(&mut self, timeout: Duration) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            tokio::select! {
+                msg = self.sig.ws.next() => {
+                    let msg = msg.ok_or_else(|| anyhow!("daemon closed the websocket"))?.context("websocket")?;
+                    if let Message::Text(text) = msg {
+                        let value: Value = serde_json::from_str(&text)?;
+                        if value["type"] == "error" {
+                            return Ok(value);
+                        }
+                        self.on_daemon_message(&text)?;
+                    }
+                }
+                out = self.out_rx.recv() => {
+                    if let Ok(msg) = out.expect("the session holds a sender") {
+                        self.send_out(msg).await?;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    bail!("no error from the daemon within {timeout:?}: {}", self.describe())
                 }
             }
         }
