@@ -36,3 +36,10 @@ if ! command -v cargo >/dev/null; then
   echo "cargo not found: install Rust with rustup (Debian 12's rustc 1.63 is too old)" >&2
   exit 1
 fi
+
+# The test command's style gates need rustfmt and clippy (in rustup's default profile, not the minimal one).
+if [ "$what" = test ] && command -v rustup >/dev/null; then
+  for component in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+  done
+fi

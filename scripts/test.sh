@@ -4,9 +4,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh test
 
-# Unit tests, then end-to-end tests (real daemon, real GStreamer, real headless browsers).
 mkdir -p target
 set +e  # a failing suite must not stop the other one; the exit status is decided at the end
+
+# Style gates: formatting and every clippy lint, on the crate, its tests and the bench driver.
+{ cargo fmt --check && (cd bench && cargo fmt --check) && cargo clippy --all-targets -- -D warnings; } 2>&1 | tee target/test-style.log
+style_status=${PIPESTATUS[0]}
+
+# Unit tests, then end-to-end tests (real daemon, real GStreamer, real headless browsers).
 cargo test --no-fail-fast 2>&1 | tee target/test-cargo.log
 cargo_status=${PIPESTATUS[0]}
 
@@ -22,6 +27,6 @@ vm_status=${PIPESTATUS[0]}
 
 # One closing line over both: cargo's "N passed; M failed" lines and the VM suite's "N passed, M failed".
 count() { grep -Eho "[0-9]+ $1" target/test-cargo.log target/test-vm.log | awk '{s+=$1} END {print s+0}'; }
-echo "cargo exit $cargo_status, unit sandbox check exit $unit_status, VM tests exit $vm_status"
+echo "style exit $style_status, cargo exit $cargo_status, unit sandbox check exit $unit_status, VM tests exit $vm_status"
 echo "total: $(count passed) passed, $(count failed) failed"
-[ "$cargo_status" = 0 ] && [ "$unit_status" = 0 ] && [ "$vm_status" = 0 ]
+[ "$style_status" = 0 ] && [ "$cargo_status" = 0 ] && [ "$unit_status" = 0 ] && [ "$vm_status" = 0 ]

@@ -72,6 +72,7 @@ impl ViewerBranch {
             .map_err(|e| MediaError::Build(format!("webrtcbin (gstreamer1.0-plugins-bad, gstreamer1.0-nice): {e}")))?;
         configure_ice(&webrtc, ice);
         connect_signals(&webrtc, events);
+        keep_off_the_router(&webrtc);
 
         bin.add_many([&queue, &webrtc])
             .map_err(|e| MediaError::Build(format!("adding viewer branch: {e}")))?;
@@ -172,6 +173,23 @@ fn turn_uri(url: &str, server: &IceServer) -> Option<String> {
     Some(format!("{scheme}://{user}:{pass}@{rest}"))
 }
 
+/// libnice asks the router for UPnP port mappings on every session by default (gssdp/gupnp objects per
+/// viewer in heaptrack, and SSDP traffic on the LAN): a camera daemon has no business reconfiguring the
+/// owner's router. webrtcbin 1.22 does not expose its NiceAgent, but its nicesrc elements carry it, and
+/// they are added before candidates are gathered (set-local-description).
+fn keep_off_the_router(webrtc: &gst::Element) {
+    webrtc.connect("deep-element-added", false, |values| {
+        let element = values[2].get::<gst::Element>().ok()?;
+        if element.factory().is_some_and(|f| f.name() == "nicesrc") {
+            let agent = element.property::<glib::Object>("agent");
+            if agent.has_property("upnp", Some(bool::static_type())) {
+                agent.set_property("upnp", false);
+            }
+        }
+        None
+    });
+}
+
 fn connect_signals(webrtc: &gst::Element, events: EventSink) {
     // Offer exactly once per viewer: a second negotiation-needed means something changed that the
     // browser cannot follow without a new offer/answer round, and re-offering is how loops start.
@@ -245,6 +263,55 @@ fn connect_signals(webrtc: &gst::Element, events: EventSink) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_viewer_session_never_uses_upnp() {
+        gst::init().unwrap();
+        let pipeline = gst::parse::launch(
+            "videotestsrc is-live=true ! x264enc tune=zerolatency speed-preset=ultrafast ! rtph264pay pt=96 ! \
+             tee name=t allow-not-linked=true",
+        )
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let events: EventSink = Arc::new(move |event| {
+            let _ = tx.send(event);
+        });
+        let ice = IceSettings {
+            servers: vec![],
+            local_addresses: vec!["127.0.0.1".parse().unwrap()],
+        };
+        let branch = ViewerBranch::attach(&pipeline.by_name("t").unwrap(), 1, &ice, events).unwrap();
+        // Once the offer exists, candidates are being gathered: the agent is set up for good.
+        let offer = loop {
+            match rx.recv_timeout(Duration::from_secs(30)).expect("an offer") {
+                ViewerEvent::Offer(sdp) => break sdp,
+                _ => continue,
+            }
+        };
+        assert!(offer.contains("H264/90000"));
+        let bin = pipeline
+            .by_name(&branch::bin_name(1))
+            .unwrap()
+            .downcast::<gst::Bin>()
+            .unwrap();
+        let nicesrcs: Vec<gst::Element> = bin
+            .iterate_recurse()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.factory().is_some_and(|f| f.name() == "nicesrc"))
+            .collect();
+        assert!(!nicesrcs.is_empty(), "webrtcbin has an ICE transport");
+        for nicesrc in nicesrcs {
+            let agent = nicesrc.property::<glib::Object>("agent");
+            assert!(!agent.property::<bool>("upnp"), "UPnP is off on {}", nicesrc.name());
+        }
+        drop(branch);
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
 
     #[test]
     fn turn_urls_carry_credentials() {
