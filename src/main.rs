@@ -162,10 +162,10 @@ async fn serve(config: Config, demo: u32, catalog: Catalog) -> anyhow::Result<()
             servers: config.ice.servers.clone(),
             local_addresses: config.ice.local_addresses.clone(),
         },
-        policy: Policy {
-            idle: config.idle,
-            negotiation_timeout: std::time::Duration::from_secs(config.negotiation_timeout.0.into()),
-        },
+        policy: Policy::new(
+            config.idle,
+            std::time::Duration::from_secs(config.negotiation_timeout.0.into()),
+        ),
         registry: registry.clone(),
     };
     let web = match &config.web_dir {

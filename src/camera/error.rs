@@ -9,6 +9,9 @@ pub enum CameraError {
     Unknown(String),
     #[error("camera is busy; try again")]
     Busy,
+    /// A limit (see `lifecycle::MAX_VIEWERS`, `MAX_NEGOTIATING`) is reached.
+    #[error("this camera has the most {what} it takes ({limit}); try again later")]
+    TooMany { what: &'static str, limit: usize },
     #[error("no codec in common: this camera sends {offered}, the browser takes {wanted}")]
     NoCommonCodec { offered: String, wanted: String },
     #[error("this camera has no {0} encoding")]
@@ -37,7 +40,7 @@ impl CameraError {
             Self::Unknown(_) | Self::NoSuchViewer(_) => 404,
             Self::NoCommonCodec { .. } | Self::NoEncoding(_) => 406,
             Self::BadSdp(_) => 400,
-            Self::NotStreaming | Self::Busy => 503,
+            Self::NotStreaming | Self::Busy | Self::TooMany { .. } => 503,
             Self::NegotiationTimeout(_) => 408,
             Self::ViewerFailed(_) | Self::Branch(_) => 500,
         }

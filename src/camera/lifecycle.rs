@@ -27,12 +27,33 @@ pub const SOURCE_RETRY_MAX: Duration = Duration::from_secs(60);
 /// again, and events of a replaced branch must not touch the new one.
 pub type BranchId = u64;
 
+/// Viewers one camera serves itself. Each is a webrtcbin (about 8 threads, ~1 % of a core for DTLS/SRTP
+/// and the send path, bench/results): 32 keep a Raspberry Pi 4 under half its cores, and more viewers
+/// than that belong on a media server (WHIP push).
+pub const MAX_VIEWERS: usize = 32;
+/// Viewers still negotiating at once. A negotiation costs a webrtcbin, a DTLS certificate check and ICE
+/// gathering up front; a client flooding `ready` messages gets refused here before it costs threads.
+pub const MAX_NEGOTIATING: usize = 8;
+
 /// Settings every camera shares.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
     pub idle: IdlePolicy,
     /// How long a viewer may take to connect before it is dropped.
     pub negotiation_timeout: Duration,
+    pub max_viewers: usize,
+    pub max_negotiating: usize,
+}
+
+impl Policy {
+    pub fn new(idle: IdlePolicy, negotiation_timeout: Duration) -> Self {
+        Self {
+            idle,
+            negotiation_timeout,
+            max_viewers: MAX_VIEWERS,
+            max_negotiating: MAX_NEGOTIATING,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -252,6 +273,9 @@ impl Lifecycle {
         if self.viewers.contains_key(&conn) {
             self.remove_viewer(conn, out);
         }
+        if let Some(error) = self.over_limit() {
+            return out.push(Effect::Notify { conn, error });
+        }
         self.viewers.insert(
             conn,
             Viewer {
@@ -265,6 +289,27 @@ impl Lifecycle {
             Phase::Idle => self.start_or_fail(out, || "no usable encoder for this camera".into()),
             Phase::Streaming { .. } => self.attach(now, conn, out),
             _ => {} // it waits for the pipeline
+        }
+    }
+
+    fn over_limit(&self) -> Option<CameraError> {
+        let negotiating = self
+            .viewers
+            .values()
+            .filter(|v| v.negotiating_since.is_some() || v.branch.is_none())
+            .count();
+        if self.viewers.len() >= self.policy.max_viewers {
+            Some(CameraError::TooMany {
+                what: "viewers",
+                limit: self.policy.max_viewers,
+            })
+        } else if negotiating >= self.policy.max_negotiating {
+            Some(CameraError::TooMany {
+                what: "viewers still connecting",
+                limit: self.policy.max_negotiating,
+            })
+        } else {
+            None
         }
     }
 

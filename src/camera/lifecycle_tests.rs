@@ -41,10 +41,7 @@ struct Camera {
 impl Camera {
     fn new(idle: IdlePolicy) -> Self {
         Self {
-            lc: Lifecycle::new(Policy {
-                idle,
-                negotiation_timeout: TIMEOUT,
-            }),
+            lc: Lifecycle::new(Policy::new(idle, TIMEOUT)),
             now: Instant::now(),
         }
     }
@@ -517,4 +514,51 @@ fn a_branch_that_cannot_be_added_is_reported_to_its_viewer() {
         camera.lc.branch_of(1, "candidate"),
         Err(CameraError::NoSuchViewer("candidate"))
     );
+}
+
+#[test]
+fn viewers_and_negotiations_are_capped_and_a_refused_viewer_costs_nothing() {
+    let mut camera = Camera::streaming(&["x264"]);
+    for conn in 1..=MAX_NEGOTIATING as ConnId {
+        assert!(matches!(camera.input(join(conn))[..], [Effect::Attach { .. }]));
+    }
+    let refused = camera.input(join(100));
+    let [Effect::Notify { conn: 100, error }] = &refused[..] else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(
+        *error,
+        CameraError::TooMany {
+            what: "viewers still connecting",
+            limit: MAX_NEGOTIATING
+        }
+    );
+    assert_eq!(error.http_status(), 503);
+
+    // Connected viewers no longer count as negotiating, up to the viewer cap.
+    for (conn, branch) in (1..=MAX_NEGOTIATING as ConnId).zip(1..) {
+        camera.input(Input::ViewerConnected { conn, branch });
+    }
+    let mut conn = 200;
+    let mut branch = MAX_NEGOTIATING as BranchId;
+    while camera.lc.viewers() < MAX_VIEWERS {
+        conn += 1;
+        branch += 1;
+        assert!(
+            matches!(camera.input(join(conn))[..], [Effect::Attach { .. }]),
+            "viewer {}",
+            camera.lc.viewers()
+        );
+        camera.input(Input::ViewerConnected { conn, branch });
+    }
+    let refused = camera.input(join(999));
+    assert!(matches!(
+        &refused[..],
+        [Effect::Notify {
+            error: CameraError::TooMany { what: "viewers", .. },
+            ..
+        }]
+    ));
+    assert_eq!(camera.lc.viewers(), MAX_VIEWERS);
+    assert_eq!(camera.state(), CameraState::Streaming);
 }

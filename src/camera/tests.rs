@@ -69,10 +69,7 @@ fn start(idle: IdlePolicy) -> (Running, Registry) {
             servers: vec![],
             local_addresses: vec!["127.0.0.1".parse().unwrap()],
         },
-        policy: Policy {
-            idle,
-            negotiation_timeout: NEGOTIATION_TIMEOUT,
-        },
+        policy: Policy::new(idle, NEGOTIATION_TIMEOUT),
         registry: registry.clone(),
     };
     let identity = Identity {
