@@ -293,11 +293,7 @@ impl Lifecycle {
     }
 
     fn over_limit(&self) -> Option<CameraError> {
-        let negotiating = self
-            .viewers
-            .values()
-            .filter(|v| v.negotiating_since.is_some() || v.branch.is_none())
-            .count();
+        let negotiating = self.viewers.values().filter(|v| v.negotiating_since.is_some()).count();
         if self.viewers.len() >= self.policy.max_viewers {
             Some(CameraError::TooMany {
                 what: "viewers",
