@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn};
 
-use crate::camera::{self, CameraHandle, CameraState, Command, Identity, Setup, Shared};
+use crate::camera::{self, CameraHandle, CameraState, Command, Identity, Limits, Setup, Shared};
 use crate::config::{CameraConfig, Config, Selector, TestPattern};
 use crate::devices::caps::{CaptureMode, PixelFormat};
 use crate::devices::mode::{choose_mode, Wanted};
@@ -258,6 +258,8 @@ impl Supervisor {
             fragment: p.render(&settings),
             raw_input: p.raw_input_for(input).map(str::to_string),
             codec: p.codec(),
+            bitrate: p.bitrate_control().cloned(),
+            size: None,
         };
         let encoders: Vec<EncoderPlan> = self
             .catalog
@@ -277,12 +279,30 @@ impl Supervisor {
         };
         info!(camera = %identity.id, mode, encoders = ?encoders.iter().map(|e| &e.profile).collect::<Vec<_>>(), %encoder_reason, "camera set up");
         let vp8 = self.catalog.candidates(input, Codec::Vp8, None).first().map(plan);
+        let limits = Limits::for_ceiling(bitrate_kbps);
+        // The low tier: a quarter of the pixels at the low ceiling, from the best encoder that takes raw
+        // pictures (a passthrough camera has none to scale).
+        let low = EncodeSettings {
+            bitrate_kbps: limits.low_ceiling_kbps,
+            width: even(width / 2),
+            height: even(height / 2),
+            ..settings
+        };
+        let low_tier = encoders.iter().position(|e| e.raw_input.is_some()).map(|i| {
+            let profile = &self.catalog.candidates(input, Codec::H264, forced)[i];
+            EncoderPlan {
+                fragment: profile.render(&low),
+                size: Some((low.width, low.height)),
+                ..encoders[i].clone()
+            }
+        });
         let setup = Setup {
             source,
             encoders,
             encoder_reason,
             vp8,
-            bitrate_kbps,
+            low_tier,
+            limits,
         };
         let handle = match self.cameras.get(&identity.id) {
             Some(handle) => handle.clone(),
@@ -296,6 +316,11 @@ impl Supervisor {
             warn!(camera = %identity.id, "camera queue full; setup dropped");
         }
     }
+}
+
+/// Raw video sizes must be even in both directions for I420/NV12.
+fn even(n: u32) -> u32 {
+    (n & !1).max(2)
 }
 
 async fn next_event(devices: &mut Option<mpsc::Receiver<DeviceEvent>>) -> Option<DeviceEvent> {

@@ -18,10 +18,10 @@ use super::lifecycle::{BranchId, Effect, Health, Input, Lifecycle};
 use super::{
     CameraError, CameraHandle, CameraInfo, CameraState, Command, ConnId, Identity, Shared, ToViewer, ViewerPort,
 };
-use crate::encoders::Codec;
+
 use crate::media::{
-    camera_pipeline, CameraPipeline, Detaching, EventSink, FailureOrigin, MediaError, PipelineEvent, Tap, ViewerBranch,
-    ViewerEvent,
+    camera_pipeline, CameraPipeline, Detaching, EncodingKey, EventSink, FailureOrigin, MediaError, PipelineEvent, Tap,
+    ViewerBranch, ViewerEvent,
 };
 
 /// How long a stopping camera waits for branches already being detached to finish before it stops
@@ -122,7 +122,8 @@ impl Actor {
                 self.viewers.insert(conn, Viewer { port: viewer, span });
                 self.step(Input::Join { conn, codecs }).await;
                 if let Some(viewer) = self.viewers.get(&conn) {
-                    let codec = self.lifecycle.codec_of(conn).map(|c| c.to_string()).unwrap_or_default();
+                    let encoding = self.lifecycle.encoding_of(conn);
+                    let codec = encoding.map(|e| e.codec.to_string()).unwrap_or_default();
                     viewer.span.in_scope(|| info!(%codec, "viewer joined"));
                 }
             }
@@ -271,7 +272,7 @@ impl Actor {
         }
         // Viewers the lifecycle no longer has (refused, dropped, left) are forgotten here too.
         let lifecycle = &self.lifecycle;
-        self.viewers.retain(|conn, _| lifecycle.codec_of(*conn).is_some());
+        self.viewers.retain(|conn, _| lifecycle.encoding_of(*conn).is_some());
         let now = self.lifecycle.state();
         if now != was {
             self.log_state(&now);
@@ -286,23 +287,30 @@ impl Actor {
                 self.stop_pipeline().await;
                 None
             }
-            Effect::Attach { conn, branch, codec } => self.attach(conn, branch, codec),
+            Effect::Attach { conn, branch, encoding } => self.attach(conn, branch, encoding),
             Effect::Detach { conn } => {
                 if let Some((_, branch)) = self.branches.remove(&conn) {
                     self.detaching.push(branch.detach());
                 }
                 None
             }
-            Effect::StopEncoding(codec) => {
-                info!(%codec, "last viewer of this encoding left; stopping it");
-                if let Some(detaching) = self.pipeline.as_mut().and_then(|p| p.remove_encoding(codec)) {
+            Effect::StopEncoding(encoding) => {
+                info!(%encoding, "last viewer of this encoding left; stopping it");
+                if let Some(detaching) = self.pipeline.as_mut().and_then(|p| p.remove_encoding(encoding)) {
                     self.detaching.push(detaching);
                 }
                 None
             }
-            Effect::RequestKeyframe(codec) => {
+            Effect::RequestKeyframe(encoding) => {
                 if let Some(pipeline) = &self.pipeline {
-                    pipeline.request_keyframe(codec);
+                    pipeline.request_keyframe(encoding);
+                }
+                None
+            }
+            Effect::SetBitrate { encoding, kbps } => {
+                info!(%encoding, kbps, "encoder bitrate follows the viewers' links");
+                if let Some(Err(e)) = self.pipeline.as_ref().map(|p| p.set_bitrate(encoding, kbps)) {
+                    warn!(%encoding, error = %e, "could not change the bitrate");
                 }
                 None
             }
@@ -326,7 +334,7 @@ impl Actor {
                 self.pipeline = Some(pipeline);
                 self.info.encoder = Some(plan.profile.clone());
                 self.info.mode = Some(describe_source(&setup.source));
-                self.info.bitrate_kbps = setup.bitrate_kbps;
+                self.info.bitrate_kbps = setup.limits.ceiling_kbps;
                 Some(Input::Started)
             }
             Err((origin, reason)) => {
@@ -348,9 +356,14 @@ impl Actor {
         let _ = tokio::task::spawn_blocking(move || pipeline.shut_down()).await;
     }
 
-    fn attach(&mut self, conn: ConnId, branch: BranchId, codec: Codec) -> Option<Input> {
+    fn attach(&mut self, conn: ConnId, branch: BranchId, encoding: EncodingKey) -> Option<Input> {
         let events = self.event_sink(conn, branch);
-        let vp8 = self.lifecycle.setup().and_then(|s| s.vp8.clone());
+        let setup = self.lifecycle.setup()?;
+        let extra = match encoding {
+            EncodingKey::VP8 => setup.vp8.clone(),
+            EncodingKey::LOW => setup.low_tier.clone(),
+            _ => None,
+        };
         let pipeline = self.pipeline.as_mut()?;
         let span = self
             .viewers
@@ -358,28 +371,24 @@ impl Actor {
             .map(|v| v.span.clone())
             .unwrap_or_else(Span::none);
         let _enter = span.enter();
-        if pipeline.tee(codec, Tap::Rtp).is_none() {
-            match (codec, vp8) {
-                (Codec::Vp8, Some(plan)) => {
-                    info!(encoder = %plan.profile, "starting a VP8 encode for browsers without H.264");
-                    if let Err(e) = pipeline.add_encoding(&plan) {
-                        return Some(Input::AttachFailed {
-                            conn,
-                            branch,
-                            error: CameraError::Branch(e.to_string()),
-                        });
-                    }
-                }
-                _ => {
-                    return Some(Input::AttachFailed {
-                        conn,
-                        branch,
-                        error: CameraError::NoEncoding(codec),
-                    })
-                }
+        if pipeline.tee(encoding, Tap::Rtp).is_none() {
+            let Some(plan) = extra else {
+                return Some(Input::AttachFailed {
+                    conn,
+                    branch,
+                    error: CameraError::NoEncoding(encoding.codec),
+                });
+            };
+            info!(encoder = %plan.profile, %encoding, "starting an extra encoding");
+            if let Err(e) = pipeline.add_encoding(encoding, &plan) {
+                return Some(Input::AttachFailed {
+                    conn,
+                    branch,
+                    error: CameraError::Branch(e.to_string()),
+                });
             }
         }
-        let tee = pipeline.tee(codec, Tap::Rtp)?;
+        let tee = pipeline.tee(encoding, Tap::Rtp)?;
         match ViewerBranch::attach(tee, branch, &self.shared.ice, events) {
             Ok(viewer_branch) => {
                 self.branches.insert(conn, (branch, viewer_branch));

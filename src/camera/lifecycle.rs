@@ -8,11 +8,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::bitrate::{self, LinkReport};
 use super::sink::ConnId;
 use super::{CameraError, CameraState, Setup};
 use crate::config::IdlePolicy;
 use crate::encoders::Codec;
-use crate::media::{EncoderPlan, FailureOrigin};
+use crate::media::{EncoderPlan, EncodingKey, FailureOrigin, Tier};
 
 /// A source that delivers nothing for this long is treated as unplugged (some USB cameras stop
 /// sending without any error when yanked or when their firmware hangs).
@@ -34,6 +35,11 @@ pub const MAX_VIEWERS: usize = 32;
 /// Viewers still negotiating at once. A negotiation costs a webrtcbin, a DTLS certificate check and ICE
 /// gathering up front; a client flooding `ready` messages gets refused here before it costs threads.
 pub const MAX_NEGOTIATING: usize = 8;
+/// Encodings one camera runs at most (the main one plus one of: the low tier, VP8). Each costs about
+/// 10 % of a core at 640x480 in software (bench/results): two is what a Pi can give each camera.
+pub const MAX_ENCODINGS: usize = 2;
+/// A viewer stays in its tier at least this long: every move costs it a new session (~0.2 s of video).
+pub const TIER_HOLD: Duration = Duration::from_secs(10);
 
 /// Settings every camera shares.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +49,7 @@ pub struct Policy {
     pub negotiation_timeout: Duration,
     pub max_viewers: usize,
     pub max_negotiating: usize,
+    pub max_encodings: usize,
 }
 
 impl Policy {
@@ -52,6 +59,7 @@ impl Policy {
             negotiation_timeout,
             max_viewers: MAX_VIEWERS,
             max_negotiating: MAX_NEGOTIATING,
+            max_encodings: MAX_ENCODINGS,
         }
     }
 }
@@ -97,6 +105,12 @@ pub enum Input {
         branch: BranchId,
         reason: String,
     },
+    /// A viewer's branch reports its link (about once a second).
+    LinkReport {
+        conn: ConnId,
+        branch: BranchId,
+        report: LinkReport,
+    },
     /// Once a second, with what the running pipeline has done.
     Tick {
         health: Option<Health>,
@@ -118,19 +132,24 @@ pub enum Effect {
     },
     /// Stop the pipeline (every branch goes with it) and wait for it.
     StopPipeline,
-    /// Add a branch for this viewer to the encoding of `codec` (starting that encoding if it is an extra one).
+    /// Add a branch for this viewer to encoding `encoding` (starting it if it is an extra one).
     Attach {
         conn: ConnId,
         branch: BranchId,
-        codec: Codec,
+        encoding: EncodingKey,
     },
     /// Take the viewer's branch off its tee and free it.
     Detach {
         conn: ConnId,
     },
     /// Nobody watches this extra encoding any more.
-    StopEncoding(Codec),
-    RequestKeyframe(Codec),
+    StopEncoding(EncodingKey),
+    RequestKeyframe(EncodingKey),
+    /// Tell a running encoder its new bitrate.
+    SetBitrate {
+        encoding: EncodingKey,
+        kbps: u32,
+    },
     Notify {
         conn: ConnId,
         error: CameraError,
@@ -158,7 +177,12 @@ enum Phase {
 
 #[derive(Debug)]
 struct Viewer {
-    codec: Codec,
+    /// Which encoding it watches: its codec and, for H.264, its tier.
+    encoding: EncodingKey,
+    /// Its link's latest report.
+    report: Option<LinkReport>,
+    /// When it last moved between tiers (a move costs it a new session, so they are spaced out).
+    moved_at: Option<Instant>,
     /// The branch it has now; None while the camera has no pipeline (it waits for one).
     branch: Option<BranchId>,
     /// When the current negotiation started; None once connected.
@@ -178,6 +202,8 @@ pub struct Lifecycle {
     encoded_any: bool,
     viewers: BTreeMap<ConnId, Viewer>,
     branches_made: BranchId,
+    /// The bitrate each running encoding was last told.
+    rates: BTreeMap<EncodingKey, u32>,
 }
 
 impl Lifecycle {
@@ -192,6 +218,7 @@ impl Lifecycle {
             encoded_any: false,
             viewers: BTreeMap::new(),
             branches_made: 0,
+            rates: BTreeMap::new(),
         }
     }
 
@@ -242,8 +269,14 @@ impl Lifecycle {
             Input::ViewerConnected { conn, branch } => {
                 if let Some(viewer) = self.viewers.get_mut(&conn).filter(|v| v.branch == Some(branch)) {
                     if viewer.negotiating_since.take().is_some() {
-                        out.push(Effect::RequestKeyframe(viewer.codec));
+                        out.push(Effect::RequestKeyframe(viewer.encoding));
                     }
+                }
+            }
+            Input::LinkReport { conn, branch, report } => {
+                if let Some(viewer) = self.viewers.get_mut(&conn).filter(|v| v.branch == Some(branch)) {
+                    viewer.report = Some(report);
+                    self.adapt(now, &mut out);
                 }
             }
             Input::Tick { health } => self.tick(now, health, &mut out),
@@ -279,7 +312,12 @@ impl Lifecycle {
         self.viewers.insert(
             conn,
             Viewer {
-                codec,
+                encoding: EncodingKey {
+                    codec,
+                    tier: Tier::Main,
+                },
+                report: None,
+                moved_at: None,
                 branch: None,
                 negotiating_since: None,
             },
@@ -356,9 +394,15 @@ impl Lifecycle {
         if viewer.branch.is_some() {
             out.push(Effect::Detach { conn });
         }
-        let extra = viewer.codec != Codec::H264;
-        if extra && self.is_streaming() && !self.viewers.values().any(|v| v.codec == viewer.codec) {
-            out.push(Effect::StopEncoding(viewer.codec));
+        self.stop_unwatched(viewer.encoding, out);
+    }
+
+    /// Stops an extra encoding nobody watches any more.
+    fn stop_unwatched(&mut self, encoding: EncodingKey, out: &mut Vec<Effect>) {
+        let extra = encoding != EncodingKey::MAIN;
+        if extra && self.is_streaming() && !self.viewers.values().any(|v| v.encoding == encoding) {
+            self.rates.remove(&encoding);
+            out.push(Effect::StopEncoding(encoding));
         }
     }
 
@@ -378,6 +422,11 @@ impl Lifecycle {
         };
         self.phase = Phase::Streaming { reason };
         self.encoded_any = false;
+        self.rates = self
+            .setup
+            .iter()
+            .map(|s| (EncodingKey::MAIN, s.limits.ceiling_kbps))
+            .collect();
         let waiting: Vec<ConnId> = self.viewers.keys().copied().collect();
         for conn in waiting {
             self.attach(now, conn, out);
@@ -385,6 +434,15 @@ impl Lifecycle {
     }
 
     fn attach(&mut self, now: Instant, conn: ConnId, out: &mut Vec<Effect>) {
+        if let (Some(viewer), Some(setup)) = (self.viewers.get(&conn), self.setup.as_ref()) {
+            // An extra encoding starts with the rate its plan was rendered at.
+            let start = if viewer.encoding.tier == Tier::Low {
+                setup.limits.low_ceiling_kbps
+            } else {
+                setup.limits.ceiling_kbps
+            };
+            self.rates.entry(viewer.encoding).or_insert(start);
+        }
         let Some(viewer) = self.viewers.get_mut(&conn) else {
             return;
         };
@@ -394,7 +452,7 @@ impl Lifecycle {
         out.push(Effect::Attach {
             conn,
             branch: self.branches_made,
-            codec: viewer.codec,
+            encoding: viewer.encoding,
         });
     }
 
@@ -452,6 +510,97 @@ impl Lifecycle {
         }
     }
 
+    /// Applies the bitrate policy (`bitrate::decide`) to the latest link reports: each encoding's
+    /// bitrate, and which H.264 viewers watch the low tier.
+    fn adapt(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let Some(setup) = self.setup.as_ref().filter(|_| self.is_streaming()) else {
+            return;
+        };
+        let limits = setup.limits;
+        let h264: BTreeMap<ConnId, (Tier, Option<LinkReport>)> = self
+            .viewers
+            .iter()
+            .filter(|(_, v)| v.encoding.codec == Codec::H264 && v.branch.is_some())
+            .map(|(conn, v)| (*conn, (v.encoding.tier, v.report)))
+            .collect();
+        let running = self.rates.len();
+        let low_allowed = setup.low_tier.is_some()
+            && (self.rates.contains_key(&EncodingKey::LOW) || running < self.policy.max_encodings);
+        let decision = bitrate::decide(&h264, limits, low_allowed);
+
+        for (conn, tier) in &decision.tiers {
+            let Some(viewer) = self.viewers.get_mut(conn) else {
+                continue;
+            };
+            let settled = viewer.moved_at.map_or(true, |t| now.duration_since(t) >= TIER_HOLD);
+            if viewer.encoding.tier == *tier || !settled {
+                continue;
+            }
+            // A viewer changes tier with a new session on the other encoding (a new offer; pages and
+            // the original protocol both take one at any time).
+            let from = viewer.encoding;
+            viewer.encoding.tier = *tier;
+            viewer.moved_at = Some(now);
+            out.push(Effect::Detach { conn: *conn });
+            self.attach(now, *conn, out);
+            self.stop_unwatched(from, out);
+        }
+        // Rates for where the viewers are now (a viewer held in its tier counts there).
+        let placed: BTreeMap<ConnId, (Tier, Option<LinkReport>)> = self
+            .viewers
+            .iter()
+            .filter(|(_, v)| v.encoding.codec == Codec::H264 && v.branch.is_some())
+            .map(|(conn, v)| (*conn, (v.encoding.tier, v.report)))
+            .collect();
+        let (main_kbps, low_kbps) = bitrate::rates(&placed, limits);
+        for (encoding, kbps) in [(EncodingKey::MAIN, Some(main_kbps)), (EncodingKey::LOW, low_kbps)] {
+            let Some(kbps) = kbps else { continue };
+            let current = self.rates.get(&encoding).copied();
+            if current.map_or(true, |c| bitrate::worth_changing(c, kbps)) {
+                self.rates.insert(encoding, kbps);
+                out.push(Effect::SetBitrate { encoding, kbps });
+            }
+        }
+        self.adapt_vp8(out);
+    }
+
+    /// VP8 viewers have their encoding to themselves: it follows the weakest of them.
+    fn adapt_vp8(&mut self, out: &mut Vec<Effect>) {
+        let Some(limits) = self.setup.as_ref().map(|s| s.limits) else {
+            return;
+        };
+        let weakest = self
+            .viewers
+            .values()
+            .filter(|v| v.encoding == EncodingKey::VP8)
+            .filter_map(|v| v.report.map(|r| r.capacity_kbps()))
+            .min();
+        if let Some(kbps) = weakest.map(|k| k.clamp(limits.floor_kbps, limits.ceiling_kbps)) {
+            let current = self
+                .rates
+                .get(&EncodingKey::VP8)
+                .copied()
+                .unwrap_or(limits.ceiling_kbps);
+            if bitrate::worth_changing(current, kbps) {
+                self.rates.insert(EncodingKey::VP8, kbps);
+                out.push(Effect::SetBitrate {
+                    encoding: EncodingKey::VP8,
+                    kbps,
+                });
+            }
+        }
+    }
+
+    /// The bitrate each running encoding was last told, for the card and the API.
+    pub fn rates(&self) -> &BTreeMap<EncodingKey, u32> {
+        &self.rates
+    }
+
+    /// A viewer's tier and latest link report, for the API.
+    pub fn link_of(&self, conn: ConnId) -> Option<(Tier, Option<LinkReport>)> {
+        self.viewers.get(&conn).map(|v| (v.encoding.tier, v.report))
+    }
+
     /// Starts the pipeline with the current encoder, or fails the camera if none is left.
     fn start_or_fail(&mut self, out: &mut Vec<Effect>, why_failed: impl FnOnce() -> String) {
         if self.current_plan().is_some() {
@@ -466,6 +615,7 @@ impl Lifecycle {
 
     /// Stops a pipeline that runs (or is starting); branches go with it, viewers stay and wait.
     fn stop(&mut self, out: &mut Vec<Effect>) {
+        self.rates.clear();
         if matches!(self.phase, Phase::Streaming { .. } | Phase::Starting) {
             out.push(Effect::StopPipeline);
         }
@@ -493,8 +643,9 @@ impl Lifecycle {
         self.viewers.len()
     }
 
-    pub fn codec_of(&self, conn: ConnId) -> Option<Codec> {
-        self.viewers.get(&conn).map(|v| v.codec)
+    /// The encoding a viewer watches.
+    pub fn encoding_of(&self, conn: ConnId) -> Option<EncodingKey> {
+        self.viewers.get(&conn).map(|v| v.encoding)
     }
 
     /// The state and its reason, as the card shows them.

@@ -1,7 +1,8 @@
 //! The camera lifecycle driven through input sequences: no pipeline, no runtime, a clock we move by hand.
 
 use super::*;
-use crate::media::SourceSpec;
+use crate::camera::Limits;
+use crate::media::{SourceSpec, Tier};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -11,6 +12,8 @@ fn plan(profile: &str, codec: Codec) -> EncoderPlan {
         fragment: String::new(),
         raw_input: Some("I420".into()),
         codec,
+        bitrate: None,
+        size: None,
     }
 }
 
@@ -28,7 +31,11 @@ fn setup(encoders: &[&str]) -> Box<Setup> {
         encoders: encoders.iter().map(|p| plan(p, Codec::H264)).collect(),
         encoder_reason: "first choice".into(),
         vp8: Some(plan("vp8", Codec::Vp8)),
-        bitrate_kbps: 1000,
+        low_tier: Some(EncoderPlan {
+            size: Some((160, 120)),
+            ..plan("x264", Codec::H264)
+        }),
+        limits: Limits::for_ceiling(1000),
     })
 }
 
@@ -131,7 +138,7 @@ fn viewers_wait_for_an_unplugged_camera_and_get_a_branch_when_it_returns() {
         [Effect::Attach {
             conn: 1,
             branch: 1,
-            codec: Codec::H264
+            encoding: EncodingKey::MAIN
         }]
     );
     camera.input(Input::Offline);
@@ -149,12 +156,12 @@ fn viewers_wait_for_an_unplugged_camera_and_get_a_branch_when_it_returns() {
             Effect::Attach {
                 conn: 1,
                 branch: 2,
-                codec: Codec::H264
+                encoding: EncodingKey::MAIN
             },
             Effect::Attach {
                 conn: 2,
                 branch: 3,
-                codec: Codec::H264
+                encoding: EncodingKey::MAIN
             }
         ]
     );
@@ -299,7 +306,7 @@ fn idle_stop_starts_for_the_first_viewer_and_stops_after_the_last() {
         [Effect::Attach {
             conn: 1,
             branch: 1,
-            codec: Codec::H264
+            encoding: EncodingKey::MAIN
         }]
     );
     assert_eq!(
@@ -307,7 +314,7 @@ fn idle_stop_starts_for_the_first_viewer_and_stops_after_the_last() {
         [Effect::Attach {
             conn: 2,
             branch: 2,
-            codec: Codec::H264
+            encoding: EncodingKey::MAIN
         }]
     );
     assert_eq!(camera.input(Input::Leave { conn: 1 }), [Effect::Detach { conn: 1 }]);
@@ -332,7 +339,7 @@ fn a_viewer_that_does_not_connect_in_time_is_dropped_and_one_that_does_gets_a_ke
     camera.input(join(2));
     assert_eq!(
         camera.after(Duration::from_secs(3), Input::ViewerConnected { conn: 2, branch: 2 }),
-        [Effect::RequestKeyframe(Codec::H264)]
+        [Effect::RequestKeyframe(EncodingKey::MAIN)]
     );
     assert_eq!(
         camera.input(Input::ViewerConnected { conn: 2, branch: 2 }),
@@ -370,7 +377,7 @@ fn a_late_failure_of_a_replaced_branch_does_not_touch_the_new_one() {
             Effect::Attach {
                 conn: 1,
                 branch: 2,
-                codec: Codec::H264
+                encoding: EncodingKey::MAIN
             }
         ]
     );
@@ -411,7 +418,7 @@ fn a_viewer_failure_ends_that_viewer_only() {
             [Effect::Attach {
                 conn,
                 branch,
-                codec: Codec::H264
+                encoding: EncodingKey::MAIN
             }]
         );
         let effects = camera.input(Input::ViewerFailed {
@@ -450,7 +457,7 @@ fn codecs_decide_h264_vp8_or_an_error_and_vp8_stops_with_its_last_viewer() {
         [Effect::Attach {
             conn: 1,
             branch: 1,
-            codec: Codec::Vp8
+            encoding: EncodingKey::VP8
         }]
     );
     assert_eq!(
@@ -458,7 +465,7 @@ fn codecs_decide_h264_vp8_or_an_error_and_vp8_stops_with_its_last_viewer() {
         [Effect::Attach {
             conn: 2,
             branch: 2,
-            codec: Codec::Vp8
+            encoding: EncodingKey::VP8
         }]
     );
     let both = Input::Join {
@@ -470,7 +477,7 @@ fn codecs_decide_h264_vp8_or_an_error_and_vp8_stops_with_its_last_viewer() {
         [Effect::Attach {
             conn: 3,
             branch: 3,
-            codec: Codec::H264
+            encoding: EncodingKey::MAIN
         }]
     );
 
@@ -490,7 +497,7 @@ fn codecs_decide_h264_vp8_or_an_error_and_vp8_stops_with_its_last_viewer() {
     assert_eq!(camera.input(Input::Leave { conn: 1 }), [Effect::Detach { conn: 1 }]);
     assert_eq!(
         camera.input(Input::Leave { conn: 2 }),
-        [Effect::Detach { conn: 2 }, Effect::StopEncoding(Codec::Vp8)]
+        [Effect::Detach { conn: 2 }, Effect::StopEncoding(EncodingKey::VP8)]
     );
 }
 
@@ -561,4 +568,133 @@ fn viewers_and_negotiations_are_capped_and_a_refused_viewer_costs_nothing() {
     ));
     assert_eq!(camera.lc.viewers(), MAX_VIEWERS);
     assert_eq!(camera.state(), CameraState::Streaming);
+}
+
+fn link(conn: ConnId, branch: BranchId, estimate_kbps: u32) -> Input {
+    Input::LinkReport {
+        conn,
+        branch,
+        report: LinkReport {
+            estimate_kbps,
+            loss: 0.0,
+            rtt_ms: 30,
+        },
+    }
+}
+
+#[test]
+fn the_encode_follows_a_single_viewers_link() {
+    let mut camera = Camera::streaming(&["x264"]);
+    camera.input(join(1));
+    assert_eq!(
+        camera.input(link(1, 1, 400)),
+        [Effect::SetBitrate {
+            encoding: EncodingKey::MAIN,
+            kbps: 340
+        }]
+    );
+    assert_eq!(
+        camera.input(link(1, 1, 420)),
+        [],
+        "a 5 % change is not worth a reconfiguration"
+    );
+    assert_eq!(
+        camera.input(link(1, 1, 3000)),
+        [Effect::SetBitrate {
+            encoding: EncodingKey::MAIN,
+            kbps: 1000
+        }],
+        "back to the configured bitrate, never above it"
+    );
+    assert_eq!(
+        camera.input(link(1, 7, 100)),
+        [],
+        "a replaced branch's report is ignored"
+    );
+}
+
+#[test]
+fn a_weak_viewer_gets_the_low_tier_and_the_camera_returns_to_one_encode_when_it_leaves() {
+    let mut camera = Camera::streaming(&["x264"]);
+    camera.input(join(1));
+    camera.input(join(2));
+    assert_eq!(camera.input(link(1, 1, 2500)), []);
+    assert_eq!(
+        camera.input(link(2, 2, 300)),
+        [
+            Effect::Detach { conn: 2 },
+            Effect::Attach {
+                conn: 2,
+                branch: 3,
+                encoding: EncodingKey::LOW
+            },
+            Effect::SetBitrate {
+                encoding: EncodingKey::LOW,
+                kbps: 255
+            }
+        ],
+        "a new session on the low tier; the clean viewer keeps the full rate"
+    );
+    assert_eq!(camera.lc.rates()[&EncodingKey::MAIN], 1000);
+    // Recovered, but it stays put for the hold time: every move costs it a new session.
+    assert_eq!(
+        camera.input(link(2, 3, 2000)),
+        [Effect::SetBitrate {
+            encoding: EncodingKey::LOW,
+            kbps: 400
+        }]
+    );
+    let back = camera.after(TIER_HOLD, link(2, 3, 2000));
+    assert_eq!(
+        back,
+        [
+            Effect::Detach { conn: 2 },
+            Effect::Attach {
+                conn: 2,
+                branch: 4,
+                encoding: EncodingKey::MAIN
+            },
+            Effect::StopEncoding(EncodingKey::LOW)
+        ]
+    );
+    camera.after(TIER_HOLD, link(2, 4, 300));
+    assert_eq!(camera.lc.link_of(2).map(|(tier, _)| tier), Some(Tier::Low));
+    let leave = camera.input(Input::Leave { conn: 2 });
+    assert_eq!(
+        leave,
+        [Effect::Detach { conn: 2 }, Effect::StopEncoding(EncodingKey::LOW)]
+    );
+    assert_eq!(
+        camera.lc.rates().keys().collect::<Vec<_>>(),
+        [&EncodingKey::MAIN],
+        "one encode again"
+    );
+}
+
+#[test]
+fn with_vp8_running_there_is_no_room_for_a_low_tier() {
+    let mut camera = Camera::streaming(&["x264"]);
+    camera.input(Input::Join {
+        conn: 1,
+        codecs: Some(vec!["VP8".into()]),
+    });
+    camera.input(join(2));
+    camera.input(join(3));
+    camera.input(link(2, 2, 2500));
+    assert_eq!(
+        camera.input(link(3, 3, 300)),
+        [Effect::SetBitrate {
+            encoding: EncodingKey::MAIN,
+            kbps: 255
+        }],
+        "two encodings already (H.264 and VP8): the weak viewer drags the main one"
+    );
+    assert_eq!(
+        camera.input(link(1, 1, 500)),
+        [Effect::SetBitrate {
+            encoding: EncodingKey::VP8,
+            kbps: 425
+        }],
+        "VP8 follows its own viewers"
+    );
 }

@@ -6,6 +6,7 @@
 //! (`sink`), so the camera knows nothing of websockets or HTTP.
 
 mod actor;
+mod bitrate;
 mod error;
 mod lifecycle;
 mod registry;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use bitrate::{Limits, LinkReport};
 pub use error::CameraError;
 pub use lifecycle::Policy;
 pub use registry::Registry;
@@ -67,7 +69,10 @@ pub struct Setup {
     pub encoder_reason: String,
     /// VP8, encoded only while a viewer whose browser lacks H.264 watches (Firefox without OpenH264).
     pub vp8: Option<EncoderPlan>,
-    pub bitrate_kbps: u32,
+    /// The smaller H.264 encoding for viewers on weak links, started while one watches.
+    pub low_tier: Option<EncoderPlan>,
+    /// Bitrate bounds of the adaptive policy (`bitrate`); the ceiling is the configured bitrate.
+    pub limits: Limits,
 }
 
 /// Settings shared by every camera.

@@ -21,6 +21,8 @@ fn plan(profile: &str, fragment: &str, codec: Codec) -> EncoderPlan {
         fragment: fragment.into(),
         raw_input: Some("I420".into()),
         codec,
+        bitrate: None,
+        size: None,
     }
 }
 
@@ -38,7 +40,8 @@ fn setup(encoders: Vec<EncoderPlan>) -> Box<Setup> {
         encoders,
         encoder_reason: "test".into(),
         vp8: Some(plan("vp8", "vp8enc deadline=1 cpu-used=8", Codec::Vp8)),
-        bitrate_kbps: 500,
+        low_tier: None,
+        limits: Limits::for_ceiling(500),
     })
 }
 

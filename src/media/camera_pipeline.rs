@@ -16,7 +16,7 @@ use super::events::{self, FailureOrigin, PipelineEvent};
 use super::stage::{self, Stage};
 use super::{moving_ball, timecode, MediaError};
 use crate::devices::caps::{CaptureMode, PixelFormat};
-use crate::encoders::Codec;
+use crate::encoders::{BitrateControl, Codec};
 
 /// Where a camera's pictures come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +47,48 @@ pub struct EncoderPlan {
     /// Raw format the encoder wants; `None` means the stream goes in as the camera delivers it (passthrough).
     pub raw_input: Option<String>,
     pub codec: Codec,
+    /// How the bitrate changes while playing (the profile's `bitrate`); None for passthrough.
+    pub bitrate: Option<BitrateControl>,
+    /// Scale the pictures to this size first (the low tier); None keeps the camera's size.
+    pub size: Option<(u32, u32)>,
+}
+
+/// Which of a camera's encodings: the main H.264 one, its low tier, or VP8 for browsers without H.264.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EncodingKey {
+    pub codec: Codec,
+    pub tier: Tier,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tier {
+    Main,
+    /// Smaller and slower, started on demand for viewers on weak links.
+    Low,
+}
+
+impl EncodingKey {
+    pub const MAIN: Self = Self {
+        codec: Codec::H264,
+        tier: Tier::Main,
+    };
+    pub const LOW: Self = Self {
+        codec: Codec::H264,
+        tier: Tier::Low,
+    };
+    pub const VP8: Self = Self {
+        codec: Codec::Vp8,
+        tier: Tier::Main,
+    };
+}
+
+impl std::fmt::Display for EncodingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.tier {
+            Tier::Main => write!(f, "{}", self.codec),
+            Tier::Low => write!(f, "{}-low", self.codec),
+        }
+    }
 }
 
 /// The RTP payload type offered to browsers; any dynamic type works, 96 is what everyone uses.
@@ -60,15 +102,16 @@ pub struct CameraPipeline {
     /// Decoded, converted pictures, before any encoder; None for passthrough (nothing is decoded).
     raw_tee: Option<gst::Element>,
     main: Encoding,
-    /// A second encoding (VP8 for browsers without H.264) that exists only while someone watches it.
-    extra: Option<(Encoding, branch::Attached)>,
+    /// Encodings that exist only while someone watches them (VP8, the low tier), each a branch of the raw tee.
+    extras: Vec<(Encoding, branch::Attached)>,
     counters: Arc<Counters>,
 }
 
 /// One encoded stream, as a bin: (queue) -> the profile's fragment -> (parser) -> encoded tee ->
 /// payloader -> RTP tee. Branches hang off either tee.
 struct Encoding {
-    codec: Codec,
+    key: EncodingKey,
+    bitrate: Option<BitrateControl>,
     bin: gst::Bin,
     encoded: gst::Element,
     rtp: gst::Element,
@@ -79,8 +122,8 @@ impl Encoding {
     /// `fed_from_raw_tee`: it takes pictures from the raw tee (through a leaky queue, so a slow encoder
     /// drops frames instead of stalling capture or the other encoding); otherwise the source feeds it
     /// directly (passthrough of camera H.264).
-    fn build(plan: &EncoderPlan, fed_from_raw_tee: bool, convert: bool) -> Result<Self, MediaError> {
-        let bin = gst::Bin::with_name(&format!("encoding-{}", plan.codec));
+    fn build(key: EncodingKey, plan: &EncoderPlan, fed_from_raw_tee: bool, convert: bool) -> Result<Self, MediaError> {
+        let bin = gst::Bin::with_name(&format!("encoding-{key}"));
         let elements = stage::build_chain(&bin, &encoding_stages(plan, fed_from_raw_tee, convert))?;
         let first = elements.first().and_then(|e| e.static_pad("sink"));
         let sink = first.ok_or_else(|| MediaError::Build("encoding has no input".into()))?;
@@ -92,12 +135,39 @@ impl Encoding {
                 .ok_or_else(|| MediaError::Build(format!("element {name} missing from the encoding")))
         };
         Ok(Self {
-            codec: plan.codec,
+            key,
+            bitrate: plan.bitrate.clone(),
             encoded: by_name("encoded")?,
             rtp: by_name("fanout")?,
             payloader: by_name("pay")?,
             bin,
         })
+    }
+
+    /// Changes the encoder's bitrate while it plays, through the profile's declared control.
+    fn set_bitrate(&self, kbps: u32) -> Result<(), MediaError> {
+        let control = self
+            .bitrate
+            .as_ref()
+            .ok_or_else(|| MediaError::Build("no bitrate control".into()))?;
+        let encoder = self
+            .bin
+            .by_name(&control.element)
+            .ok_or_else(|| MediaError::Build(format!("no element {} in the encoding", control.element)))?;
+        let value = control.value(kbps);
+        match &control.field {
+            // A field of a structure property (v4l2h264enc's extra-controls).
+            Some(field) => {
+                let mut controls = encoder
+                    .property::<Option<gst::Structure>>(&control.property)
+                    .unwrap_or_else(|| gst::Structure::new_empty("controls"));
+                controls.set(field.as_str(), i32::try_from(value).unwrap_or(i32::MAX));
+                encoder.set_property(&control.property, controls);
+            }
+            // From a string: encoders disagree on the integer type (uint for x264, int for vp8).
+            None => encoder.set_property_from_str(&control.property, &value.to_string()),
+        }
+        Ok(())
     }
 
     fn tee(&self, tap: Tap) -> &gst::Element {
@@ -143,7 +213,7 @@ impl CameraPipeline {
         let pipeline = gst::Pipeline::new();
         let elements = stage::build_chain(pipeline.upcast_ref(), &source_stages(source, encoder)?)?;
         let src = elements[0].clone();
-        let main = Encoding::build(encoder, encoder.raw_input.is_some(), false)?;
+        let main = Encoding::build(EncodingKey::MAIN, encoder, encoder.raw_input.is_some(), false)?;
         pipeline
             .add(&main.bin)
             .map_err(|e| MediaError::Build(format!("adding the encoding: {e}")))?;
@@ -194,7 +264,7 @@ impl CameraPipeline {
             source: src,
             pipeline,
             main,
-            extra: None,
+            extras: Vec::new(),
             counters,
         })
     }
@@ -226,37 +296,44 @@ impl CameraPipeline {
             .filter_map(move |message| std::future::ready(events::classify(&source, &message)))
     }
 
-    /// The tee of the encoding of `codec` at `tap`, if this pipeline currently encodes it.
-    pub fn tee(&self, codec: Codec, tap: Tap) -> Option<&gst::Element> {
-        self.encodings().find(|e| e.codec == codec).map(|e| e.tee(tap))
+    /// The tee of encoding `key` at `tap`, if this pipeline currently encodes it.
+    pub fn tee(&self, key: EncodingKey, tap: Tap) -> Option<&gst::Element> {
+        self.encoding(key).map(|e| e.tee(tap))
     }
 
-    fn encodings(&self) -> impl Iterator<Item = &Encoding> {
-        std::iter::once(&self.main).chain(self.extra.as_ref().map(|(e, _)| e))
+    fn encoding(&self, key: EncodingKey) -> Option<&Encoding> {
+        std::iter::once(&self.main)
+            .chain(self.extras.iter().map(|(e, _)| e))
+            .find(|e| e.key == key)
     }
 
-    /// Adds a second encoding of the same pictures (e.g. VP8 next to H.264) off the raw tee. Only one
-    /// extra encoding exists at a time.
-    pub fn add_encoding(&mut self, plan: &EncoderPlan) -> Result<(), MediaError> {
+    /// Adds another encoding of the same pictures (VP8 next to H.264, the low tier) off the raw tee.
+    pub fn add_encoding(&mut self, key: EncodingKey, plan: &EncoderPlan) -> Result<(), MediaError> {
         let raw_tee = self.raw_tee.as_ref().ok_or_else(|| {
             MediaError::Build("this camera's stream is passed through undecoded; it cannot be re-encoded".into())
         })?;
-        if self.extra.is_some() {
-            return Err(MediaError::Build("an extra encoding is already running".into()));
+        if self.encoding(key).is_some() {
+            return Err(MediaError::Build(format!("the {key} encoding is already running")));
         }
-        let encoding = Encoding::build(plan, true, plan.raw_input.is_some())?;
+        let encoding = Encoding::build(key, plan, true, plan.raw_input.is_some())?;
         let attached = branch::Attached::link(raw_tee, encoding.bin.clone())
-            .map_err(|e| MediaError::Build(format!("could not start the extra encoding: {e}")))?;
-        self.extra = Some((encoding, attached));
+            .map_err(|e| MediaError::Build(format!("could not start the {key} encoding: {e}")))?;
+        self.extras.push((encoding, attached));
         Ok(())
     }
 
-    /// Stops the extra encoding of `codec` (its last viewer left).
-    pub fn remove_encoding(&mut self, codec: Codec) -> Option<branch::Detaching> {
-        if self.extra.as_ref().is_some_and(|(e, _)| e.codec == codec) {
-            return self.extra.take().map(|(_, attached)| attached.detach());
-        }
-        None
+    /// Stops an extra encoding (its last viewer left).
+    pub fn remove_encoding(&mut self, key: EncodingKey) -> Option<branch::Detaching> {
+        let index = self.extras.iter().position(|(e, _)| e.key == key)?;
+        Some(self.extras.remove(index).1.detach())
+    }
+
+    /// Changes a running encoding's bitrate.
+    pub fn set_bitrate(&self, key: EncodingKey, kbps: u32) -> Result<(), MediaError> {
+        let encoding = self
+            .encoding(key)
+            .ok_or_else(|| MediaError::Build(format!("no {key} encoding")))?;
+        encoding.set_bitrate(kbps)
     }
 
     pub fn counters(&self) -> &Arc<Counters> {
@@ -265,15 +342,11 @@ impl CameraPipeline {
 
     /// Asks the encoder for a keyframe (with SPS/PPS), so a viewer that just joined can start decoding
     /// without waiting for the next GOP.
-    pub fn request_keyframe(&self, codec: Codec) {
+    pub fn request_keyframe(&self, key: EncodingKey) {
         let event = gst_video::UpstreamForceKeyUnitEvent::builder()
             .all_headers(true)
             .build();
-        if let Some(pad) = self
-            .encodings()
-            .find(|e| e.codec == codec)
-            .and_then(|e| e.payloader.static_pad("src"))
-        {
+        if let Some(pad) = self.encoding(key).and_then(|e| e.payloader.static_pad("src")) {
             pad.send_event(event);
         }
     }
@@ -397,6 +470,10 @@ fn encoding_stages(plan: &EncoderPlan, fed_from_raw_tee: bool, convert: bool) ->
                 .prop("leaky", "downstream"),
         );
     }
+    if let Some((width, height)) = plan.size {
+        stages.push(Stage::element("videoscale"));
+        stages.push(Stage::Caps(format!("video/x-raw,width={width},height={height}")));
+    }
     if let (true, Some(format)) = (convert, &plan.raw_input) {
         stages.push(Stage::element("videoconvert"));
         stages.push(Stage::Caps(format!("video/x-raw,format={format}")));
@@ -464,6 +541,8 @@ mod tests {
             fragment: "x264enc".into(),
             raw_input: Some("I420".into()),
             codec: Codec::H264,
+            bitrate: None,
+            size: None,
         }
     }
 
@@ -509,6 +588,8 @@ mod tests {
             fragment: "identity".into(),
             raw_input: None,
             codec: Codec::H264,
+            bitrate: None,
+            size: None,
         };
         let d = describe(
             &SourceSpec::V4l2 {
@@ -593,7 +674,7 @@ mod tests {
         let input = gst::GhostPad::with_target(&branch.by_name("in").unwrap().static_pad("sink").unwrap()).unwrap();
         branch.add_pad(&input).unwrap();
         // Hung off the RTP tee like a viewer.
-        let _attached = branch::Attached::link(p.tee(Codec::H264, Tap::Rtp).unwrap(), branch.clone()).unwrap();
+        let _attached = branch::Attached::link(p.tee(EncodingKey::MAIN, Tap::Rtp).unwrap(), branch.clone()).unwrap();
         // (code or error, when it was read)
         let reads = Arc::new(Mutex::new(Vec::new()));
         let seen = reads.clone();
@@ -627,5 +708,96 @@ mod tests {
             // Generous: a loaded 2-core machine; this checks the code is a real, recent time.
             assert!((0.0..5000.0).contains(&age), "frame read {age} ms after its stamp");
         }
+    }
+
+    /// Bytes per second leaving an encoding, measured on its encoded tee over `window`.
+    fn encoded_rate(p: &CameraPipeline, key: EncodingKey, window: Duration) -> f64 {
+        let bytes = Arc::new(AtomicU64::new(0));
+        let counted = bytes.clone();
+        let pad = p.tee(key, Tap::Encoded).unwrap().static_pad("sink").unwrap();
+        let probe = pad
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+                    counted.fetch_add(b.size() as u64, Ordering::Relaxed);
+                }
+                gst::PadProbeReturn::Ok
+            })
+            .unwrap();
+        std::thread::sleep(window);
+        pad.remove_probe(probe);
+        bytes.load(Ordering::Relaxed) as f64 / window.as_secs_f64()
+    }
+
+    fn control(property: &str, scale: u32) -> Option<BitrateControl> {
+        let yaml = format!("{{ element: enc, property: {property}, scale: {scale} }}");
+        Some(serde_yaml::from_str(&yaml).unwrap())
+    }
+
+    /// The shared encode follows its viewers through the profile's bitrate control while it plays:
+    /// x264 (kbit/s) as the main encoding, VP8 (bit/s) as an extra one, and a scaled low tier.
+    #[test]
+    fn encodings_change_bitrate_while_playing() {
+        gst::init().unwrap();
+        let source = SourceSpec::Test {
+            pattern: "zone-plate",
+            ball: false,
+            label: "rate".into(),
+            width: 320,
+            height: 240,
+            fps: 30,
+            time_code: false,
+        };
+        let main = EncoderPlan {
+            fragment: "x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=1200 key-int-max=30".into(),
+            bitrate: control("bitrate", 1),
+            ..x264()
+        };
+        let mut p = CameraPipeline::build(&source, &main).unwrap();
+        // A moving zone plate: hard enough that both encoders spend what they are allowed (snow makes
+        // VP8 overshoot any target, a still picture needs nothing).
+        for (key, value) in [("kt2", 2), ("kx2", 10), ("ky2", 10)] {
+            p.source.set_property(key, value);
+        }
+        p.play().unwrap();
+        let vp8 = EncoderPlan {
+            profile: "vp8".into(),
+            fragment: "vp8enc name=enc deadline=1 cpu-used=8 end-usage=cbr target-bitrate=1200000".into(),
+            codec: Codec::Vp8,
+            bitrate: control("target-bitrate", 1000),
+            ..x264()
+        };
+        p.add_encoding(EncodingKey::VP8, &vp8).unwrap();
+        let low = EncoderPlan {
+            size: Some((160, 120)),
+            ..main.clone()
+        };
+        p.add_encoding(EncodingKey::LOW, &low).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let window = Duration::from_secs(3);
+        let before = [EncodingKey::MAIN, EncodingKey::VP8].map(|k| encoded_rate(&p, k, window));
+        p.set_bitrate(EncodingKey::MAIN, 200).unwrap();
+        p.set_bitrate(EncodingKey::VP8, 200).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let after = [EncodingKey::MAIN, EncodingKey::VP8].map(|k| encoded_rate(&p, k, window));
+        let caps = p
+            .tee(EncodingKey::LOW, Tap::Encoded)
+            .unwrap()
+            .static_pad("sink")
+            .unwrap()
+            .current_caps()
+            .unwrap();
+        let low_width = caps.structure(0).unwrap().get::<i32>("width").unwrap();
+        assert!(p.set_bitrate(EncodingKey::LOW, 100).is_ok());
+        p.shut_down();
+        for (i, name) in ["x264", "vp8"].iter().enumerate() {
+            // 200 of 1200 kbit/s is a sixth; half is a generous bound on a loaded machine.
+            assert!(
+                after[i] < before[i] * 0.5,
+                "{name}: {} -> {} bytes/s",
+                before[i],
+                after[i]
+            );
+        }
+        assert_eq!(low_width, 160, "the low tier is scaled");
     }
 }

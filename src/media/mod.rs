@@ -12,7 +12,7 @@ pub mod trial;
 pub mod viewer;
 
 pub use branch::{Detaching, Tap};
-pub use camera_pipeline::{CameraPipeline, EncoderPlan, SourceSpec};
+pub use camera_pipeline::{CameraPipeline, EncoderPlan, EncodingKey, SourceSpec, Tier};
 pub use events::{FailureOrigin, PipelineEvent};
 pub use viewer::{EventSink, IceSettings, ViewerBranch, ViewerEvent};
 
