@@ -15,8 +15,7 @@
 //! Threads, /proc/PID/fd). Chromium runs on the same 2 cores and is not counted. The 1-minute load average
 //! is recorded with every measurement because builds and tests of other engineers share the machine.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use edgecam_testkit as common;
 mod harness;
 
 use std::time::{Duration, Instant};

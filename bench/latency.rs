@@ -18,8 +18,7 @@
 //!
 //! Writes $ISSUE7_OUT/issue7_latency.json (default bench/results).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use edgecam_testkit as common;
 mod harness;
 #[path = "../src/media/luma_probe.rs"]
 #[allow(dead_code)] // only there for timecode's stamping half

@@ -12,8 +12,7 @@
 //! Every phase first checks that its viewers are really decoding, and again after the window, so the
 //! numbers are for working streams. Run through bench/run.sh.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use edgecam_testkit as common;
 mod harness;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::LIVENESS;
+use crate::LIVENESS;
 
 /// How long a daemon may take to exit after SIGTERM. systemd waits 90 s by default, but a streaming
 /// daemon with nothing to flush should be gone in well under this.
@@ -26,13 +26,21 @@ const LOG_LINES: usize = 5000;
 /// not have V4L2 devices, and tests must not depend on it).
 pub const NO_DISCOVERY: &str = "discovery: false\n";
 
-/// The daemon to run: the one cargo built for these integration tests, or (for bench/, which is built
-/// outside `cargo test`) the binary named by EDGECAM_BIN.
+/// The daemon to run. An integration test of the edgecam package runs from target/<profile>/deps/, and
+/// cargo builds the package's `edgecam` binary in target/<profile>/ before it runs the tests; this is a
+/// library, so it cannot read the CARGO_BIN_EXE_edgecam that cargo gives the tests themselves. Anything
+/// else (bench/, which runs the release build) names the binary by EDGECAM_BIN.
 fn edgecam_bin() -> Result<PathBuf> {
-    option_env!("CARGO_BIN_EXE_edgecam")
-        .map(PathBuf::from)
+    let exe = std::env::current_exe().context("path of the running test binary")?;
+    let beside_deps = exe
+        .parent()
+        .filter(|dir| dir.ends_with("deps"))
+        .and_then(|deps| deps.parent())
+        .map(|profile_dir| profile_dir.join("edgecam"))
+        .filter(|bin| bin.is_file());
+    beside_deps
         .or_else(|| std::env::var_os("EDGECAM_BIN").map(PathBuf::from))
-        .context("no edgecam binary: set EDGECAM_BIN")
+        .context("no edgecam binary: not a cargo test next to target/<profile>/edgecam, and EDGECAM_BIN is not set")
 }
 
 enum Event {

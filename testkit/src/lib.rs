@@ -1,12 +1,11 @@
-//! Shared harness for the end-to-end tests: a real edgecam daemon (`daemon`), a real headless Chromium
-//! driven over the DevTools protocol (`chromium`), a GStreamer webrtcbin receiver speaking the original
-//! signalling protocol (`webrtc_client`), and small helpers for polling, HTTP and the websocket.
+//! The harness shared by the end-to-end tests (tests/*.rs), the VM viewer (tests/vm/viewer.rs) and the
+//! benchmarks (bench/): a real edgecam daemon (`daemon`), a real headless Chromium driven over the DevTools
+//! protocol (`chromium`), Firefox ESR over WebDriver BiDi (`firefox`), network namespaces (`netns`), a
+//! GStreamer webrtcbin receiver speaking the original signalling protocol (`webrtc_client`), and small
+//! helpers for polling, HTTP and the websocket.
 //!
 //! Every wait is a liveness bound (generous, `LIVENESS`), never a timing assertion: tests assert behaviour
 //! (frames decoded and rising, viewer counts), and timings belong in bench/.
-//!
-//! Each test binary compiles this module separately and uses only part of it.
-#![allow(dead_code)]
 
 pub mod browser_process;
 pub mod chromium;

@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::browser_process::{last_lines, BrowserProcess, Spec};
-use super::websocket_rpc::WsRpc;
+use crate::browser_process::{last_lines, BrowserProcess, Spec};
+use crate::websocket_rpc::WsRpc;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 

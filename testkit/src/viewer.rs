@@ -10,10 +10,10 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::browser_process::last_lines;
-use super::chromium::{Browser, Page};
-use super::daemon::Daemon;
-use super::{wait_until, LIVENESS};
+use crate::browser_process::last_lines;
+use crate::chromium::{Browser, Page};
+use crate::daemon::Daemon;
+use crate::{wait_until, LIVENESS};
 
 /// Per camera: the page's status for it and, if it has a peer connection, that pc's identity (a tag this
 /// script sets on the object, so a replaced pc is recognised), its connection state and getStats numbers.

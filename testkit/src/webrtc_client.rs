@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::Signalling;
+use crate::Signalling;
 
 /// What a viewer has received so far.
 #[derive(Clone, Debug, Default)]

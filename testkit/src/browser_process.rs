@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
-use super::LIVENESS;
+use crate::LIVENESS;
 
 /// How one browser announces itself.
 pub struct Spec {

@@ -25,9 +25,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::browser_process::{last_lines, BrowserProcess, Spec};
-use super::websocket_rpc::{Reply, WsRpc};
-use super::LIVENESS;
+use crate::browser_process::{last_lines, BrowserProcess, Spec};
+use crate::websocket_rpc::{Reply, WsRpc};
+use crate::LIVENESS;
 
 const FIREFOX: &str = "/usr/bin/firefox-esr";
 

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::Ws;
+use crate::Ws;
 
 /// A reply: the result, or the protocol's error as text.
 pub type Reply = Result<Value, String>;
