@@ -1,6 +1,6 @@
 #!/bin/bash
 # Hot-plug latency benchmark, run INSIDE the test VM:
-#   tests/vm/run.sh -- bash bench/vm_hotplug.sh [ROUNDS]
+#   tests/vm/run.sh -- bash bench/hotplug_latency.sh [ROUNDS]
 # For each kind of plug event, seconds from the command that causes it returning to
 #   watcher: the device watcher logging the camera added / gone (udev rules, the 300 ms
 #            debounce and the probe), read from the daemon's log timestamps;

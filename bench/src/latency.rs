@@ -1,42 +1,36 @@
-//! Glass-to-glass latency through the daemon (issue 7, item 1), at the default 640x480@30.
+//! Glass-to-glass latency through the daemon, at the default 640x480@30.
 //!
-//! `edgecam run` (EDGECAM_BIN, release in bench/all.sh) with one camera `g2g: {test_pattern: stamp}`:
-//! the daemon's own pipeline draws each frame's wall-clock capture time into it (src/media/timecode.rs)
-//! before its encoder, and streams it like any camera. Headless Chromium opens the daemon's own viewer
-//! page (`?cameras=g2g`, ICE on 127.0.0.1). For each frame that page's <video> presents
-//! (requestVideoFrameCallback), the code's corner is drawn to a canvas and one pixel per block is read
-//! back (getImageData); this driver decodes them with the daemon's own decoder (timecode.rs, compiled
-//! in by path) and compares the capture time with the page's clock at:
+//! `edgecam run` with one camera `g2g: {test_pattern: stamp}`: the daemon's own pipeline draws each frame's
+//! wall-clock capture time into it (edgecam::media::timecode) before its encoder, and streams it like any
+//! camera. Headless Chromium opens the daemon's own viewer page (`?cameras=g2g`, ICE on 127.0.0.1). For
+//! each frame that page's <video> presents (requestVideoFrameCallback), the code's corner is drawn to a
+//! canvas and one pixel per block is read back (getImageData); this measurement decodes them with the
+//! daemon's own decoder and compares the capture time with the page's clock at:
 //! - the frame's expected display time (performance.timeOrigin + expectedDisplayTime): glass to glass;
 //! - the callback itself (Date.now()), a second view;
 //! - the arrival of the frame's last packet (receiveTime), which splits the total into the daemon plus
 //!   network part and the browser part (jitter buffer, decode, render).
 //!
 //! Daemon and page read the same CLOCK_REALTIME of this machine: no clock sync is involved.
-//!
-//!   EDGECAM_BIN=target/release/edgecam edgecam-latency [--frames 300]
-//!
-//! Writes $ISSUE7_OUT/issue7_latency.json (default bench/results).
-
-use edgecam_testkit as common;
-mod harness;
-#[path = "../src/media/luma_probe.rs"]
-#[allow(dead_code)] // only there for timecode's stamping half
-mod luma_probe;
-#[path = "../src/media/timecode.rs"]
-#[allow(dead_code)] // the daemon's half (stamping) is not used here
-mod timecode;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use common::chromium::{Browser, Page};
-use common::daemon::Daemon;
-use common::viewer::{open_viewer, wait_decoding};
-use common::{api_camera, wait_streaming};
-use harness::{cpu_percent, loadavg, proc_read, results_dir, round1, summary, write_result, Options};
+use edgecam::media::timecode;
+use edgecam_testkit::chromium::{Browser, Page};
+use edgecam_testkit::daemon::Daemon;
+use edgecam_testkit::viewer::{open_viewer, wait_decoding};
+use edgecam_testkit::{api_camera, wait_streaming};
+
+use crate::daemon_proc::{cpu_percent, proc_read};
+use crate::harness::{daemon_bin, loadavg, round1, summary, Options};
+
+pub const NAME: &str = "latency";
+pub const OPTIONS: &[&str] = &["frames"];
+
+/// Past the first keyframes before the window opens.
+const SETTLE: Duration = Duration::from_secs(2);
 
 const CAMERA: &str = "g2g";
 const CONFIG: &str = "discovery: false\ncameras:\n  g2g: {test_pattern: stamp, name: Glass to glass}\n";
@@ -181,11 +175,9 @@ async fn collect(page: &Page, frames: usize) -> Result<(Readings, f64)> {
     Ok((r, start.elapsed().as_secs_f64()))
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<()> {
-    let opt = Options::parse(std::env::args().skip(1), &["frames"], "edgecam-latency [--frames 300]")?;
+pub async fn run(opt: &Options) -> Result<Value> {
     let frames: usize = opt.get("frames", 300)?;
-    let daemon_bin = std::env::var("EDGECAM_BIN").context("set EDGECAM_BIN to the daemon (bench/all.sh does)")?;
+    let daemon_bin = daemon_bin()?;
 
     let daemon = Daemon::start(CONFIG, &[])?;
     let pid = daemon.pid().context("daemon not running")?;
@@ -193,7 +185,7 @@ async fn main() -> Result<()> {
     let browser = Browser::launch().await?;
     let page = open_viewer(&browser, &daemon, &format!("?cameras={CAMERA}")).await?;
     wait_decoding(&page, &[CAMERA], None).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await; // past the first keyframe burst
+    tokio::time::sleep(SETTLE).await;
     let camera = api_camera(daemon.addr, CAMERA).await?;
 
     let load_before = loadavg();
@@ -208,7 +200,7 @@ async fn main() -> Result<()> {
         "what": "through the daemon: edgecam run, camera {test_pattern: stamp}, its viewer page in headless Chromium",
         "daemon": daemon_bin,
         "camera": camera,
-        "stamp": "wall-clock ms drawn into the luma plane at the source's output, before the encoder (src/media/timecode.rs)",
+        "stamp": "wall-clock ms drawn into the luma plane at the source's output, before the encoder (edgecam::media::timecode)",
         "frames_wanted": frames,
         "callbacks": r.callbacks,
         "unreadable": r.unreadable,
@@ -224,17 +216,60 @@ async fn main() -> Result<()> {
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
     });
-    let path = write_result(&results_dir(), "issue7_latency", &result)?;
-    println!("{}", serde_json::to_string_pretty(&result)?);
     let g = &result["glass_to_glass_ms"];
     eprintln!(
-        "latency: glass to glass p50 {} ms, p95 {} ms, max {} ms over {} frames ({} unreadable); wrote {}",
-        g["median"],
-        g["p95"],
-        g["max"],
-        g["n"],
-        r.unreadable,
-        path.display()
+        "latency: glass to glass p50 {} ms, p95 {} ms, max {} ms over {} frames ({} unreadable)",
+        g["median"], g["p95"], g["max"], g["n"], r.unreadable
     );
-    Ok(())
+    Ok(result)
+}
+
+/// The report's section; `earlier` are other runs kept in earlier/ (how much the load moves the numbers).
+pub fn section(l: &Value, earlier: &[Value]) -> String {
+    let row = |what: &str, k: &str, target: &str| {
+        let s = &l[k];
+        format!(
+            "| {what} | {} | {} | {} | {} | {} | {} | {target} |\n",
+            s["n"], s["median"], s["p95"], s["max"], s["min"], s["mean"]
+        )
+    };
+    let c = &l["chromium"];
+    let mut md = format!("## Glass-to-glass latency, 640x480@30, through the daemon (bench/src/latency.rs)\n\n\
+        `edgecam run` with a `test_pattern: stamp` camera: the daemon draws the wall-clock ms into each frame (48 binary \
+        16x16 blocks in the luma plane) at the source's output, before its encoder; its own viewer page in headless Chromium \
+        reads it back per presented frame (requestVideoFrameCallback + canvas getImageData) and compares with the same clock. \
+        Encoder: {}.\n\n\
+        | measure | frames | p50 ms | p95 ms | max ms | min | mean | target |\n|---|---|---|---|---|---|---|---|\n{}{}{}{}\n\
+        Chromium over the window: {} fps decoded, jitter buffer {} ms/frame, decode {} ms/frame, {} frames dropped. \
+        Frames with an unreadable stamp: {} of {}; presented without a callback: {}. Daemon CPU {} % of one core. \
+        Load avg {} -> {}.\n\n",
+        l["camera"]["encoder"].as_str().unwrap_or("?"),
+        row("stamp -> expected display time (glass to glass)", "glass_to_glass_ms", "p50 <= 80 ms"),
+        row("stamp -> frame callback (Date.now)", "stamp_to_callback_ms", ""),
+        row("stamp -> last packet received (daemon + loopback)", "stamp_to_receive_ms", ""),
+        row("last packet received -> expected display (Chromium)", "receive_to_display_ms", ""),
+        c["fps_decoded"], c["jitter_buffer_ms_per_frame"], c["decode_ms_per_frame"], c["frames_dropped"],
+        l["unreadable"], l["callbacks"], l["presented_without_callback"], l["daemon_cpu_percent_of_one_core"],
+        l["loadavg_before"].as_str().unwrap_or("?"), l["loadavg_after"].as_str().unwrap_or("?"));
+    let runs: Vec<String> = earlier
+        .iter()
+        .map(|r| {
+            let (g, s) = (&r["glass_to_glass_ms"], &r["stamp_to_receive_ms"]);
+            format!(
+                "{} / {} / {} (daemon + loopback p50 {}; load {})",
+                g["median"],
+                g["p95"],
+                g["max"],
+                s["median"],
+                r["loadavg_before"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    if !runs.is_empty() {
+        md += &format!(
+            "Other runs, glass to glass p50 / p95 / max ms: {}.\n\n",
+            runs.join("; ")
+        );
+    }
+    md
 }
