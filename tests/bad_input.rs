@@ -5,7 +5,7 @@
 //!
 //! Run: `cargo test --test bad_input` (needs /usr/bin/chromium).
 
-mod common;
+use edgecam_testkit as common;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};

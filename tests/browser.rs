@@ -1,11 +1,11 @@
 //! End-to-end: the daemon with demo cameras, and Debian's headless Chromium opening the viewer page.
 //! Video counts as received when the page's RTCPeerConnection reports inbound-rtp `framesDecoded` rising
-//! between two reads (see common/viewer.rs).
+//! between two reads (see testkit/src/viewer.rs).
 //!
 //! Run: `cargo test --test browser` (needs /usr/bin/chromium; each test starts its own daemon and browser,
 //! and the heavy ones take a shared lock so they run one at a time on a small machine).
 
-mod common;
+use edgecam_testkit as common;
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};

@@ -11,7 +11,7 @@
 //!
 //! Run: `cargo test --test encoder_fallback` (needs /usr/bin/chromium).
 
-mod common;
+use edgecam_testkit as common;
 
 use std::time::Duration;
 

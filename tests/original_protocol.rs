@@ -7,7 +7,7 @@
 //! Run: `cargo test --test original_protocol` (needs gstreamer1.0-plugins-bad for webrtcbin and openh264dec,
 //! gstreamer1.0-nice).
 
-mod common;
+use edgecam_testkit as common;
 
 use anyhow::{bail, Result};
 

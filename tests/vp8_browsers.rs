@@ -2,19 +2,19 @@
 //! browser with H.264 gets H.264; the extra VP8 encode exists only while such a viewer watches.
 //!
 //! Browsers: Debian's firefox-esr (no H.264 for WebRTC offline: it would download Cisco's OpenH264; the
-//! test's profile also turns OpenH264 and hardware H.264 off, see common/firefox.rs, and the test checks the
+//! test's profile also turns OpenH264 and hardware H.264 off, see testkit/src/firefox.rs, and the test checks the
 //! page's `RTCRtpReceiver.getCapabilities('video')` lists VP8 and no H264) driven over WebDriver BiDi, and
 //! Debian's headless Chromium (H.264) driven over DevTools.
 //!
 //! Network: Firefox fails ICE on loopback alone (notes/gstreamer-webrtc.md), so the test makes a private pair
-//! of network namespaces joined by a veth cable (common/netns.rs: 10.77.0.1 <-> 10.77.0.2, both ends in
+//! of network namespaces joined by a veth cable (testkit/src/netns.rs: 10.77.0.1 <-> 10.77.0.2, both ends in
 //! namespaces of the test's own) and runs the daemon and both browsers in the first one. Pages load from
 //! the daemon on 127.0.0.1 there; ICE uses only the veth address (`--ice-local-address 10.77.0.1`), which
 //! both browsers reach. Needs root for `ip netns add`; without it the test prints why and skips.
 //!
 //! Run: `cargo test --test vp8_browsers`.
 
-mod common;
+use edgecam_testkit as common;
 
 use anyhow::{bail, Context, Result};
 
@@ -171,7 +171,7 @@ async fn scenario() -> Result<()> {
     .await?;
     eprintln!("firefox receive codecs: {codecs:?}");
     if codecs.iter().any(|c| c.eq_ignore_ascii_case("H264")) {
-        bail!("firefox lists H264 ({codecs:?}): this run would not test a browser without H.264 (check the prefs in common/firefox.rs)");
+        bail!("firefox lists H264 ({codecs:?}): this run would not test a browser without H.264 (check the prefs in testkit/src/firefox.rs)");
     }
     if !codecs.iter().any(|c| c.eq_ignore_ascii_case("VP8")) {
         bail!("firefox lists no VP8 ({codecs:?})");

@@ -1,4 +1,4 @@
-"""aiortc sender for the issue-7 side-by-side (bench/issue7.rs drives it; not a product component).
+"""aiortc sender for the peer comparison (bench/src/peer_comparison.rs drives it; not a product component).
 
 A 640x480@30 synthetic stream (grey background, a white 64x64 square bouncing, like videotestsrc's ball)
 sent as H.264 (aiortc's libx264 encoder through PyAV; VP8 disabled by codec preferences so the codec

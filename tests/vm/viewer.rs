@@ -7,14 +7,11 @@
 //!
 //!   vm-viewer ADDR CAMERA STATUS_FILE      (runs until killed)
 
-#[path = "../common/mod.rs"]
-mod common;
-
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use common::webrtc_client::OriginalSession;
+use edgecam_testkit::webrtc_client::OriginalSession;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
