@@ -7,8 +7,8 @@ scripts/install-deps.sh test
 mkdir -p target
 set +e  # a failing suite must not stop the other one; the exit status is decided at the end
 
-# Style gates: formatting and every clippy lint, on the crate, its tests and the bench driver.
-{ cargo fmt --check && (cd bench && cargo fmt --check) && cargo clippy --all-targets -- -D warnings; } 2>&1 | tee target/test-style.log
+# Style gates: formatting and every clippy lint, on the whole workspace (daemon, test kit, bench driver).
+{ cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings; } 2>&1 | tee target/test-style.log
 style_status=${PIPESTATUS[0]}
 
 # Unit tests, then end-to-end tests (real daemon, real GStreamer, real headless browsers).

@@ -7,7 +7,7 @@
 //!
 //! Run: `cargo test --test hostile_dtls` (needs /usr/bin/chromium).
 
-mod common;
+use edgecam_testkit as common;
 
 use std::time::Duration;
 
