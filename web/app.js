@@ -61,12 +61,20 @@ function wanted(id) {
 
 // ---------------------------------------------------------------- websocket
 
-function openSocket() {
-  const url = new URL('ws', location.href);
-  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+async function openSocket() {
+  setConn('connecting', 'Connecting…');
+  let url;
+  try {
+    url = await socketUrl(); // ticket.js
+  } catch (err) {
+    console.warn('edgecam:', err);
+    const delay = backoff(wsAttempt++);
+    setConn('closed', `Cannot log in, retrying in ${(delay / 1000).toFixed(1)} s`);
+    setTimeout(openSocket, delay);
+    return;
+  }
   const sock = new WebSocket(url);
   ws = sock;
-  setConn('connecting', 'Connecting…');
   sock.onopen = () => {
     setConn('open', 'Connected');
     // Re-read on every connect: a restarted daemon may have a new config. Cameras are (re)joined
@@ -95,7 +103,7 @@ function openSocket() {
 
 async function loadIceServers() {
   try {
-    const res = await fetch(new URL('api/config', location.href), { cache: 'no-store' });
+    const res = await fetch(pageUrl('api/config'), { cache: 'no-store' });
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const cfg = await res.json();
     return Array.isArray(cfg.ice_servers) ? cfg.ice_servers : [];

@@ -13,6 +13,7 @@ use super::AppState;
 const BUILT_IN: &[(&str, &str)] = &[
     ("index.html", include_str!("../../web/index.html")),
     ("app.js", include_str!("../../web/app.js")),
+    ("ticket.js", include_str!("../../web/ticket.js")),
     ("style.css", include_str!("../../web/style.css")),
 ];
 
