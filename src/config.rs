@@ -38,6 +38,8 @@ pub struct Config {
     pub server_names: Vec<String>,
     /// Page origins (`https://nvr.example.org`) allowed to open `/ws` besides the daemon's own.
     pub allowed_origins: Vec<String>,
+    /// Serve https/wss with this certificate chain and key (PEM files) instead of plain http.
+    pub tls: Option<TlsFiles>,
     /// Serve the viewer from this folder instead of the copy built into the binary.
     pub web_dir: Option<PathBuf>,
     /// Stream every V4L2 camera udev finds; false streams only the cameras listed here.
@@ -61,6 +63,7 @@ impl Default for Config {
             auth: None,
             server_names: Vec::new(),
             allowed_origins: Vec::new(),
+            tls: None,
             web_dir: None,
             discovery: true,
             idle: IdlePolicy::default(),
@@ -70,6 +73,15 @@ impl Default for Config {
             cameras: BTreeMap::new(),
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM: the server certificate first, then any intermediates.
+    pub cert: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// `auth: none` (explicitly open) or the users and tokens allowed in.
@@ -562,6 +574,7 @@ mod tests {
         let c = parse(
             r#"
 listen: 127.0.0.1:9000
+tls: {cert: /etc/edgecam/cert.pem, key: /etc/edgecam/key.pem}
 discovery: false
 idle: stop
 negotiation_timeout: 30
@@ -580,6 +593,7 @@ cameras:
         )
         .unwrap();
         assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.tls.as_ref().unwrap().key, Path::new("/etc/edgecam/key.pem"));
         assert_eq!(c.idle, IdlePolicy::Stop);
         assert_eq!(c.negotiation_timeout, NegotiationTimeout(30));
         assert_eq!(c.ice.servers[1].username.as_deref(), Some("u"));

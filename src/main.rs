@@ -184,11 +184,13 @@ async fn serve(config: Config, demo: u32, catalog: Catalog) -> anyhow::Result<()
     let profiles = serde_json::to_value(catalog.report()).unwrap_or_default();
     let state = AppState::new(registry, &config, profiles, web);
 
+    let tls = config.tls.as_ref().map(http::tls::acceptor).transpose()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    info!("listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!("listening on {scheme}://{addr}");
     match &config.auth {
         Some(config::Auth::Required(a)) => {
             info!(
@@ -223,7 +225,7 @@ async fn serve(config: Config, demo: u32, catalog: Catalog) -> anyhow::Result<()
     let http = tokio::spawn({
         let stop = stop_rx.clone();
         let app = http::router(state);
-        async move { http::server::serve(listener, app, stop).await }
+        async move { http::server::serve(listener, app, tls, stop).await }
     });
     let supervisor = Supervisor::new(config, shared, Arc::new(catalog));
     supervisor

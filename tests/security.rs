@@ -212,7 +212,9 @@ async fn users_tokens_and_tickets_get_what_their_permissions_allow() {
     assert_eq!(ticket.status, 200);
     let ticket: Value = serde_json::from_str(&ticket.body).unwrap();
     let query = format!("?ticket={}", ticket["ticket"].as_str().unwrap());
-    let mut ws = ws_with(addr, &query, &[]).await.ok().expect("ticket refused");
+    let mut ws = ws_with(addr, &query, &[])
+        .await
+        .unwrap_or_else(|s| panic!("ticket refused: HTTP {s}"));
     assert_eq!(
         ws_with(addr, &query, &[]).await.err(),
         Some(401),
@@ -235,8 +237,7 @@ async fn users_tokens_and_tickets_get_what_their_permissions_allow() {
     // A script may open /ws with its Authorization header instead of a ticket.
     let mut ws = ws_with(addr, "", &[("Authorization", &alice)])
         .await
-        .ok()
-        .expect("Basic refused on /ws");
+        .unwrap_or_else(|s| panic!("Basic refused on /ws: HTTP {s}"));
     let mut ids = camera_ids(&mut ws).await.unwrap();
     ids.sort();
     assert_eq!(ids, ["demo1", "demo2"]);
@@ -488,4 +489,148 @@ async fn chromium_page_works_with_a_login() {
     }
     .await
     .unwrap();
+}
+
+/// A self-signed certificate for 127.0.0.1 made by the openssl CLI, as the README tells users to.
+fn test_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=edgecam test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl req failed");
+    (cert, key)
+}
+
+/// A TLS client that trusts only `cert`.
+fn tls_connector(cert: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// `tls:` serves the page and the API over https and the websocket over wss, with a login; plain http
+/// on the same port gets no page; Chromium decodes over https/wss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_and_wss_with_a_test_certificate() {
+    let _heavy = heavy_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = test_certificate(dir.path());
+    let config = format!(
+        "{}tls: {{cert: {}, key: {}}}\n",
+        auth_config(),
+        cert.display(),
+        key.display()
+    );
+    let daemon = Daemon::start(&config, &["--demo", "1"]).unwrap();
+    let addr = daemon.addr;
+    let connector = tls_connector(&cert);
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap().to_owned();
+    let alice = basic("alice", ALICE_PASSWORD);
+
+    // https: the API with and without a login.
+    for (auth, expect) in [(None, "401"), (Some(alice.as_str()), "200")] {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut tls = connector.connect(name.clone(), tcp).await.unwrap();
+        let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+        tls.write_all(format!("GET /api/cameras HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        let _ = tokio::time::timeout(LIVENESS, tls.read_to_end(&mut raw)).await.unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with(&format!("HTTP/1.0 {expect}")), "{text}");
+    }
+
+    // wss with a ticket got over https.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector.connect(name.clone(), tcp).await.unwrap();
+    tls.write_all(format!("GET /api/ticket HTTP/1.0\r\nHost: {addr}\r\nAuthorization: {alice}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(LIVENESS, tls.read_to_end(&mut raw)).await.unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let ticket: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let url = format!("wss://{addr}/ws?ticket={}", ticket["ticket"].as_str().unwrap());
+    let (ws, _) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    // client_async gives a WebSocketStream over the TLS stream, not the MaybeTlsStream `Signalling` holds.
+    let mut ws = ws;
+    let first = loop {
+        match tokio::time::timeout(LIVENESS, futures_util::StreamExt::next(&mut ws))
+            .await
+            .unwrap()
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => break t,
+            Some(Ok(_)) => continue,
+            other => panic!("wss: {other:?}"),
+        }
+    };
+    assert!(first.contains("\"cameras\"") && first.contains("demo1"), "{first}");
+
+    // Plain http to the TLS port is not served.
+    let plain = get(addr, "/", &[("Authorization", &alice)]).await;
+    assert!(plain.map(|r| r.status != 200).unwrap_or(true));
+
+    let browser = Browser::launch().await.unwrap();
+    browser.ignore_certificate_errors().await.unwrap();
+    async {
+        let url = format!(
+            "https://alice:{}@{addr}/?cameras=demo1",
+            ALICE_PASSWORD.replace(' ', "%20")
+        );
+        let page = browser.open(&url).await?;
+        common::viewer::wait_js_true(
+            &page,
+            "the page's camera list",
+            "window.edgecam?.cameras?.has('demo1') === true",
+        )
+        .await
+        .with_context(|| common::viewer::page_context(&page))?;
+        let base = wait_decoding(&page, &["demo1"], None)
+            .await
+            .with_context(|| common::viewer::page_context(&page))?;
+        wait_rising(&page, &base).await?;
+        let proto = page.eval("location.protocol").await?;
+        if proto != json!("https:") {
+            bail!("page on {proto}");
+        }
+        anyhow::Ok(())
+    }
+    .await
+    .unwrap();
+    assert!(daemon.log().contains(&format!("listening on https://{addr}")));
 }

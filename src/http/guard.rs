@@ -50,7 +50,7 @@ impl Guard {
     fn host_allowed(&self, host: &str) -> bool {
         let name = strip_port(host).to_ascii_lowercase();
         let bare = name.trim_start_matches('[').trim_end_matches(']');
-        bare.parse::<IpAddr>().is_ok() || self.names.iter().any(|n| *n == name)
+        bare.parse::<IpAddr>().is_ok() || self.names.contains(&name)
     }
 
     /// Same origin means the Origin's host and port are the request's Host (http or https).
@@ -59,7 +59,7 @@ impl Guard {
         let own = ["http://", "https://"]
             .iter()
             .any(|s| origin.strip_prefix(s) == Some(&host.to_ascii_lowercase()));
-        own || self.origins.iter().any(|o| *o == origin)
+        own || self.origins.contains(&origin)
     }
 }
 

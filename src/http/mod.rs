@@ -10,6 +10,7 @@ pub mod auth;
 mod guard;
 pub mod server;
 mod static_files;
+pub mod tls;
 mod ws;
 mod ws_limits;
 

@@ -12,6 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
@@ -23,7 +24,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// spinning on the error.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-pub async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
+/// A TLS client must finish its handshake within this, for the same reason as `HEADER_READ_TIMEOUT`.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>, mut stop: watch::Receiver<bool>) {
     loop {
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -37,35 +41,50 @@ pub async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver
             _ = stop.changed() => return,
         };
         let app = app.clone();
-        let mut stop = stop.clone();
+        let stop = stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = app.map_request(move |mut request: axum::http::Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo::<SocketAddr>(client));
-                request
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    match result {
-                        Err(e) if e.is_timeout() => {
-                            info!(%client, "dropped a connection that sent no complete request head within {HEADER_READ_TIMEOUT:?}")
-                        }
-                        Err(e) => debug!(%client, error = %e, "connection ended"),
-                        Ok(()) => {}
+            match tls {
+                None => serve_connection(stream, client, app, stop).await,
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, client, app, stop).await,
+                    Ok(Err(e)) => info!(%client, error = %e, "TLS handshake failed"),
+                    Err(_) => {
+                        info!(%client, "dropped a connection that did not finish TLS within {TLS_HANDSHAKE_TIMEOUT:?}")
                     }
-                }
-                _ = stop.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+                },
             }
         });
+    }
+}
+
+async fn serve_connection<S>(stream: S, client: SocketAddr, app: Router, mut stop: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = app.map_request(move |mut request: axum::http::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo::<SocketAddr>(client));
+        request
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => match result {
+            Err(e) if e.is_timeout() => {
+                info!(%client, "dropped a connection that sent no complete request head within {HEADER_READ_TIMEOUT:?}")
+            }
+            Err(e) => debug!(%client, error = %e, "connection ended"),
+            Ok(()) => {}
+        },
+        _ = stop.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }
