@@ -220,6 +220,14 @@ pub struct IceConfig {
     /// Restrict ICE host candidates to these addresses. libnice gathers no loopback candidates by
     /// itself, so tests on one machine list 127.0.0.1 here.
     pub local_addresses: Vec<std::net::IpAddr>,
+    /// A TURN server's shared secret (coturn `static-auth-secret`): the page then gets short-lived
+    /// credentials made from it for each `turn:` server listed without a username, instead of
+    /// long-term ones (see `http::turn`). Never sent to browsers itself.
+    #[serde(skip_serializing)]
+    pub turn_secret: Option<String>,
+    /// How long those credentials stay valid, in seconds. A TURN allocation is refreshed with the same
+    /// credentials, so this bounds how long a viewer can stay relayed; the page asks again on every reconnect.
+    pub turn_credential_ttl: TurnTtl,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -433,6 +441,14 @@ bounded_u32!(Dimension, 16, 7680, "width/height");
 bounded_u32!(Fps, 1, 240, "fps");
 bounded_u32!(Bitrate, 50, 100_000, "bitrate (kbps)");
 bounded_u32!(NegotiationTimeout, 1, 300, "negotiation_timeout (seconds)");
+bounded_u32!(TurnTtl, 60, 7 * 86400, "turn_credential_ttl (seconds)");
+
+/// A day: long enough for a viewer left open on a wall screen between reconnects.
+impl Default for TurnTtl {
+    fn default() -> Self {
+        Self(86400)
+    }
+}
 
 /// A camera id as shown to users and used in URLs and signalling: short, no spaces.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

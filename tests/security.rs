@@ -169,7 +169,8 @@ async fn without_credentials_everything_is_401_and_says_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_tokens_and_tickets_get_what_their_permissions_allow() {
-    let daemon = Daemon::start(&auth_config(), &["--demo", "2"]).unwrap();
+    let turn = "ice:\n  servers: [{urls: ['turn:turn.example.org:3478']}]\n  turn_secret: north-wind\n";
+    let daemon = Daemon::start(&format!("{}{turn}", auth_config()), &["--demo", "2"]).unwrap();
     let addr = daemon.addr;
     let alice = basic("alice", ALICE_PASSWORD);
     let bob = basic("bob", BOB_PASSWORD);
@@ -199,13 +200,16 @@ async fn users_tokens_and_tickets_get_what_their_permissions_allow() {
             .status,
         403
     );
-    assert_eq!(
-        get(addr, "/api/config", &[("Authorization", &bob)])
-            .await
-            .unwrap()
-            .status,
-        200
+    // ... including TURN credentials made for him from the shared secret, which itself stays home.
+    let page_config = get(addr, "/api/config", &[("Authorization", &bob)]).await.unwrap();
+    assert_eq!(page_config.status, 200);
+    let ice: Value = serde_json::from_str(&page_config.body).unwrap();
+    let turn_user = ice["ice_servers"][0]["username"].as_str().unwrap();
+    assert!(
+        turn_user.ends_with(":bob") && ice["ice_servers"][0]["credential"].is_string(),
+        "{ice}"
     );
+    assert!(!page_config.body.contains("north-wind"), "{ice}");
 
     // The page's way in: a ticket, then /ws with it; a ticket works once.
     let ticket = get(addr, "/api/ticket", &[("Authorization", &bob)]).await.unwrap();

@@ -9,6 +9,7 @@ use axum::{Extension, Json};
 use serde::Serialize;
 
 use super::auth::Principal;
+use super::turn;
 use super::AppState;
 use crate::signalling::protocol;
 
@@ -45,8 +46,18 @@ pub(super) async fn cameras(State(state): State<AppState>, Extension(principal):
 }
 
 /// What the page needs to build its RTCPeerConnection (TURN credentials included, so only after login).
-pub(super) async fn page_config(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "ice_servers": *state.ice_servers }))
+pub(super) async fn page_config(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Json<serde_json::Value> {
+    let servers = turn::for_page(
+        &state.ice_servers,
+        state.turn_secret.as_deref(),
+        state.turn_ttl,
+        &principal.name,
+        std::time::SystemTime::now(),
+    );
+    Json(serde_json::json!({ "ice_servers": servers }))
 }
 
 pub(super) async fn profiles(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {

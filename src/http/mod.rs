@@ -11,6 +11,7 @@ mod guard;
 pub mod server;
 mod static_files;
 pub mod tls;
+mod turn;
 mod ws;
 mod ws_limits;
 
@@ -28,6 +29,8 @@ pub use static_files::WebFiles;
 pub struct AppState {
     pub registry: Registry,
     pub ice_servers: Arc<Vec<IceServer>>,
+    turn_secret: Option<Arc<str>>,
+    turn_ttl: std::time::Duration,
     /// The encoder profile report, as shown by `edgecam profiles`.
     pub profiles: Arc<serde_json::Value>,
     pub web: WebFiles,
@@ -42,6 +45,8 @@ impl AppState {
         Self {
             registry,
             ice_servers: Arc::new(config.ice.servers.clone()),
+            turn_secret: config.ice.turn_secret.as_deref().map(Arc::from),
+            turn_ttl: std::time::Duration::from_secs(config.ice.turn_credential_ttl.0.into()),
             profiles: Arc::new(profiles),
             web,
             access: auth::Access::new(config.auth.as_ref()),
