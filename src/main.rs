@@ -321,7 +321,7 @@ fn probe(json: bool) -> anyhow::Result<()> {
         print!("{}", devices::render_table(&reports));
         for (report, encoder) in reports.iter().zip(&encoders) {
             if let Some(encoder) = encoder {
-                println!("{}: encoder {encoder}", report.id);
+                println!("{}: encoder {encoder}", devices::printable(&report.id));
             }
         }
     }
