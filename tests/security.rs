@@ -638,3 +638,44 @@ async fn https_and_wss_with_a_test_certificate() {
     .unwrap();
     assert!(daemon.log().contains(&format!("listening on https://{addr}")));
 }
+
+/// Firefox with a login decodes too (VP8: Debian's Firefox has no H.264). Firefox fails ICE on loopback
+/// alone, so this runs in the test's own network namespaces like tests/vp8_browsers.rs.
+#[test]
+fn firefox_page_works_with_a_login() {
+    use common::netns::{self, NetnsPair, ADDR_A};
+    if let Some(reason) = netns::unavailable() {
+        eprintln!("SKIPPED firefox_page_works_with_a_login: {reason}");
+        return;
+    }
+    let _heavy = heavy_lock();
+    let ns = NetnsPair::create().expect("create the test's network namespaces");
+    ns.run_in(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let daemon = Daemon::start(
+                &auth_config(),
+                &["--demo", "1", "--ice-local-address", &ADDR_A.to_string()],
+            )?;
+            let mut firefox = common::firefox::Firefox::launch().await?;
+            let url = format!(
+                "http://alice:{}@{}/?cameras=demo1",
+                ALICE_PASSWORD.replace(' ', "%20"),
+                daemon.addr
+            );
+            firefox.open(&url).await?;
+            let js = common::viewer::page_view_js("demo1");
+            let read = || async { common::viewer::PageView::parse("demo1", firefox.eval(&js).await?) };
+            common::viewer::wait_frames_more("firefox decoding demo1 after login", None, 30, "VP8", read)
+                .await
+                .with_context(|| format!("firefox console:\n{}", firefox.console()))?;
+            firefox.close().await?;
+            anyhow::Ok(())
+        })
+        .unwrap();
+    });
+}
