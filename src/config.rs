@@ -31,6 +31,15 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Who may see what. `None` (no `auth:` key) is only accepted on a loopback `listen`; see `Auth`.
+    pub auth: Option<Auth>,
+    /// Names this device answers to besides its IP addresses, `localhost` and its host name
+    /// (`<hostname>`, `<hostname>.local`): any other `Host` header is refused, against DNS rebinding.
+    pub server_names: Vec<String>,
+    /// Page origins (`https://nvr.example.org`) allowed to open `/ws` besides the daemon's own.
+    pub allowed_origins: Vec<String>,
+    /// Serve https/wss with this certificate chain and key (PEM files) instead of plain http.
+    pub tls: Option<TlsFiles>,
     /// Serve the viewer from this folder instead of the copy built into the binary.
     pub web_dir: Option<PathBuf>,
     /// Stream every V4L2 camera udev finds; false streams only the cameras listed here.
@@ -47,7 +56,14 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            // Only this machine by default: a config-less daemon (`edgecam run --demo 1`) has no
+            // users, so it must not be reachable from the network. The packaged config listens on
+            // all addresses and requires `auth:`.
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth: None,
+            server_names: Vec::new(),
+            allowed_origins: Vec::new(),
+            tls: None,
             web_dir: None,
             discovery: true,
             idle: IdlePolicy::default(),
@@ -56,6 +72,132 @@ impl Default for Config {
             defaults: CameraDefaults::default(),
             cameras: BTreeMap::new(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM: the server certificate first, then any intermediates.
+    pub cert: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `auth: none` (explicitly open) or the users and tokens allowed in.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    Required(AuthConfig),
+}
+
+/// A visitor rather than an untagged enum, so a mistake inside the table keeps its line and column.
+impl<'de> Deserialize<'de> for Auth {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct AuthVisitor;
+        impl<'de> serde::de::Visitor<'de> for AuthVisitor {
+            type Value = Auth;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`none` or a table of users and tokens")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Auth, E> {
+                match v {
+                    "none" => Ok(Auth::None),
+                    _ => Err(E::custom(format!(
+                        "auth must be `none` or a table of users and tokens, got {v:?}"
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Auth, A::Error> {
+                AuthConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Auth::Required)
+            }
+        }
+        d.deserialize_any(AuthVisitor)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HTTP Basic users (the page, the API).
+    #[serde(default)]
+    pub users: BTreeMap<String, Account>,
+    /// Bearer tokens for scripts, sent as `Authorization: Bearer <name>:<secret>`; the name picks the
+    /// hash so one attempt costs one argon2 verification.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, Account>,
+}
+
+/// A user or a token: the argon2 PHC string of its secret (`edgecam hash-password`) and what it may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    pub hash: PasswordHash,
+    #[serde(default)]
+    pub watch: Watch,
+    /// May read `/api/cameras` and `/api/profiles` (the page itself needs neither).
+    #[serde(default)]
+    pub api: bool,
+}
+
+/// An argon2 PHC string, checked when the config is read so a pasted-wrong hash is a config error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordHash(pub String);
+
+impl<'de> Deserialize<'de> for PasswordHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match argon2::PasswordHash::new(&s) {
+            Ok(h) if h.algorithm.as_str().starts_with("argon2") => Ok(Self(s)),
+            Ok(h) => Err(serde::de::Error::custom(format!(
+                "hash must be an argon2 PHC string (edgecam hash-password), got algorithm {}",
+                h.algorithm
+            ))),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "hash is not a PHC string ({e}); make one with `edgecam hash-password`"
+            ))),
+        }
+    }
+}
+
+/// Cameras an account may watch: `all` or a list of camera ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Watch {
+    #[default]
+    All,
+    Only(Vec<CameraId>),
+}
+
+impl Watch {
+    pub fn allows(&self, camera: &str) -> bool {
+        match self {
+            Watch::All => true,
+            Watch::Only(list) => list.iter().any(|c| c.as_str() == camera),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Watch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct WatchVisitor;
+        impl<'de> serde::de::Visitor<'de> for WatchVisitor {
+            type Value = Watch;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`all` or a list of camera ids")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Watch, E> {
+                match v {
+                    "all" => Ok(Watch::All),
+                    _ => Err(E::custom(format!(
+                        "watch must be `all` or a list of camera ids, got {v:?}"
+                    ))),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Watch, A::Error> {
+                Vec::<CameraId>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(Watch::Only)
+            }
+        }
+        d.deserialize_any(WatchVisitor)
     }
 }
 
@@ -78,6 +220,14 @@ pub struct IceConfig {
     /// Restrict ICE host candidates to these addresses. libnice gathers no loopback candidates by
     /// itself, so tests on one machine list 127.0.0.1 here.
     pub local_addresses: Vec<std::net::IpAddr>,
+    /// A TURN server's shared secret (coturn `static-auth-secret`): the page then gets short-lived
+    /// credentials made from it for each `turn:` server listed without a username, instead of
+    /// long-term ones (see `http::turn`). Never sent to browsers itself.
+    #[serde(skip_serializing)]
+    pub turn_secret: Option<String>,
+    /// How long those credentials stay valid, in seconds. A TURN allocation is refreshed with the same
+    /// credentials, so this bounds how long a viewer can stay relayed; the page asks again on every reconnect.
+    pub turn_credential_ttl: TurnTtl,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -291,6 +441,14 @@ bounded_u32!(Dimension, 16, 7680, "width/height");
 bounded_u32!(Fps, 1, 240, "fps");
 bounded_u32!(Bitrate, 50, 100_000, "bitrate (kbps)");
 bounded_u32!(NegotiationTimeout, 1, 300, "negotiation_timeout (seconds)");
+bounded_u32!(TurnTtl, 60, 7 * 86400, "turn_credential_ttl (seconds)");
+
+/// A day: long enough for a viewer left open on a wall screen between reconnects.
+impl Default for TurnTtl {
+    fn default() -> Self {
+        Self(86400)
+    }
+}
 
 /// A camera id as shown to users and used in URLs and signalling: short, no spaces.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -343,6 +501,25 @@ impl Config {
         serde_yaml::from_str(text).map_err(|e| located(path, &e))
     }
 
+    /// A daemon reachable from the network must have been told who may watch: users and tokens, or
+    /// `auth: none` written on purpose. Checked after command-line overrides, so `--listen` cannot
+    /// open an unprotected daemon to the network either.
+    pub fn check_exposure(&self) -> Result<(), String> {
+        if self.auth.is_none() && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "listen {} is reachable from the network but the config has no `auth:` section; \
+                 add users (see `edgecam hash-password`) or write `auth: none` to serve without access control",
+                self.listen
+            ));
+        }
+        if let Some(Auth::Required(a)) = &self.auth {
+            if a.users.is_empty() && a.tokens.is_empty() {
+                return Err("auth: lists no users and no tokens, so nobody could log in".into());
+            }
+        }
+        Ok(())
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -385,7 +562,9 @@ mod tests {
     #[test]
     fn empty_file_is_all_defaults() {
         let c = parse("# nothing here\n\n").unwrap();
-        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.auth.is_none());
+        c.check_exposure().expect("the loopback default needs no auth");
         assert!(c.discovery);
         assert_eq!(c.defaults.width, Dimension(640));
         assert_eq!(c.defaults.bitrate, Bitrate(1000));
@@ -411,6 +590,7 @@ mod tests {
         let c = parse(
             r#"
 listen: 127.0.0.1:9000
+tls: {cert: /etc/edgecam/cert.pem, key: /etc/edgecam/key.pem}
 discovery: false
 idle: stop
 negotiation_timeout: 30
@@ -429,6 +609,7 @@ cameras:
         )
         .unwrap();
         assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.tls.as_ref().unwrap().key, Path::new("/etc/edgecam/key.pem"));
         assert_eq!(c.idle, IdlePolicy::Stop);
         assert_eq!(c.negotiation_timeout, NegotiationTimeout(30));
         assert_eq!(c.ice.servers[1].username.as_deref(), Some("u"));
@@ -476,6 +657,56 @@ cameras:
             e.starts_with("test.yaml:1:1:") && e.contains("between 1 and 300"),
             "{e}"
         );
+    }
+
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Sgr8h0FlI1UoCiK9FhgBWb1ihnkTi4DNwB+MwxO0+Xk";
+
+    #[test]
+    fn auth_users_and_tokens_parse() {
+        let c = parse(&format!(
+            "listen: 0.0.0.0:8080\nauth:\n  users:\n    alice: {{hash: \"{HASH}\", api: true}}\n    bob: {{hash: \"{HASH}\", watch: [door]}}\n  tokens:\n    nvr: {{hash: \"{HASH}\", watch: all}}\n"
+        ))
+        .unwrap();
+        let Some(Auth::Required(a)) = &c.auth else {
+            panic!("no auth")
+        };
+        assert!(a.users["alice"].api && a.users["alice"].watch.allows("anything"));
+        assert!(!a.users["bob"].api && a.users["bob"].watch.allows("door") && !a.users["bob"].watch.allows("yard"));
+        assert_eq!(a.tokens["nvr"].watch, Watch::All);
+        c.check_exposure().unwrap();
+    }
+
+    #[test]
+    fn network_listen_needs_auth_or_explicit_none() {
+        let e = parse("listen: 0.0.0.0:8080\n").unwrap().check_exposure().unwrap_err();
+        assert!(e.contains("no `auth:` section"), "{e}");
+        let c = parse("listen: 0.0.0.0:8080\nauth: none\n").unwrap();
+        assert!(matches!(c.auth, Some(Auth::None)));
+        c.check_exposure().unwrap();
+        let e = parse("listen: 0.0.0.0:8080\nauth: {users: {}}\n")
+            .unwrap()
+            .check_exposure()
+            .unwrap_err();
+        assert!(e.contains("nobody could log in"), "{e}");
+    }
+
+    #[test]
+    fn auth_mistakes_have_positions() {
+        let e = error("auth: nobody\n");
+        assert!(e.starts_with("test.yaml:1:") && e.contains("`none` or a table"), "{e}");
+        let e = error("auth:\n  users:\n    alice: {hash: plaintext}\n");
+        assert!(e.starts_with("test.yaml:3:") && e.contains("hash-password"), "{e}");
+        let e = error(&format!(
+            "auth:\n  users:\n    alice:\n      hash: \"{HASH}\"\n      pasword: x\n"
+        ));
+        assert!(
+            e.starts_with("test.yaml:5:") && e.contains("unknown field `pasword`"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "auth:\n  users:\n    alice: {{hash: \"{HASH}\", watch: [\"bad id\"]}}\n"
+        ));
+        assert!(e.starts_with("test.yaml:3:") && e.contains("must be 1-64"), "{e}");
     }
 
     #[test]

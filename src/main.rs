@@ -42,6 +42,13 @@ enum Command {
     },
     /// Check a config file and exit (non-zero, with file:line:col, if it is invalid).
     CheckConfig { file: PathBuf },
+    /// Print the argon2 hash of a password (or token secret) for `auth:` in the config. The password
+    /// is read from stdin (first line) or, on a terminal, prompted for without echo.
+    HashPassword {
+        /// Make a random secret instead, and print it on the first line, its hash on the second.
+        #[arg(long)]
+        generate: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -75,8 +82,10 @@ fn main() -> ExitCode {
         Command::Probe { json } => probe(json),
         Command::Profiles { json } => profiles(json),
         Command::CheckConfig { file } => Config::load(&file)
-            .map(|_| println!("{}: ok", file.display()))
-            .map_err(Into::into),
+            .map_err(anyhow::Error::from)
+            .and_then(|c| c.check_exposure().map_err(anyhow::Error::msg))
+            .map(|_| println!("{}: ok", file.display())),
+        Command::HashPassword { generate } => hash_password(generate),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -144,6 +153,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         config.web_dir = Some(dir);
     }
     config.ice.local_addresses.extend(args.ice_local_addresses);
+    config.check_exposure().map_err(anyhow::Error::msg)?;
 
     let catalog = checked_catalog(&args.profile_dirs)?;
     for report in catalog.report() {
@@ -173,13 +183,26 @@ async fn serve(config: Config, demo: u32, catalog: Catalog) -> anyhow::Result<()
         None => WebFiles::built_in(),
     };
     let profiles = serde_json::to_value(catalog.report()).unwrap_or_default();
-    let state = AppState::new(registry, config.ice.servers.clone(), profiles, web);
+    let state = AppState::new(registry, &config, profiles, web);
 
+    let tls = config.tls.as_ref().map(http::tls::acceptor).transpose()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    info!("listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!("listening on {scheme}://{addr}");
+    match &config.auth {
+        Some(config::Auth::Required(a)) => {
+            info!(
+                users = a.users.len(),
+                tokens = a.tokens.len(),
+                "access control on: login required"
+            )
+        }
+        Some(config::Auth::None) => warn!("auth: none: anyone who can reach {addr} watches every camera"),
+        None => info!("no auth: section; serving this machine only (loopback)"),
+    }
     service.http_bound();
 
     let devices = if config.discovery {
@@ -201,15 +224,9 @@ async fn serve(config: Config, demo: u32, catalog: Catalog) -> anyhow::Result<()
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn({
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
         let app = http::router(state);
-        async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                })
-                .await
-        }
+        async move { http::server::serve(listener, app, tls, stop).await }
     });
     let supervisor = Supervisor::new(config, shared, Arc::new(catalog));
     supervisor
@@ -232,6 +249,50 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     info!("signal received, stopping");
+}
+
+fn hash_password(generate: bool) -> anyhow::Result<()> {
+    let password = if generate {
+        let secret = http::auth::random_secret();
+        println!("{secret}");
+        secret
+    } else {
+        read_password()?
+    };
+    if password.is_empty() {
+        anyhow::bail!("empty password");
+    }
+    let hash = http::auth::hash_password(&password).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+    println!("{hash}");
+    Ok(())
+}
+
+/// The first line of stdin; on a terminal, prompted for with echo off (termios) so it is not shown.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if stdin.is_terminal() {
+        eprint!("Password: ");
+        std::io::stderr().flush()?;
+        // SAFETY: plain termios calls on fd 0, restored right after reading.
+        let mut term: libc::termios = unsafe { std::mem::zeroed() };
+        let have_term = unsafe { libc::tcgetattr(0, &mut term) } == 0;
+        if have_term {
+            let mut quiet = term;
+            quiet.c_lflag &= !libc::ECHO;
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) };
+        }
+        let read = stdin.lock().read_line(&mut line);
+        if have_term {
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, &term) };
+        }
+        eprintln!();
+        read?;
+    } else {
+        stdin.lock().read_line(&mut line)?;
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 fn probe(json: bool) -> anyhow::Result<()> {
@@ -261,7 +322,7 @@ fn probe(json: bool) -> anyhow::Result<()> {
         print!("{}", devices::render_table(&reports));
         for (report, encoder) in reports.iter().zip(&encoders) {
             if let Some(encoder) = encoder {
-                println!("{}: encoder {encoder}", report.id);
+                println!("{}: encoder {encoder}", devices::printable(&report.id));
             }
         }
     }

@@ -3,6 +3,7 @@
 // the page, a camera's offer, candidate or error to that camera's session.
 
 import { backoff } from './backoff.js';
+import { pageUrl, socketUrl } from './ticket.js';
 
 /** The socket's state, as the header shows it. */
 export const Link = Object.freeze({
@@ -32,12 +33,21 @@ export class Transport {
     this.attempt = 0;
   }
 
-  open() {
-    const url = new URL('ws', location.href);
-    url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  async open() {
+    this.on.link(Link.CONNECTING, 0);
+    let url;
+    try {
+      url = await socketUrl();
+    } catch (err) {
+      // Not logged in (yet), or the daemon is away: try again like a closed socket.
+      console.warn('edgecam:', err);
+      const delay = backoff(this.attempt++);
+      this.on.link(Link.CLOSED, delay);
+      setTimeout(() => this.open(), delay);
+      return;
+    }
     const sock = new WebSocket(url);
     this.ws = sock;
-    this.on.link(Link.CONNECTING, 0);
     sock.onopen = () => {
       this.on.link(Link.OPEN, 0);
       // Re-read on every connect: a restarted daemon may have a new config. Cameras are (re)joined when
@@ -100,7 +110,7 @@ export class Transport {
 
 async function loadIceServers() {
   try {
-    const res = await fetch(new URL('api/config', location.href), { cache: 'no-store' });
+    const res = await fetch(pageUrl('api/config'), { cache: 'no-store' });
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const cfg = await res.json();
     return Array.isArray(cfg.ice_servers) ? cfg.ice_servers : [];

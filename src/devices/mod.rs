@@ -24,5 +24,5 @@ pub use classify::{classify, NodeKind, Querycap, SkipReason};
 pub use identity::{camera_id, camera_name, DeviceProps};
 pub use mode::{choose_mode, choose_passthrough_mode, Wanted};
 pub use probe::{probe_node, NodeInfo, ProbeError};
-pub use report::{render_table, scan, NodeReport};
+pub use report::{printable, render_table, scan, NodeReport};
 pub use watch::{spawn, Camera, DeviceEvent, WatchError, WatchHandle};

@@ -69,6 +69,27 @@ pub fn scan() -> Vec<NodeReport> {
 const MAX_UNUSED_NAMED: usize = 8;
 
 /// One line per node, then its formats indented, sizes grouped by the rates they share.
+/// Names and serials come from the device (USB string descriptors, driver card names): a hostile or
+/// broken one could carry terminal escape sequences, newlines or bidi overrides that would rewrite what
+/// the table shows. Those are printed escaped (`\u{1b}`) instead.
+pub fn printable(s: &str) -> String {
+    let dangerous = |c: char| {
+        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(dangerous) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if dangerous(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 pub fn render_table(reports: &[NodeReport]) -> String {
     if reports.is_empty() {
         return "no V4L2 nodes (/dev/video*) found\n".to_string();
@@ -91,6 +112,7 @@ pub fn render_table(reports: &[NodeReport]) -> String {
                 r.bus.to_string(),
                 detail,
             ]
+            .map(|cell| printable(&cell))
         })
         .collect();
     let header = ["NODE", "KIND", "ID", "NAME", "BUS", "MODE / WHY SKIPPED"].map(String::from);
@@ -122,9 +144,13 @@ pub fn render_table(reports: &[NodeReport]) -> String {
             }
             if !other.is_empty() {
                 // vivid has 80 of them: name a few
-                let mut names: Vec<&str> = other.iter().take(MAX_UNUSED_NAMED).map(|f| f.format.fourcc()).collect();
+                let mut names: Vec<String> = other
+                    .iter()
+                    .take(MAX_UNUSED_NAMED)
+                    .map(|f| printable(f.format.fourcc()))
+                    .collect();
                 if other.len() > MAX_UNUSED_NAMED {
-                    names.push("...");
+                    names.push("...".into());
                 }
                 let _ = writeln!(
                     out,
@@ -139,7 +165,12 @@ pub fn render_table(reports: &[NodeReport]) -> String {
 }
 
 fn render_format(out: &mut String, format: &FormatCaps) {
-    let _ = writeln!(out, "    {} ({})", format.format.fourcc(), format.description);
+    let _ = writeln!(
+        out,
+        "    {} ({})",
+        printable(format.format.fourcc()),
+        printable(&format.description)
+    );
     let mut groups: Vec<(Vec<String>, &[Fraction])> = Vec::new();
     for size in &format.sizes {
         let label = format!("{}x{}", size.width, size.height);
@@ -178,6 +209,26 @@ mod tests {
             .map(|f| f.node())
             .map(|n| n.report(n.id(), &Wanted::default()))
             .collect()
+    }
+
+    #[test]
+    fn device_strings_cannot_drive_the_terminal() {
+        let mut r = reports("usbcam-uvc-gadget");
+        r[1].name = "Cam\u{1b}[2J\u{1b}]0;owned\u{7}\nfake line\u{202e}txt".into();
+        r[1].formats[0].description = "MJPEG\r\u{1b}[31m".into();
+        let table = render_table(&r);
+        assert!(
+            !table
+                .chars()
+                .any(|c| c == '\u{1b}' || c == '\u{7}' || c == '\r' || c == '\u{202e}'),
+            "{table:?}"
+        );
+        assert!(
+            table.contains(r"Cam\u{1b}[2J\u{1b}]0;owned\u{7}\u{a}fake line\u{202e}txt"),
+            "{table}"
+        );
+        assert!(!table.lines().any(|l| l.starts_with("fake line")), "{table}");
+        assert_eq!(printable("HD Pro Webcam C920"), "HD Pro Webcam C920");
     }
 
     #[test]

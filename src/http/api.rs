@@ -1,9 +1,15 @@
 //! The JSON API: camera states, the encoder report and what the page needs for its peer connections.
+//! `/api/cameras` and `/api/profiles` need the `api` permission; the page's own two (`config`,
+//! `ticket`) need only a login.
 
 use axum::extract::State;
-use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Serialize;
 
+use super::auth::Principal;
+use super::turn;
 use super::AppState;
 use crate::camera::CameraInfo;
 
@@ -14,24 +20,61 @@ pub(super) struct CameraStatus {
     encoded_frames: u64,
 }
 
-pub(super) async fn cameras(State(state): State<AppState>) -> Json<Vec<CameraStatus>> {
-    let list = state
+fn forbidden(principal: &Principal) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        format!("{} may not read the API (api: true in the config)\n", principal.name),
+    )
+        .into_response()
+}
+
+pub(super) async fn cameras(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
+    if !principal.api {
+        return forbidden(&principal);
+    }
+    let list: Vec<CameraStatus> = state
         .registry
         .infos()
         .into_iter()
+        .filter(|info| principal.watch.allows(&info.id))
         .map(|info| {
             let encoded_frames = state.registry.handle(&info.id).map(|h| h.encoded_frames()).unwrap_or(0);
             CameraStatus { info, encoded_frames }
         })
         .collect();
-    Json(list)
+    Json(list).into_response()
 }
 
-/// What the page needs to build its RTCPeerConnection.
-pub(super) async fn page_config(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "ice_servers": *state.ice_servers }))
+/// What the page needs to build its RTCPeerConnection (TURN credentials included, so only after login).
+pub(super) async fn page_config(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Json<serde_json::Value> {
+    let servers = turn::for_page(
+        &state.ice_servers,
+        state.turn_secret.as_deref(),
+        state.turn_ttl,
+        &principal.name,
+        std::time::SystemTime::now(),
+    );
+    Json(serde_json::json!({ "ice_servers": servers }))
 }
 
-pub(super) async fn profiles(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json((*state.profiles).clone())
+pub(super) async fn profiles(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
+    if !principal.api {
+        return forbidden(&principal);
+    }
+    Json((*state.profiles).clone()).into_response()
+}
+
+/// A one-use ticket for opening `/ws` as this user.
+pub(super) async fn ticket(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
+    match state.access.issue_ticket(&principal) {
+        Some(ticket) => Json(serde_json::json!({ "ticket": ticket })).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many unused tickets; try again shortly\n",
+        )
+            .into_response(),
+    }
 }

@@ -21,6 +21,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("session.js", include_str!("../../web/session.js")),
     ("stats.js", include_str!("../../web/stats.js")),
     ("transport.js", include_str!("../../web/transport.js")),
+    ("ticket.js", include_str!("../../web/ticket.js")),
 ];
 
 #[derive(Clone, Default)]

@@ -140,6 +140,14 @@ impl Browser {
         })
     }
 
+    /// Accept any server certificate, for tests that serve https with a certificate made on the spot.
+    pub async fn ignore_certificate_errors(&self) -> Result<()> {
+        self.cdp
+            .call(None, "Security.setIgnoreCertificateErrors", json!({ "ignore": true }))
+            .await?;
+        Ok(())
+    }
+
     /// Opens a new tab on `url` and attaches to it.
     pub async fn open(&self, url: &str) -> Result<Page> {
         let target = self

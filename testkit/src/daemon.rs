@@ -110,7 +110,8 @@ impl Daemon {
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on http://") {
+                // "http://" or "https://" (a config with `tls:`).
+                if line.contains("listening on http") {
                     let _ = tx.send(Event::Listening);
                 }
                 let mut log = log.lock().unwrap();

@@ -123,6 +123,10 @@ check "default config with every example setting uncommented passes check-config
 n_repo=$(ls "$REPO"/profiles/*.yaml | wc -l)
 check "profiles: all $n_repo in /usr/share/edgecam/profiles" \
   test "$(ls "$R"/usr/share/edgecam/profiles/*.yaml 2>/dev/null | wc -l)" = "$n_repo"
+check "auth: postinst made the first user (a hash in the config, the password root-only)" \
+  sh -c "grep -q \"admin: {hash: '\\\$argon2id\" '$R/etc/edgecam/config.yaml' && [ \"\$(stat -c %a '$R/etc/edgecam/initial-password')\" = 600 ]"
+check "config: root:edgecam 0640 (it holds password hashes)" \
+  in_root sh -c "[ \"\$(stat -c '%U:%G %a' /etc/edgecam/config.yaml)\" = 'root:edgecam 640' ]"
 check "config: /etc/edgecam/config.yaml is a conffile" \
   in_root sh -c "dpkg-query -W -f='\${Conffiles}' edgecam | grep -q '/etc/edgecam/config.yaml'"
 check "modules-load.d loads videodev (DeviceAllow=char-video4linux at boot)" \
@@ -171,8 +175,10 @@ if [ $run = 1 ]; then
   chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 GST_REGISTRY_FORK=no \
     /usr/bin/edgecam run --demo 1 --listen 127.0.0.1:$port > "$R/tmp/run.log" 2>&1 &
   dpid=$!
+  # The packaged config requires a login: the first user postinst made.
+  login="$(sed -n 's/^user: //p' "$R/etc/edgecam/initial-password"):$(sed -n 's/^password: //p' "$R/etc/edgecam/initial-password")"
   checkv "edgecam run --demo 1: a websocket client receives an offer for demo1" \
-    python3 "$REPO/tests/package/ws_offer.py" --url ws://127.0.0.1:$port/ws --camera demo1 --timeout 180
+    python3 "$REPO/tests/package/ws_offer.py" --url "ws://$login@127.0.0.1:$port/ws" --camera demo1 --timeout 180
   dcomm=$(cat /proc/$dpid/comm 2>/dev/null || echo gone)
   kill -TERM $dpid 2>/dev/null
   stopped() { ! kill -0 $dpid 2>/dev/null; }

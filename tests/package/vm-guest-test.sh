@@ -71,7 +71,7 @@ check "modprobe vivid (a V4L2 camera plugged in after start)" modprobe vivid n_d
 wait_for 20 test -e /dev/video0
 say "devices: $(ls /dev/video* 2>/dev/null | tr '\n' ' ')"
 checkv "hot-plugged camera listed and an offer for it (device opened despite DevicePolicy=closed)" \
-  python3 $T/ws_offer.py --url ws://127.0.0.1:$PORT/ws --camera '*' --timeout 300
+  python3 $T/ws_offer.py --url "ws://$(sed -n 's/^user: //p' /etc/edgecam/initial-password):$(sed -n 's/^password: //p' /etc/edgecam/initial-password)@127.0.0.1:$PORT/ws" --camera '*' --timeout 300
 journal -n 8 | sed 's/^/      /'
 # Unplug it again: the daemon must let go of the device for the module to unload.
 systemctl stop edgecam
@@ -85,6 +85,8 @@ modprobe -r vivid || say "vivid still in use"
 # 127.0.0.1 for the browser.
 cat > /etc/edgecam/vmtest.yaml <<EOF
 listen: 0.0.0.0:$PORT
+# The guest has no NIC: nobody but this test can reach it.
+auth: none
 discovery: false
 defaults: { width: 320, height: 240, fps: 10, bitrate: 300 }
 ice: { local_addresses: [127.0.0.1] }

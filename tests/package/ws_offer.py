@@ -8,7 +8,7 @@ Standard library only (a hand-rolled RFC 6455 client), so it runs unchanged on
 the host, in a minimal VM guest and in an arm64 root under qemu-user, with no
 python3-websocket to install.
 
-usage: ws_offer.py [--url ws://127.0.0.1:8080/ws] [--camera demo1|'*'] [--timeout 60]
+usage: ws_offer.py [--url ws://[user:password@]127.0.0.1:8080/ws] [--camera demo1|'*'] [--timeout 60]
   --camera '*': the first camera the daemon lists
 """
 import argparse
@@ -27,8 +27,13 @@ class WebSocket:
         u = urlparse(url)
         self.sock = socket.create_connection((u.hostname, u.port or 80), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
+        # ws://user:password@host/ws: log in with HTTP Basic on the upgrade (the daemon's auth:).
+        login = ""
+        if u.username is not None:
+            basic = base64.b64encode(f"{u.username}:{u.password or ''}".encode()).decode()
+            login = f"Authorization: Basic {basic}\r\n"
         req = (f"GET {u.path or '/'} HTTP/1.1\r\nHost: {u.hostname}:{u.port or 80}\r\n"
-               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Upgrade: websocket\r\nConnection: Upgrade\r\n" + login +
                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
         self.sock.sendall(req.encode())
         head = b""
