@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo test --test security`.
 
-mod common;
+use edgecam_testkit as common;
 
 use std::io::Write;
 use std::net::SocketAddr;
