@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::viewers::{Viewer, Viewers};
 use super::{CameraHandle, Command, ConnId, Identity, Outbox, Setup, Shared};
@@ -67,7 +67,8 @@ pub(super) fn run(
 }
 
 /// `mpsc::UnboundedSender` for webrtcbin callbacks: they fire on GStreamer threads that must not block,
-/// and each viewer produces a bounded handful of them (one offer, its ICE candidates, a state change).
+/// and each viewer produces a bounded handful of them (one offer, its ICE candidates, a state change) plus
+/// one `Stats` a second.
 /// Events of one viewer branch: the viewer's connection and which of its branches (a viewer gets a new
 /// one each time the pipeline is rebuilt or it asks again), so late events of a replaced branch are dropped.
 type ViewerEvents = mpsc::UnboundedSender<(ConnId, u64, ViewerEvent)>;
@@ -271,6 +272,14 @@ impl Actor {
                 candidate,
                 sdp_mline_index: mline,
             }),
+            // Logged only, for now: the bitrate policy and the per-viewer API will read these.
+            ViewerEvent::Stats(stats) => debug!(
+                estimate_bps = stats.estimate_bps,
+                fraction_lost = stats.fraction_lost,
+                round_trip_ms = stats.round_trip_ms,
+                bytes_sent = stats.bytes_sent,
+                "viewer stats"
+            ),
             ViewerEvent::Connected => {
                 if viewer.negotiating_since.take().is_some() {
                     info!("viewer connected");

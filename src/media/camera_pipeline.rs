@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
-use super::{moving_ball, tee_branch, timecode, MediaError};
+use super::{bitrate, congestion, moving_ball, tee_branch, timecode, MediaError};
 use crate::devices::caps::{CaptureMode, PixelFormat};
-use crate::encoders::Codec;
+use crate::encoders::{BitrateControl, Codec};
 
 /// Where a camera's pictures come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +152,7 @@ impl CameraPipeline {
             fanout: by_name("fanout")?,
             payloader: by_name("pay")?,
         };
+        congestion::add_twcc_extension(&main.payloader)?;
 
         let counters = Arc::new(Counters::new());
         let c = counters.clone();
@@ -241,6 +242,7 @@ impl CameraPipeline {
                 .by_name("pay")
                 .ok_or_else(|| MediaError::Build("no payloader in extra encoding".into()))?,
         };
+        congestion::add_twcc_extension(&encoding.payloader)?;
         self.pipeline
             .add(&bin)
             .map_err(|e| MediaError::Build(format!("adding extra encoding: {e}")))?;
@@ -267,6 +269,16 @@ impl CameraPipeline {
                 tee_branch::detach(raw_tee, extra.raw_pad, vec![extra.bin.upcast()]);
             }
         }
+    }
+
+    /// Sets the running encoder of `codec` to `kbps` through its profile's bitrate control.
+    pub fn set_bitrate(&self, codec: Codec, control: &BitrateControl, kbps: u32) -> Result<(), MediaError> {
+        let encoding: &gst::Bin = match &self.extra {
+            Some(extra) if extra.encoding.codec == codec => &extra.bin,
+            _ if self.main.codec == codec => self.pipeline.upcast_ref(),
+            _ => return Err(MediaError::Build(format!("no {codec:?} encoding running"))),
+        };
+        Ok(bitrate::apply(encoding, control, kbps)?)
     }
 
     pub fn counters(&self) -> &Arc<Counters> {

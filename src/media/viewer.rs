@@ -9,6 +9,8 @@ use gst::glib;
 use gst::prelude::*;
 use gst_webrtc::WebRTCSDPType;
 
+use super::congestion::Estimator;
+use super::viewer_stats::{StatsPoller, ViewerStats};
 use super::{tee_branch, MediaError};
 use crate::config::IceServer;
 
@@ -24,6 +26,8 @@ pub enum ViewerEvent {
     Connected,
     /// ICE failed, the remote description was refused, or an offer could not be made.
     Failed(String),
+    /// Once a second: the viewer's bandwidth estimate, loss, round-trip time and bytes sent.
+    Stats(ViewerStats),
 }
 
 pub type EventSink = Arc<dyn Fn(ViewerEvent) + Send + Sync>;
@@ -44,6 +48,7 @@ pub struct ViewerBranch {
     webrtc: gst::Element,
     tee_pad: gst::Pad,
     tee: gst::Element,
+    _stats: StatsPoller,
 }
 
 impl ViewerBranch {
@@ -67,6 +72,8 @@ impl ViewerBranch {
             .build()
             .map_err(|e| MediaError::Build(format!("webrtcbin (gstreamer1.0-plugins-bad, gstreamer1.0-nice): {e}")))?;
         configure_ice(&webrtc, ice);
+        let estimator = Estimator::install(&webrtc);
+        let stats = StatsPoller::start(&webrtc, estimator, events.clone());
         connect_signals(&webrtc, events);
 
         bin.add_many([&queue, &webrtc])
@@ -95,6 +102,7 @@ impl ViewerBranch {
             webrtc,
             tee_pad,
             tee: tee.clone(),
+            _stats: stats,
         })
     }
 
