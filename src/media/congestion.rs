@@ -80,3 +80,55 @@ impl Estimator {
         Some(bwe.property::<u32>("estimated-bitrate"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::encoders::Codec;
+    use crate::media::{CameraPipeline, EncoderPlan, IceSettings, SourceSpec, ViewerBranch, ViewerEvent};
+
+    /// A real camera pipeline and viewer branch: the offer webrtcbin makes announces the extension, which
+    /// is what makes a browser send transport-cc feedback at all.
+    #[test]
+    fn the_viewer_offer_announces_transport_wide_cc() {
+        crate::media::init().unwrap();
+        let source = SourceSpec::Test {
+            pattern: "black",
+            ball: false,
+            label: "twcc".into(),
+            width: 320,
+            height: 240,
+            fps: 30,
+            time_code: false,
+        };
+        let plan = EncoderPlan {
+            profile: "x264".into(),
+            fragment: "x264enc tune=zerolatency speed-preset=ultrafast ! video/x-h264,profile=constrained-baseline"
+                .into(),
+            raw_input: Some("I420".into()),
+            codec: Codec::H264,
+        };
+        let pipeline = CameraPipeline::build(&source, &plan).unwrap();
+        pipeline.play().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let events: crate::media::EventSink = Arc::new(move |event| {
+            if let ViewerEvent::Offer(sdp) = event {
+                let _ = tx.lock().unwrap().send(sdp);
+            }
+        });
+        let branch =
+            ViewerBranch::attach(pipeline.fanout(Codec::H264).unwrap(), &IceSettings::default(), events).unwrap();
+        let offer = rx.recv_timeout(Duration::from_secs(30)).expect("an offer");
+        branch.detach();
+        pipeline.shut_down();
+        assert!(
+            offer.contains("a=extmap:1 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"),
+            "{offer}"
+        );
+        assert!(offer.contains("transport-cc"), "{offer}");
+    }
+}
