@@ -93,7 +93,7 @@ mod tests {
     /// A real camera pipeline and viewer branch: the offer webrtcbin makes announces the extension, which
     /// is what makes a browser send transport-cc feedback at all.
     #[test]
-    fn the_viewer_offer_announces_transport_wide_cc() {
+    fn the_viewer_offer_announces_transport_wide_cc_and_statistics_stop_with_the_branch() {
         crate::media::init().unwrap();
         let source = SourceSpec::Test {
             pattern: "black",
@@ -116,14 +116,27 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         let events: crate::media::EventSink = Arc::new(move |event| {
-            if let ViewerEvent::Offer(sdp) = event {
-                let _ = tx.lock().unwrap().send(sdp);
-            }
+            let _ = tx.lock().unwrap().send(event);
         });
         let branch =
             ViewerBranch::attach(pipeline.fanout(Codec::H264).unwrap(), &IceSettings::default(), events).unwrap();
-        let offer = rx.recv_timeout(Duration::from_secs(30)).expect("an offer");
+        let next = |what: &str, wanted: fn(&ViewerEvent) -> bool| loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(event) if wanted(&event) => return event,
+                Ok(_) => continue,
+                Err(e) => panic!("no {what}: {e}"),
+            }
+        };
+        let ViewerEvent::Offer(offer) = next("offer", |e| matches!(e, ViewerEvent::Offer(_))) else {
+            unreachable!()
+        };
+        // Statistics flow from the start (nothing to report yet: no browser answered) ...
+        next("statistics", |e| matches!(e, ViewerEvent::Stats(_)));
         branch.detach();
+        // ... and stop with the branch: nothing more after the one that may have been in flight.
+        std::thread::sleep(Duration::from_secs(3));
+        let late = rx.try_iter().filter(|e| matches!(e, ViewerEvent::Stats(_))).count();
+        assert!(late <= 1, "{late} statistics events after the branch was detached");
         pipeline.shut_down();
         assert!(
             offer.contains("a=extmap:1 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"),
