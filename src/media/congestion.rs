@@ -23,8 +23,9 @@ const TWCC_EXTENSION_ID: u32 = 1;
 /// The estimate never goes below the lowest camera bitrate the config accepts (50 kbit/s): below that no
 /// encoder setting could follow it.
 pub const MIN_ESTIMATE_BPS: u32 = 50_000;
-/// Where each viewer's estimate starts: the default camera bitrate (1 Mbit/s). Starting lower would make
-/// the pacer hold back a default camera's stream for the seconds GCC needs to ramp up.
+/// Where each viewer's estimate starts: the default camera bitrate (1 Mbit/s). The pacer sends at the
+/// estimate; starting lower would queue (up to its 30 ms) and burst a default camera's stream for the
+/// seconds GCC needs to ramp up.
 pub const START_ESTIMATE_BPS: u32 = 1_000_000;
 /// Above any stream the profiles make (1080p30 H.264 is a few Mbit/s); with one shared encode the
 /// estimate cannot climb far past what is really sent anyway (no padding probes).
