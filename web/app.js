@@ -128,7 +128,7 @@ function connectAll() {
 function pollStats() {
   for (const cam of cameras.values()) {
     if (!cam.pc) continue;
-    cam.session.pollStats().then((stats) => stats && cam.card.showStats(stats));
+    cam.session.pollStats().then((stats) => stats && cam.card.showStats(stats, cam.session.link));
   }
 }
 

@@ -68,6 +68,8 @@ export class CameraSession {
     /** While a retry is pending: its delay, for the card. */
     this.retryMs = 0;
     this.pc = null;
+    /** The daemon's last `link` message for this session (tier, estimate, rtt), or null. */
+    this.link = null;
     /** A `ready` went out (or an offer came) and no stop or teardown since. */
     this.joined = false;
     /** The daemon's candidates that came before its offer was applied. */
@@ -120,8 +122,12 @@ export class CameraSession {
       case 'candidate':
         this.onRemoteCandidate(msg);
         break;
-      case 'error':
+            case 'error':
         this.onError(String(msg.message ?? 'unknown error'));
+        break;
+      case 'link':
+        // The daemon's view of this viewer's link: its tier and what it estimates the path carries.
+        this.link = msg;
         break;
     }
   }

@@ -13,7 +13,7 @@ export const Link = Object.freeze({
 });
 
 /** Messages that belong to one camera's session. */
-const SESSION_MESSAGES = new Set(['offer', 'candidate', 'error']);
+const SESSION_MESSAGES = new Set(['offer', 'candidate', 'error', 'link']);
 
 export class Transport {
   /**

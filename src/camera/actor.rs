@@ -18,10 +18,11 @@ use super::lifecycle::{BranchId, Effect, Health, Input, Lifecycle};
 use super::{
     CameraError, CameraHandle, CameraInfo, CameraState, Command, ConnId, Identity, Shared, ToViewer, ViewerPort,
 };
+use super::{LinkReport, ViewerLink};
 
 use crate::media::{
     camera_pipeline, CameraPipeline, Detaching, EncodingKey, EventSink, FailureOrigin, MediaError, PipelineEvent, Tap,
-    ViewerBranch, ViewerEvent,
+    Tier, ViewerBranch, ViewerEvent, ViewerStats,
 };
 
 /// How long a stopping camera waits for branches already being detached to finish before it stops
@@ -43,6 +44,7 @@ pub(super) fn spawn(identity: Identity, shared: Shared, handle: CameraHandle, co
         encoder: None,
         bitrate_kbps: 0,
         viewers: 0,
+        encodings: Default::default(),
     };
     shared.registry.insert(handle.clone(), info.clone());
     let actor = Actor {
@@ -57,6 +59,7 @@ pub(super) fn spawn(identity: Identity, shared: Shared, handle: CameraHandle, co
         detaching: Vec::new(),
         events_tx,
         frames_base: 0,
+        sent: HashMap::new(),
     };
     tokio::spawn(actor.run(commands, events).instrument(span));
 }
@@ -86,6 +89,8 @@ struct Actor {
     events_tx: ViewerEvents,
     /// Frames encoded by pipelines already torn down, so the total survives rebuilds.
     frames_base: u64,
+    /// Bytes sent to each viewer at its last report, for its sent bitrate.
+    sent: HashMap<ConnId, (u64, Instant)>,
 }
 
 impl Actor {
@@ -184,6 +189,7 @@ impl Actor {
                 self.to_viewer(conn, ToViewer::Candidate { mline, candidate }, "")
             }
             ViewerEvent::Connected => self.step(Input::ViewerConnected { conn, branch }).await,
+            ViewerEvent::Stats(stats) if current => self.on_link(conn, branch, &stats).await,
             ViewerEvent::Failed(reason) => {
                 if current {
                     self.in_viewer_span(conn, || warn!(%reason, "viewer failed"));
@@ -192,6 +198,48 @@ impl Actor {
             }
             _ => debug!(conn, branch, "late event of a replaced branch dropped"),
         }
+    }
+
+    /// A viewer's link numbers: to the bitrate policy, to the viewer itself and to the API.
+    async fn on_link(&mut self, conn: ConnId, branch: BranchId, stats: &ViewerStats) {
+        let now = Instant::now();
+        let sent_kbps = match (stats.bytes_sent, self.sent.get(&conn)) {
+            (Some(bytes), Some((before, at))) if bytes >= *before && now > *at => {
+                Some(((bytes - before) as f64 * 8.0 / 1000.0 / now.duration_since(*at).as_secs_f64()) as u32)
+            }
+            _ => None,
+        };
+        if let Some(bytes) = stats.bytes_sent {
+            self.sent.insert(conn, (bytes, now));
+        }
+        if let Some(estimate_bps) = stats.estimate_bps {
+            let report = LinkReport {
+                estimate_kbps: estimate_bps / 1000,
+                loss: stats.fraction_lost.unwrap_or(0.0),
+                rtt_ms: stats.round_trip_ms.unwrap_or(0.0) as u32,
+            };
+            self.step(Input::LinkReport { conn, branch, report }).await;
+        }
+        if !self.lifecycle.connected(conn) {
+            return; // numbers of a session still negotiating say nothing about its link yet
+        }
+        let tier = match self.lifecycle.link_of(conn) {
+            Some((Tier::Low, _)) => "low",
+            Some((Tier::Main, _)) => "main",
+            None => return,
+        };
+        let link = ViewerLink {
+            conn,
+            tier: tier.into(),
+            estimate_kbps: stats.estimate_bps.map(|b| b / 1000),
+            sent_kbps,
+            loss_percent: stats.fraction_lost.map(|f| (f * 1000.0).round() / 10.0),
+            rtt_ms: stats.round_trip_ms.map(|r| r as u32),
+        };
+        if let Ok(mut links) = self.handle.links.lock() {
+            links.insert(conn, link.clone());
+        }
+        self.to_viewer(conn, ToViewer::Link(link), "");
     }
 
     async fn on_pipeline_event(&mut self, event: PipelineEvent) {
@@ -273,6 +321,10 @@ impl Actor {
         // Viewers the lifecycle no longer has (refused, dropped, left) are forgotten here too.
         let lifecycle = &self.lifecycle;
         self.viewers.retain(|conn, _| lifecycle.encoding_of(*conn).is_some());
+        self.sent.retain(|conn, _| lifecycle.encoding_of(*conn).is_some());
+        if let Ok(mut links) = self.handle.links.lock() {
+            links.retain(|conn, _| lifecycle.encoding_of(*conn).is_some());
+        }
         let now = self.lifecycle.state();
         if now != was {
             self.log_state(&now);
@@ -462,6 +514,12 @@ impl Actor {
         self.info.state = state;
         self.info.detail = detail;
         self.info.viewers = self.lifecycle.viewers();
+        self.info.encodings = self
+            .lifecycle
+            .rates()
+            .iter()
+            .map(|(k, kbps)| (k.to_string(), *kbps))
+            .collect();
         self.shared.registry.update(self.info.clone());
     }
 }

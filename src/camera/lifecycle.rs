@@ -596,6 +596,13 @@ impl Lifecycle {
         &self.rates
     }
 
+    /// Whether a viewer's session is up (ICE and DTLS done).
+    pub fn connected(&self, conn: ConnId) -> bool {
+        self.viewers
+            .get(&conn)
+            .is_some_and(|v| v.branch.is_some() && v.negotiating_since.is_none())
+    }
+
     /// A viewer's tier and latest link report, for the API.
     pub fn link_of(&self, conn: ConnId) -> Option<(Tier, Option<LinkReport>)> {
         self.viewers.get(&conn).map(|v| (v.encoding.tier, v.report))

@@ -13,8 +13,9 @@ mod registry;
 mod sink;
 mod status;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,7 +24,7 @@ pub use error::CameraError;
 pub use lifecycle::Policy;
 pub use registry::Registry;
 pub use sink::{ConnId, ToViewer, ViewerPort, ViewerSink};
-pub use status::{CameraInfo, CameraState};
+pub use status::{CameraInfo, CameraState, ViewerLink};
 
 use crate::media::{EncoderPlan, IceSettings, SourceSpec};
 
@@ -89,6 +90,8 @@ pub struct CameraHandle {
     pub id: String,
     tx: mpsc::Sender<Command>,
     encoded_frames: Arc<AtomicU64>,
+    /// Each viewer's link, refreshed once a second; for the API (pages get their own over their transport).
+    links: Arc<Mutex<BTreeMap<ConnId, ViewerLink>>>,
 }
 
 impl CameraHandle {
@@ -118,8 +121,17 @@ impl CameraHandle {
             id: id.to_string(),
             tx,
             encoded_frames: Arc::default(),
+            links: Arc::default(),
         };
         (handle, rx)
+    }
+
+    /// Every viewer's link, as last reported.
+    pub fn links(&self) -> Vec<ViewerLink> {
+        self.links
+            .lock()
+            .map(|l| l.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Frames encoded since the daemon started (across pipeline rebuilds).
@@ -145,6 +157,7 @@ pub fn spawn(identity: Identity, shared: Shared) -> CameraHandle {
         id: identity.id.clone(),
         tx,
         encoded_frames: Arc::default(),
+        links: Arc::default(),
     };
     actor::spawn(identity, shared, handle.clone(), rx);
     handle

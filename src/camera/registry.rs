@@ -112,6 +112,7 @@ mod tests {
             encoder: None,
             bitrate_kbps: 1000,
             viewers: 0,
+            encodings: Default::default(),
         }
     }
 

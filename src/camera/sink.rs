@@ -13,8 +13,13 @@ pub type ConnId = u64;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToViewer {
     Offer(String),
-    Candidate { mline: u32, candidate: String },
+    Candidate {
+        mline: u32,
+        candidate: String,
+    },
     Error(CameraError),
+    /// How its link looks from here (about once a second).
+    Link(super::ViewerLink),
 }
 
 /// A transport's way back to its viewer. `deliver` must never wait: a viewer too slow to follow loses

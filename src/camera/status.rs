@@ -1,6 +1,8 @@
 //! What the pages and the API are told about a camera: the camera's own types, which the signalling
 //! protocol and the JSON API serialise as they are.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// What a page (and GET /api/cameras) knows about one camera.
@@ -22,6 +24,23 @@ pub struct CameraInfo {
     pub encoder: Option<String>,
     pub bitrate_kbps: u32,
     pub viewers: usize,
+    /// The bitrate each running encoding ("h264", "h264-low", "vp8") was last told, in kbit/s.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub encodings: BTreeMap<String, u32>,
+}
+
+/// One viewer's link as the daemon sees it: shown on that viewer's card and in `GET /api/cameras`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewerLink {
+    pub conn: u64,
+    /// "main" or "low".
+    pub tier: String,
+    /// The congestion controller's estimate of what its path carries.
+    pub estimate_kbps: Option<u32>,
+    /// What was sent to it over the last second.
+    pub sent_kbps: Option<u32>,
+    pub loss_percent: Option<f64>,
+    pub rtt_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

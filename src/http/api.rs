@@ -11,13 +11,15 @@ use serde::Serialize;
 use super::auth::Principal;
 use super::turn;
 use super::AppState;
-use crate::camera::CameraInfo;
+use crate::camera::{CameraInfo, ViewerLink};
 
 #[derive(Serialize)]
 pub(super) struct CameraStatus {
     #[serde(flatten)]
     info: CameraInfo,
     encoded_frames: u64,
+    /// Each viewer's link: tier, estimate, sent bitrate, loss, RTT.
+    links: Vec<ViewerLink>,
 }
 
 fn forbidden(principal: &Principal) -> Response {
@@ -38,8 +40,14 @@ pub(super) async fn cameras(State(state): State<AppState>, Extension(principal):
         .into_iter()
         .filter(|info| principal.watch.allows(&info.id))
         .map(|info| {
-            let encoded_frames = state.registry.handle(&info.id).map(|h| h.encoded_frames()).unwrap_or(0);
-            CameraStatus { info, encoded_frames }
+            let handle = state.registry.handle(&info.id);
+            let encoded_frames = handle.as_ref().map(|h| h.encoded_frames()).unwrap_or(0);
+            let links = handle.map(|h| h.links()).unwrap_or_default();
+            CameraStatus {
+                info,
+                encoded_frames,
+                links,
+            }
         })
         .collect();
     Json(list).into_response()

@@ -75,6 +75,7 @@ impl ViewerSink for CameraChannel {
                 sdp_mline_index: mline,
             },
             ToViewer::Error(error) => ServerMessage::error(Some(&camera), error.to_string()),
+            ToViewer::Link(link) => ServerMessage::Link { camera, link },
         });
     }
 }

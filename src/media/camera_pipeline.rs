@@ -14,6 +14,7 @@ use gst::prelude::*;
 use super::branch::{self, Tap};
 use super::events::{self, FailureOrigin, PipelineEvent};
 use super::stage::{self, Stage};
+use super::{bitrate, congestion};
 use super::{moving_ball, timecode, MediaError};
 use crate::devices::caps::{CaptureMode, PixelFormat};
 use crate::encoders::{BitrateControl, Codec};
@@ -134,12 +135,15 @@ impl Encoding {
             bin.by_name(name)
                 .ok_or_else(|| MediaError::Build(format!("element {name} missing from the encoding")))
         };
+        let payloader = by_name("pay")?;
+        // Each viewer's congestion controller needs transport-wide sequence numbers (see `congestion`).
+        congestion::add_twcc_extension(&payloader)?;
         Ok(Self {
             key,
             bitrate: plan.bitrate.clone(),
             encoded: by_name("encoded")?,
             rtp: by_name("fanout")?,
-            payloader: by_name("pay")?,
+            payloader,
             bin,
         })
     }
@@ -150,24 +154,7 @@ impl Encoding {
             .bitrate
             .as_ref()
             .ok_or_else(|| MediaError::Build("no bitrate control".into()))?;
-        let encoder = self
-            .bin
-            .by_name(&control.element)
-            .ok_or_else(|| MediaError::Build(format!("no element {} in the encoding", control.element)))?;
-        let value = control.value(kbps);
-        match &control.field {
-            // A field of a structure property (v4l2h264enc's extra-controls).
-            Some(field) => {
-                let mut controls = encoder
-                    .property::<Option<gst::Structure>>(&control.property)
-                    .unwrap_or_else(|| gst::Structure::new_empty("controls"));
-                controls.set(field.as_str(), i32::try_from(value).unwrap_or(i32::MAX));
-                encoder.set_property(&control.property, controls);
-            }
-            // From a string: encoders disagree on the integer type (uint for x264, int for vp8).
-            None => encoder.set_property_from_str(&control.property, &value.to_string()),
-        }
-        Ok(())
+        Ok(bitrate::apply(&self.bin, control, kbps)?)
     }
 
     fn tee(&self, tap: Tap) -> &gst::Element {

@@ -1,8 +1,10 @@
 //! All GStreamer lives here: camera pipelines, viewer branches, trial encodes. Nothing outside this
 //! module names an element; the rest of the daemon speaks in cameras, encoder plans and viewer events.
 
+mod bitrate;
 mod branch;
 pub mod camera_pipeline;
+mod congestion;
 mod events;
 mod luma_probe;
 mod moving_ball;
@@ -10,11 +12,13 @@ mod stage;
 pub mod timecode;
 pub mod trial;
 pub mod viewer;
+mod viewer_stats;
 
 pub use branch::{Detaching, Tap};
 pub use camera_pipeline::{CameraPipeline, EncoderPlan, EncodingKey, SourceSpec, Tier};
 pub use events::{FailureOrigin, PipelineEvent};
 pub use viewer::{EventSink, IceSettings, ViewerBranch, ViewerEvent};
+pub use viewer_stats::ViewerStats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -28,6 +32,8 @@ pub enum MediaError {
     Sdp(String),
     #[error("answer to an earlier offer; ignored")]
     StaleAnswer,
+    #[error("bitrate change: {0}")]
+    Bitrate(#[from] bitrate::BitrateError),
 }
 
 /// Initialises GStreamer once and checks the elements every camera needs, so a missing plugin
@@ -43,12 +49,15 @@ pub fn init() -> Result<(), MediaError> {
         std::env::set_var("GST_V4L2_FORCE_DRAIN", "1");
     }
     gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
+    // rtpgccbwe, the per-viewer bandwidth estimator, is compiled in (see congestion.rs).
+    gstrsrtp::plugin_register_static().map_err(|e| MediaError::Init(format!("registering rtpgccbwe: {e}")))?;
     let required = [
         ("webrtcbin", "gstreamer1.0-plugins-bad"),
         ("nicesrc", "gstreamer1.0-nice"),
         ("rtph264pay", "gstreamer1.0-plugins-good"),
         ("videoconvert", "gstreamer1.0-plugins-base"),
         ("tee", "libgstreamer1.0-0"),
+        ("rtphdrexttwcc", "gstreamer1.0-plugins-good"),
     ];
     let missing: Vec<String> = required
         .iter()

@@ -11,6 +11,8 @@ use gst::prelude::*;
 use gst_webrtc::WebRTCSDPType;
 
 use super::branch::{self, Attached, Detaching};
+use super::congestion::Estimator;
+use super::viewer_stats::{StatsPoller, ViewerStats};
 use super::MediaError;
 use crate::config::IceServer;
 
@@ -26,6 +28,8 @@ pub enum ViewerEvent {
     Connected,
     /// ICE failed, the remote description was refused, or an offer could not be made.
     Failed(String),
+    /// Once a second: the viewer's bandwidth estimate, loss, round-trip time and bytes sent.
+    Stats(ViewerStats),
 }
 
 pub type EventSink = Arc<dyn Fn(ViewerEvent) + Send + Sync>;
@@ -46,6 +50,8 @@ const VIEWER_QUEUE_BUFFERS: u32 = 100;
 pub struct ViewerBranch {
     webrtc: gst::Element,
     attached: Attached,
+    /// Reads the viewer's link once a second until the branch goes.
+    _stats: StatsPoller,
 }
 
 impl ViewerBranch {
@@ -71,6 +77,8 @@ impl ViewerBranch {
             .build()
             .map_err(|e| MediaError::Build(format!("webrtcbin (gstreamer1.0-plugins-bad, gstreamer1.0-nice): {e}")))?;
         configure_ice(&webrtc, ice);
+        let estimator = Estimator::install(&webrtc);
+        let stats = StatsPoller::start(&webrtc, estimator, events.clone());
         connect_signals(&webrtc, events);
         keep_off_the_router(&webrtc);
 
@@ -90,7 +98,11 @@ impl ViewerBranch {
             .ok_or_else(|| MediaError::Build("queue has no sink pad".into()))?;
         branch::firewalled_sink(&bin, &queue_sink)?;
         let attached = Attached::link(rtp_tee, bin)?;
-        Ok(Self { webrtc, attached })
+        Ok(Self {
+            webrtc,
+            attached,
+            _stats: stats,
+        })
     }
 
     pub fn set_answer(&self, sdp: &str, events: EventSink) -> Result<(), MediaError> {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::camera::CameraInfo;
+use crate::camera::{CameraInfo, ViewerLink};
 
 /// Largest websocket message accepted. An SDP answer from a browser is a few KiB; 64 KiB leaves room
 /// for many codecs and candidates while keeping a hostile client from making us buffer megabytes.
@@ -94,6 +94,12 @@ pub enum ServerMessage {
     Error {
         camera: Option<String>,
         message: String,
+    },
+    /// This viewer's link as the daemon sees it (tier, estimate, loss, RTT), about once a second.
+    Link {
+        camera: String,
+        #[serde(flatten)]
+        link: ViewerLink,
     },
 }
 

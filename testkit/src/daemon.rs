@@ -1,7 +1,8 @@
 //! A real edgecam daemon as a child process: `edgecam run` on a free loopback port, with a config file
 //! (udev discovery off unless the test's YAML says otherwise), ICE restricted to 127.0.0.1 so a browser
-//! on the same machine can reach it, and its stderr kept for failure messages. It can be restarted on
-//! the same port, and is stopped on drop (SIGTERM, then SIGKILL).
+//! on the same machine can reach it (`start_on` puts both on another address of the caller's network
+//! namespace), and its stderr kept for failure messages. It can be restarted on the same port, and is
+//! stopped on drop (SIGTERM, then SIGKILL).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -64,6 +65,11 @@ impl Daemon {
 
     /// `edgecam run --config <yaml> <extra args>` on a free port.
     pub fn start(config_yaml: &str, extra_args: &[&str]) -> Result<Daemon> {
+        Daemon::start_on(std::net::Ipv4Addr::LOCALHOST.into(), config_yaml, extra_args)
+    }
+
+    /// The same, listening (HTTP and ICE) on `ip` of the calling thread's network namespace.
+    pub fn start_on(ip: std::net::IpAddr, config_yaml: &str, extra_args: &[&str]) -> Result<Daemon> {
         let mut config = tempfile::Builder::new()
             .prefix("edgecam-test-")
             .suffix(".yaml")
@@ -71,7 +77,7 @@ impl Daemon {
         config.write_all(config_yaml.as_bytes())?;
         config.flush()?;
         // Bind port 0 to learn a free port, then hand it to the daemon (and reuse it on restart).
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let addr = std::net::TcpListener::bind((ip, 0))?.local_addr()?;
         let mut args: Vec<String> = vec![
             "run".into(),
             "--config".into(),
@@ -79,7 +85,7 @@ impl Daemon {
             "--listen".into(),
             addr.to_string(),
             "--ice-local-address".into(),
-            "127.0.0.1".into(),
+            ip.to_string(),
             // No --web-dir: the tests exercise the page built into the binary, the one that ships.
         ];
         args.extend(extra_args.iter().map(|s| s.to_string()));
