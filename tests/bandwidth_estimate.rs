@@ -28,8 +28,10 @@ use common::{heavy_lock, wait_until};
 
 /// Noise, so the encoder always spends its whole budget: 1.5 Mbit/s fits a 2 Mbit/s link and is five
 /// times what a 300 kbit/s one carries.
+/// `auth: none`: the daemon listens on its namespace's veth address, which only this test's namespaces reach.
 const CONFIG: &str = "\
 discovery: false
+auth: none
 cameras:
   cc1:
     test_pattern: snow

@@ -34,6 +34,8 @@ async fn hostile_session(addr: std::net::SocketAddr) -> Result<String> {
     session.rewrite_answer = Some(claim_passive);
     session.ready("demo1").await?;
     let error = session.pump_until_daemon_error(Duration::from_secs(60)).await?;
+    // Hang up properly: the daemon holds at most 16 websockets per address (http/ws_limits.rs).
+    let _ = session.sig.ws.close(None).await;
     Ok(error["message"].as_str().unwrap_or_default().to_string())
 }
 

@@ -178,7 +178,8 @@ export class CameraSession {
   }
 
   join() {
-    const msg = { type: 'ready', camera: this.id };
+    // links: the daemon also reports this viewer's link (tier, estimate, rtt) for the card.
+    const msg = { type: 'ready', camera: this.id, links: true };
     if (RECEIVE_CODECS.length) msg.codecs = RECEIVE_CODECS;
     if (!this.deps.send(msg)) return;
     this.joined = true;

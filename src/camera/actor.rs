@@ -202,6 +202,15 @@ impl Actor {
 
     /// A viewer's link numbers: to the bitrate policy, to the viewer itself and to the API.
     async fn on_link(&mut self, conn: ConnId, branch: BranchId, stats: &ViewerStats) {
+        self.in_viewer_span(conn, || {
+            debug!(
+                estimate_bps = stats.estimate_bps,
+                fraction_lost = stats.fraction_lost,
+                round_trip_ms = stats.round_trip_ms,
+                bytes_sent = stats.bytes_sent,
+                "viewer stats"
+            )
+        });
         let now = Instant::now();
         let sent_kbps = match (stats.bytes_sent, self.sent.get(&conn)) {
             (Some(bytes), Some((before, at))) if bytes >= *before && now > *at => {

@@ -47,12 +47,13 @@ impl Outbox {
     }
 
     /// This connection as a viewer of `camera`: camera messages become signalling messages tagged with it.
-    fn viewer_of(&self, camera: &str) -> ViewerPort {
+    fn viewer_of(&self, camera: &str, links: bool) -> ViewerPort {
         ViewerPort::new(
             self.conn,
             Arc::new(CameraChannel {
                 camera: camera.to_string(),
                 outbox: self.clone(),
+                links,
             }),
         )
     }
@@ -62,6 +63,8 @@ impl Outbox {
 struct CameraChannel {
     camera: String,
     outbox: Outbox,
+    /// The page asked for `link` messages (`ready` with `"links": true`).
+    links: bool,
 }
 
 impl ViewerSink for CameraChannel {
@@ -75,6 +78,7 @@ impl ViewerSink for CameraChannel {
                 sdp_mline_index: mline,
             },
             ToViewer::Error(error) => ServerMessage::error(Some(&camera), error.to_string()),
+            ToViewer::Link(_) if !self.links => return,
             ToViewer::Link(link) => ServerMessage::Link { camera, link },
         });
     }
@@ -83,7 +87,7 @@ impl ViewerSink for CameraChannel {
 /// A viewer port that writes to `tx` as the websocket does, for tests of the camera actor.
 #[cfg(test)]
 pub(crate) fn test_viewer(camera: &str, conn: ConnId, tx: mpsc::Sender<ServerMessage>) -> ViewerPort {
-    Outbox { conn, tx }.viewer_of(camera)
+    Outbox { conn, tx }.viewer_of(camera, false)
 }
 
 /// The page authenticates with a ticket from `/api/ticket` (browsers cannot set headers on a
@@ -232,7 +236,8 @@ fn handle_text(state: &AppState, outbox: &Outbox, me: &mut Socket, text: &str) {
         ));
         return;
     }
-    let viewer = outbox.viewer_of(&camera);
+    let links = matches!(message, ClientMessage::Ready { links: true, .. });
+    let viewer = outbox.viewer_of(&camera, links);
     let Some(handle) = state.registry.handle(&camera) else {
         viewer.send(ToViewer::Error(CameraError::Unknown(camera)));
         return;

@@ -20,6 +20,10 @@ pub enum ClientMessage {
         /// which means H.264.
         #[serde(default)]
         codecs: Option<Vec<String>>,
+        /// Also send `link` messages (this viewer's tier, estimate, loss, RTT). Off unless asked for:
+        /// a client of the original protocol knows only offer, candidate and error.
+        #[serde(default)]
+        links: bool,
     },
     Answer {
         camera: String,
@@ -127,7 +131,8 @@ mod tests {
             ClientMessage::parse(r#"{"type":"ready","camera":"camera1"}"#).unwrap(),
             ClientMessage::Ready {
                 camera: "camera1".into(),
-                codecs: None
+                codecs: None,
+                links: false
             }
         );
         assert_eq!(
@@ -145,13 +150,14 @@ mod tests {
     }
 
     #[test]
-    fn ready_may_list_codecs() {
-        let m = ClientMessage::parse(r#"{"type":"ready","camera":"c","codecs":["VP8"]}"#).unwrap();
+    fn ready_may_list_codecs_and_ask_for_link_reports() {
+        let m = ClientMessage::parse(r#"{"type":"ready","camera":"c","codecs":["VP8"],"links":true}"#).unwrap();
         assert_eq!(
             m,
             ClientMessage::Ready {
                 camera: "c".into(),
-                codecs: Some(vec!["VP8".into()])
+                codecs: Some(vec!["VP8".into()]),
+                links: true
             }
         );
     }
