@@ -517,12 +517,7 @@ impl Lifecycle {
             return;
         };
         let limits = setup.limits;
-        let h264: BTreeMap<ConnId, (Tier, Option<LinkReport>)> = self
-            .viewers
-            .iter()
-            .filter(|(_, v)| v.encoding.codec == Codec::H264 && v.branch.is_some())
-            .map(|(conn, v)| (*conn, (v.encoding.tier, v.report)))
-            .collect();
+        let h264 = self.h264_links();
         let running = self.rates.len();
         let low_allowed = setup.low_tier.is_some()
             && (self.rates.contains_key(&EncodingKey::LOW) || running < self.policy.max_encodings);
@@ -546,13 +541,7 @@ impl Lifecycle {
             self.stop_unwatched(from, out);
         }
         // Rates for where the viewers are now (a viewer held in its tier counts there).
-        let placed: BTreeMap<ConnId, (Tier, Option<LinkReport>)> = self
-            .viewers
-            .iter()
-            .filter(|(_, v)| v.encoding.codec == Codec::H264 && v.branch.is_some())
-            .map(|(conn, v)| (*conn, (v.encoding.tier, v.report)))
-            .collect();
-        let (main_kbps, low_kbps) = bitrate::rates(&placed, limits);
+        let (main_kbps, low_kbps) = bitrate::rates(&self.h264_links(), limits);
         for (encoding, kbps) in [(EncodingKey::MAIN, Some(main_kbps)), (EncodingKey::LOW, low_kbps)] {
             let Some(kbps) = kbps else { continue };
             let current = self.rates.get(&encoding).copied();
@@ -562,6 +551,15 @@ impl Lifecycle {
             }
         }
         self.adapt_vp8(out);
+    }
+
+    /// Each streaming H.264 viewer's tier and latest report, as the policy takes them.
+    fn h264_links(&self) -> BTreeMap<ConnId, (Tier, Option<LinkReport>)> {
+        self.viewers
+            .iter()
+            .filter(|(_, v)| v.encoding.codec == Codec::H264 && v.branch.is_some())
+            .map(|(conn, v)| (*conn, (v.encoding.tier, v.report)))
+            .collect()
     }
 
     /// VP8 viewers have their encoding to themselves: it follows the weakest of them.
