@@ -9,6 +9,8 @@ pub mod devices;
 pub mod encoders;
 pub mod http;
 pub mod media;
+pub mod planner;
+pub mod probe_output;
 pub mod registry;
 pub mod service;
 pub mod signalling;

@@ -399,7 +399,7 @@ impl Actor {
                     self.bus = Some(pipeline.bus().stream());
                     self.pipeline = Some(pipeline);
                     self.info.encoder = Some(plan.profile.clone());
-                    self.info.mode = Some(describe_source(&setup.source));
+                    self.info.mode = Some(setup.source.to_string());
                     self.info.bitrate_kbps = setup.bitrate_kbps;
                     self.set_state(CameraState::Streaming, Some(reason));
                     let waiting: Vec<ConnId> = self.viewer_conns();
@@ -511,12 +511,6 @@ impl Actor {
     }
 }
 
-fn describe_source(source: &crate::media::SourceSpec) -> String {
-    match source {
-        crate::media::SourceSpec::Test { width, height, fps, .. } => format!("I420 {width}x{height}@{fps}"),
-        crate::media::SourceSpec::V4l2 { mode, .. } => mode.to_string(),
-    }
-}
 
 async fn next_message(bus: &mut Option<gst::bus::BusStream>) -> Option<gst::Message> {
     match bus {

@@ -2,36 +2,16 @@
 //! The encode happens once; every viewer is a branch hanging off the tee (see `viewer`), so adding
 //! viewers costs DTLS/SRTP work, not encoding work.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
+use super::source::{Origin, SourceSpec};
 use super::{moving_ball, tee_branch, timecode, MediaError};
 use crate::devices::caps::{CaptureMode, PixelFormat};
 use crate::encoders::Codec;
-
-/// Where a camera's pictures come from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceSpec {
-    /// A synthetic camera: videotestsrc with a running clock drawn on it.
-    Test {
-        pattern: &'static str,
-        /// Draw a moving ball onto each frame (`moving_ball`).
-        ball: bool,
-        label: String,
-        width: u32,
-        height: u32,
-        fps: u32,
-        /// Draw each frame's capture time into it (`timecode`), for glass-to-glass measurements.
-        time_code: bool,
-    },
-    /// A V4L2 device, always with explicit caps: left unconstrained, v4l2src picks odd modes
-    /// (vivid negotiates 3840x2160 at 2 fps).
-    V4l2 { device: PathBuf, mode: CaptureMode },
-}
 
 /// The encoder part of a pipeline, as chosen from the profiles.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,26 +106,24 @@ impl CameraPipeline {
                 .ok_or_else(|| MediaError::Build(format!("element {name} missing from pipeline")))
         };
         let src = by_name("src")?;
-        match source {
-            SourceSpec::Test {
-                label, ball, time_code, ..
-            } => {
+        match &source.origin {
+            Origin::Test { label, pattern } => {
                 if let Some(overlay) = pipeline.by_name("label") {
                     overlay.set_property("text", label);
                 }
                 let pad = src
                     .static_pad("src")
                     .ok_or_else(|| MediaError::Build("source has no src pad".into()))?;
-                if *ball {
+                if pattern.draws_ball() {
                     moving_ball::draw_buffers(&pad);
                 }
-                if *time_code {
+                if pattern.stamps_time() {
                     // At the source's output, after the ball: the measured latency includes everything
                     // the daemon does.
                     timecode::stamp_buffers(&pad);
                 }
             }
-            SourceSpec::V4l2 { device, .. } => src.set_property("device", device.to_string_lossy().as_ref()),
+            Origin::V4l2 { device } => src.set_property("device", device.to_string_lossy().as_ref()),
         }
         let main = Encoding {
             codec: encoder.codec,
@@ -348,19 +326,18 @@ impl Drop for CameraPipeline {
 
 fn launch_description(source: &SourceSpec, encoder: &EncoderPlan) -> Result<String, MediaError> {
     let mut parts: Vec<String> = Vec::new();
-    match source {
-        SourceSpec::Test {
-            pattern,
-            width,
-            height,
-            fps,
-            ball,
-            time_code,
-            ..
-        } => {
-            parts.push(format!("videotestsrc name=src is-live=true pattern={pattern}"));
-            if *time_code {
-                let too_small = (*width as usize) < timecode::WIDTH || (*height as usize) < timecode::HEIGHT;
+    let mode = &source.mode;
+    let (width, height) = (mode.width, mode.height);
+    let framerate = format!("{}/{}", mode.fps.num, mode.fps.den);
+    match &source.origin {
+        Origin::Test { pattern, .. } => {
+            let (ball, time_code) = (pattern.draws_ball(), pattern.stamps_time());
+            parts.push(format!(
+                "videotestsrc name=src is-live=true pattern={}",
+                pattern.gst_nick()
+            ));
+            if time_code {
+                let too_small = (width as usize) < timecode::WIDTH || (height as usize) < timecode::HEIGHT;
                 if too_small {
                     return Err(MediaError::Build(format!(
                         "{width}x{height} is too small for the time code, which needs {}x{}",
@@ -369,25 +346,25 @@ fn launch_description(source: &SourceSpec, encoder: &EncoderPlan) -> Result<Stri
                     )));
                 }
             }
-            if *time_code || *ball {
+            if time_code || ball {
                 // Both draw into the luma plane of a known layout.
                 parts.push(format!(
-                    "video/x-raw,format=I420,width={width},height={height},framerate={fps}/1"
+                    "video/x-raw,format=I420,width={width},height={height},framerate={framerate}"
                 ));
             } else {
-                parts.push(format!("video/x-raw,width={width},height={height},framerate={fps}/1"));
+                parts.push(format!("video/x-raw,width={width},height={height},framerate={framerate}"));
             }
             // A visible running clock proves the picture is live, not a frozen frame. The overlay lives
             // in gstreamer1.0-x (pango); without it demo cameras still stream, just unlabelled. Under a
             // time code (top left) it goes to the bottom.
             if gst::ElementFactory::find("clockoverlay").is_some() {
-                let valign = if *time_code { "bottom" } else { "top" };
+                let valign = if time_code { "bottom" } else { "top" };
                 parts.push(format!(
                     "clockoverlay name=label time-format=\"%H:%M:%S\" halignment=left valignment={valign} shaded-background=true font-desc=\"Sans 20\""
                 ));
             }
         }
-        SourceSpec::V4l2 { mode, .. } => {
+        Origin::V4l2 { .. } => {
             parts.push("v4l2src name=src".into());
             parts.push(v4l2_caps(mode)?);
             if mode.format == PixelFormat::Mjpeg && encoder.raw_input.is_some() {
@@ -446,7 +423,32 @@ fn v4l2_caps(mode: &CaptureMode) -> Result<String, MediaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TestPattern;
     use crate::devices::caps::Fraction;
+
+    fn v4l2(mode: CaptureMode) -> SourceSpec {
+        SourceSpec {
+            mode,
+            origin: Origin::V4l2 {
+                device: "/dev/video0".into(),
+            },
+        }
+    }
+
+    fn test_source(pattern: TestPattern, label: &str, width: u32, height: u32) -> SourceSpec {
+        SourceSpec {
+            mode: CaptureMode {
+                format: PixelFormat::I420,
+                width,
+                height,
+                fps: Fraction::fps(30),
+            },
+            origin: Origin::Test {
+                pattern,
+                label: label.into(),
+            },
+        }
+    }
 
     fn x264() -> EncoderPlan {
         EncoderPlan {
@@ -465,14 +467,7 @@ mod tests {
             height: 720,
             fps: Fraction::fps(30),
         };
-        let d = launch_description(
-            &SourceSpec::V4l2 {
-                device: "/dev/video0".into(),
-                mode,
-            },
-            &x264(),
-        )
-        .unwrap();
+        let d = launch_description(&v4l2(mode), &x264()).unwrap();
         assert!(
             d.starts_with(
                 "v4l2src name=src ! image/jpeg,width=1280,height=720,framerate=30/1 ! jpegdec ! videoconvert"
@@ -497,29 +492,14 @@ mod tests {
             raw_input: None,
             codec: Codec::H264,
         };
-        let d = launch_description(
-            &SourceSpec::V4l2 {
-                device: "/dev/video0".into(),
-                mode,
-            },
-            &plan,
-        )
-        .unwrap();
+        let d = launch_description(&v4l2(mode), &plan).unwrap();
         assert!(!d.contains("videoconvert") && !d.contains("jpegdec"), "{d}");
     }
 
     #[test]
     fn demo_camera_builds_and_encodes() {
         gst::init().unwrap();
-        let source = SourceSpec::Test {
-            pattern: "black",
-            ball: true,
-            label: "Demo \"1\" ! fakesink".into(),
-            width: 320,
-            height: 240,
-            fps: 30,
-            time_code: false,
-        };
+        let source = test_source(TestPattern::Ball, "Demo \"1\" ! fakesink", 320, 240);
         let plan = EncoderPlan {
             fragment: "x264enc tune=zerolatency speed-preset=ultrafast ! video/x-h264,profile=constrained-baseline"
                 .into(),
@@ -537,15 +517,7 @@ mod tests {
     }
 
     fn stamped(width: u32, height: u32) -> SourceSpec {
-        SourceSpec::Test {
-            pattern: "black",
-            ball: true,
-            label: "latency".into(),
-            width,
-            height,
-            fps: 30,
-            time_code: true,
-        }
+        test_source(TestPattern::Stamp, "latency", width, height)
     }
 
     #[test]

@@ -3,13 +3,17 @@
 
 pub mod camera_pipeline;
 mod luma_probe;
+mod machine;
 mod moving_ball;
+mod source;
 mod tee_branch;
 pub mod timecode;
-pub mod trial;
+mod trial;
 pub mod viewer;
 
-pub use camera_pipeline::{CameraPipeline, EncoderPlan, FailureOrigin, SourceSpec};
+pub use camera_pipeline::{CameraPipeline, EncoderPlan, FailureOrigin};
+pub use machine::GstMachine;
+pub use source::{Origin, SourceSpec};
 pub use viewer::{EventSink, IceSettings, ViewerBranch, ViewerEvent};
 
 #[derive(Debug, thiserror::Error)]
