@@ -47,12 +47,23 @@ pub struct Plan {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EncoderReason {
     /// The config names a profile (for this camera or in `defaults`) and it is usable.
-    Forced { profile: String },
+    Forced {
+        profile: String,
+    },
     /// The config names a profile that is not usable here; the automatic choice stands.
-    ForcedUnusable { chosen: String, refusal: String },
+    ForcedUnusable {
+        chosen: String,
+        refusal: String,
+    },
     /// `format` as the source names it (see `SourceSpec::format_name`).
-    HighestPriority { profile: String, format: String },
-    NoUsableEncoder { format: String, refusal: Option<String> },
+    HighestPriority {
+        profile: String,
+        format: String,
+    },
+    NoUsableEncoder {
+        format: String,
+        refusal: Option<String>,
+    },
 }
 
 impl fmt::Display for EncoderReason {
@@ -193,7 +204,11 @@ pub fn plan(
             format: source.format_name().to_string(),
         },
     };
-    let vp8 = catalog.choose(&mode.format, Codec::Vp8, None).profiles.first().map(encoder);
+    let vp8 = catalog
+        .choose(&mode.format, Codec::Vp8, None)
+        .profiles
+        .first()
+        .map(encoder);
     Ok(Plan {
         source,
         encoders,
@@ -253,7 +268,10 @@ mod tests {
         let plan = plan_for(&Config::default(), &c920, &catalog(&FakeMachine::pc())).unwrap();
         assert_eq!(plan.source.to_string(), "YUYV 640x480@30");
         assert_eq!(names(&plan.encoders), ["x264", "openh264"]);
-        assert_eq!(plan.reason.to_string(), "x264: highest-priority usable profile for YUYV");
+        assert_eq!(
+            plan.reason.to_string(),
+            "x264: highest-priority usable profile for YUYV"
+        );
         assert_eq!(plan.vp8.as_ref().map(|p| p.profile.as_str()), Some("vp8"));
         assert_eq!(plan.bitrate_kbps, 1000);
         let x264 = &plan.encoders[0];
@@ -293,7 +311,11 @@ mod tests {
         assert_eq!(names(&plan.encoders), ["openh264", "x264"]);
         assert_eq!(plan.reason.to_string(), "openh264: forced by the config");
         assert_eq!(plan.bitrate_kbps, 2500);
-        assert!(plan.encoders[0].fragment.contains("bitrate=2500000"), "{}", plan.encoders[0].fragment);
+        assert!(
+            plan.encoders[0].fragment.contains("bitrate=2500000"),
+            "{}",
+            plan.encoders[0].fragment
+        );
     }
 
     #[test]
@@ -350,8 +372,15 @@ mod tests {
         };
         let plan = plan(&config, Some(&entry), source, &catalog(&FakeMachine::pc())).unwrap();
         assert_eq!(plan.source.to_string(), "I420 320x240@15 (test smpte)");
-        assert_eq!(plan.reason.to_string(), "x264: highest-priority usable profile for I420");
-        assert!(plan.encoders[0].fragment.contains("key-int-max=30"), "{}", plan.encoders[0].fragment);
+        assert_eq!(
+            plan.reason.to_string(),
+            "x264: highest-priority usable profile for I420"
+        );
+        assert!(
+            plan.encoders[0].fragment.contains("key-int-max=30"),
+            "{}",
+            plan.encoders[0].fragment
+        );
     }
 
     #[test]

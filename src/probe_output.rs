@@ -118,7 +118,10 @@ mod tests {
         let answers = answers(&reports, &Config::default(), &pc_catalog());
         let text = table(&reports, &answers);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[2].contains("usb-fake0001") && lines[2].ends_with("MJPG 640x480@30"), "{text}");
+        assert!(
+            lines[2].contains("usb-fake0001") && lines[2].ends_with("MJPG 640x480@30"),
+            "{text}"
+        );
         assert!(
             text.ends_with("usb-fake0001: encoder x264: highest-priority usable profile for MJPG\n"),
             "{text}"
@@ -156,7 +159,14 @@ mod tests {
         let reports = reports("usbcam-uvc-gadget");
         let config = Config::parse("cameras:\n  usb-fake0001: { enabled: false }\n", Path::new("t.yaml")).unwrap();
         let answers = answers(&reports, &config, &pc_catalog());
-        assert!(table(&reports, &answers).lines().nth(2).unwrap().ends_with("not streamed: disabled in the config"));
-        assert_eq!(json(&reports, &answers).unwrap()[1]["not_streamed"], "disabled in the config");
+        assert!(table(&reports, &answers)
+            .lines()
+            .nth(2)
+            .unwrap()
+            .ends_with("not streamed: disabled in the config"));
+        assert_eq!(
+            json(&reports, &answers).unwrap()[1]["not_streamed"],
+            "disabled in the config"
+        );
     }
 }

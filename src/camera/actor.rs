@@ -511,7 +511,6 @@ impl Actor {
     }
 }
 
-
 async fn next_message(bus: &mut Option<gst::bus::BusStream>) -> Option<gst::Message> {
     match bus {
         Some(stream) => stream.next().await,

@@ -203,6 +203,9 @@ mod tests {
 
     #[test]
     fn no_nodes_says_so() {
-        assert_eq!(render_table(&[], |_| unreachable!("no cameras")), "no V4L2 nodes (/dev/video*) found\n");
+        assert_eq!(
+            render_table(&[], |_| unreachable!("no cameras")),
+            "no V4L2 nodes (/dev/video*) found\n"
+        );
     }
 }

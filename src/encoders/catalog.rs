@@ -180,17 +180,8 @@ impl Catalog {
         }
     }
 
-    /// Usable profiles for a camera delivering `input`, best first; a forced profile goes first if
-    /// it can be used, else the reason is logged and the automatic order stands.
-    pub fn candidates(&self, input: &PixelFormat, codec: Codec, forced: Option<&str>) -> Vec<&Profile> {
-        let choice = self.choose(input, codec, forced);
-        if let Some(why) = &choice.forced_refused {
-            warn!("{why}; choosing automatically");
-        }
-        choice.profiles
-    }
-
-    /// As `candidates`, with the refusal of a forced profile returned (for a camera's status).
+    /// Usable profiles for a camera delivering `input`, best first. A forced profile goes first if
+    /// it can be used; else the automatic order stands and `forced_refused` says why.
     pub fn choose(&self, input: &PixelFormat, codec: Codec, forced: Option<&str>) -> Choice<'_> {
         let fits = |p: &Profile| p.codec() == codec && p.accepts(input);
         let mut profiles: Vec<&Profile> = self
@@ -315,7 +306,9 @@ fn check_one(profile: &Profile, machine: &dyn Machine) -> Status {
             "requirements met, trial encode of {TRIAL_FRAMES} frames passed"
         )),
         // The camera supplies passthrough's input; lacking a test source says nothing against it.
-        Err(err @ TrialError::NoH264Source { .. }) => Status::Usable(format!("requirements met, not trial-encoded: {err}")),
+        Err(err @ TrialError::NoH264Source { .. }) => {
+            Status::Usable(format!("requirements met, not trial-encoded: {err}"))
+        }
         Err(err) => Status::Unusable(format!("trial encode failed: {err}")),
     }
 }
@@ -489,25 +482,27 @@ mod tests {
         let catalog = checked_by_hand(&["x264", "openh264", "vp8", "passthrough", "v4l2h264enc"]);
         for input in [PixelFormat::Yuyv, PixelFormat::Mjpeg, PixelFormat::Nv12] {
             assert_eq!(
-                names(&catalog.candidates(&input, Codec::H264, None)),
+                names(&catalog.choose(&input, Codec::H264, None).profiles),
                 ["v4l2h264enc", "x264", "openh264"]
             );
         }
         assert_eq!(
-            names(&catalog.candidates(&PixelFormat::H264, Codec::H264, None)),
+            names(&catalog.choose(&PixelFormat::H264, Codec::H264, None).profiles),
             ["passthrough"]
         );
         assert_eq!(
-            names(&catalog.candidates(&PixelFormat::Yuyv, Codec::Vp8, None)),
+            names(&catalog.choose(&PixelFormat::Yuyv, Codec::Vp8, None).profiles),
             ["vp8"]
         );
-        assert!(catalog.candidates(&PixelFormat::H264, Codec::Vp8, None).is_empty());
+        assert!(catalog.choose(&PixelFormat::H264, Codec::Vp8, None).profiles.is_empty());
         assert!(catalog
-            .candidates(&PixelFormat::Other("BA81".into()), Codec::H264, None)
+            .choose(&PixelFormat::Other("BA81".into()), Codec::H264, None)
+            .profiles
             .is_empty());
         assert!(
             Catalog::load(&[], &FakeMachine::pc())
-                .candidates(&PixelFormat::Yuyv, Codec::H264, None)
+                .choose(&PixelFormat::Yuyv, Codec::H264, None)
+                .profiles
                 .is_empty(),
             "unchecked is not usable"
         );
@@ -528,7 +523,7 @@ mod tests {
             let choice = catalog.choose(&input, Codec::H264, Some(forced));
             assert_eq!(
                 names(&choice.profiles),
-                names(&catalog.candidates(&input, Codec::H264, None))
+                names(&catalog.choose(&input, Codec::H264, None).profiles)
             );
             choice.forced_refused.unwrap()
         };
@@ -582,9 +577,12 @@ mod tests {
              device /dev/dri/renderD128 does not exist"
         );
         let v4l2 = report_of(&reports, "v4l2h264enc");
-        assert!(!v4l2.usable && v4l2.reason.contains("needs platform \"Raspberry Pi\""), "{v4l2:?}");
+        assert!(
+            !v4l2.usable && v4l2.reason.contains("needs platform \"Raspberry Pi\""),
+            "{v4l2:?}"
+        );
         assert_eq!(
-            names(&catalog.candidates(&PixelFormat::Yuyv, Codec::H264, None)),
+            names(&catalog.choose(&PixelFormat::Yuyv, Codec::H264, None).profiles),
             ["x264", "openh264"]
         );
     }
@@ -607,7 +605,7 @@ mod tests {
         let mut catalog = Catalog::load(&[], &FakeMachine::pi4());
         catalog.check(&FakeMachine::pi4());
         assert_eq!(
-            names(&catalog.candidates(&PixelFormat::Yuyv, Codec::H264, None)),
+            names(&catalog.choose(&PixelFormat::Yuyv, Codec::H264, None).profiles),
             ["v4l2h264enc", "x264", "openh264"]
         );
         let mut no_plugin = FakeMachine::pi4();

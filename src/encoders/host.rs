@@ -95,7 +95,8 @@ mod tests {
         let req = requirements(
             "requires: { elements: [x264enc, nosuchenc], devices: [/dev/video11], platform: Raspberry Pi 5 }",
         );
-        let reasons = |machine: &FakeMachine| -> Vec<String> { unmet(&req, machine).iter().map(ToString::to_string).collect() };
+        let reasons =
+            |machine: &FakeMachine| -> Vec<String> { unmet(&req, machine).iter().map(ToString::to_string).collect() };
         let on_pc = reasons(&FakeMachine::pc());
         assert_eq!(on_pc.len(), 3, "{on_pc:?}");
         assert!(on_pc[0].contains("nosuchenc not found"), "{on_pc:?}");

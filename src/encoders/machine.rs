@@ -23,8 +23,13 @@ pub trait Machine {
 
     /// Runs `frames` test frames of [`TRIAL_WIDTH`]x[`TRIAL_HEIGHT`]@[`TRIAL_FPS`] through `fragment`
     /// to its end. `raw_input` is the raw format it takes; None (passthrough) feeds it H.264.
-    fn trial_encode(&self, fragment: &str, raw_input: Option<&str>, frames: u32, timeout: Duration)
-        -> Result<(), TrialError>;
+    fn trial_encode(
+        &self,
+        fragment: &str,
+        raw_input: Option<&str>,
+        frames: u32,
+        timeout: Duration,
+    ) -> Result<(), TrialError>;
 
     /// A file by its absolute path on this machine (`/proc/device-tree/model`).
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
@@ -108,8 +113,10 @@ impl FakeMachine {
     pub fn pi4() -> Self {
         let mut pi = Self::pc();
         pi.elements.push("v4l2h264enc");
-        pi.files
-            .insert("/proc/device-tree/model".into(), b"Raspberry Pi 4 Model B Rev 1.4\0".to_vec());
+        pi.files.insert(
+            "/proc/device-tree/model".into(),
+            b"Raspberry Pi 4 Model B Rev 1.4\0".to_vec(),
+        );
         pi.files.insert("/dev/video11".into(), Vec::new());
         pi
     }
@@ -143,7 +150,13 @@ impl Machine for FakeMachine {
         }
     }
 
-    fn trial_encode(&self, fragment: &str, _raw: Option<&str>, _frames: u32, _timeout: Duration) -> Result<(), TrialError> {
+    fn trial_encode(
+        &self,
+        fragment: &str,
+        _raw: Option<&str>,
+        _frames: u32,
+        _timeout: Duration,
+    ) -> Result<(), TrialError> {
         self.check_fragment(fragment, None)?;
         match self.failing.iter().find(|f| fragment.contains(*f)) {
             Some(f) => Err(TrialError::Failed {
@@ -156,7 +169,10 @@ impl Machine for FakeMachine {
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.files.get(path).cloned().ok_or_else(|| io::ErrorKind::NotFound.into())
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::ErrorKind::NotFound.into())
     }
 
     fn path_exists(&self, path: &Path) -> bool {

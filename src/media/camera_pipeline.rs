@@ -352,7 +352,9 @@ fn launch_description(source: &SourceSpec, encoder: &EncoderPlan) -> Result<Stri
                     "video/x-raw,format=I420,width={width},height={height},framerate={framerate}"
                 ));
             } else {
-                parts.push(format!("video/x-raw,width={width},height={height},framerate={framerate}"));
+                parts.push(format!(
+                    "video/x-raw,width={width},height={height},framerate={framerate}"
+                ));
             }
             // A visible running clock proves the picture is live, not a frozen frame. The overlay lives
             // in gstreamer1.0-x (pango); without it demo cameras still stream, just unlabelled. Under a

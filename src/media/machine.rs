@@ -80,7 +80,8 @@ mod tests {
 
     fn names(catalog: &Catalog, input: PixelFormat, codec: Codec) -> Vec<String> {
         catalog
-            .candidates(&input, codec, None)
+            .choose(&input, codec, None)
+            .profiles
             .iter()
             .map(|p| p.name().to_string())
             .collect()
@@ -102,7 +103,10 @@ mod tests {
         let mut catalog = Catalog::load(&[], &GstMachine::real());
         catalog.check(&GstMachine::real());
         let reports = catalog.report();
-        assert!(reports.iter().all(|r| !r.reason.starts_with("rejected")), "{reports:#?}");
+        assert!(
+            reports.iter().all(|r| !r.reason.starts_with("rejected")),
+            "{reports:#?}"
+        );
         for usable in ["x264", "openh264", "vp8", "passthrough"] {
             let r = report_of(&reports, usable);
             assert!(r.usable, "{r:?}");
@@ -154,12 +158,22 @@ mod tests {
                 .iter()
                 .find(|r| r.source == source)
                 .unwrap_or_else(|| panic!("{file}: {reports:#?}"));
-            r.reason.strip_prefix(&format!("rejected: {source}:")).unwrap_or(&r.reason).to_string()
+            r.reason
+                .strip_prefix(&format!("rejected: {source}:"))
+                .unwrap_or(&r.reason)
+                .to_string()
         };
-        assert!(reason("d-fragment-syntax.yaml").starts_with("5:1: pipeline: does not parse:"), "{reports:#?}");
+        assert!(
+            reason("d-fragment-syntax.yaml").starts_with("5:1: pipeline: does not parse:"),
+            "{reports:#?}"
+        );
         assert!(reason("e-no-such-property.yaml")
             .contains("6:1: bitrate: element \"enc\" has no property \"target-bitrate\""));
-        assert_eq!(reports.iter().filter(|r| r.reason.starts_with("rejected")).count(), 6, "README.txt is not a profile");
+        assert_eq!(
+            reports.iter().filter(|r| r.reason.starts_with("rejected")).count(),
+            6,
+            "README.txt is not a profile"
+        );
     }
 
     #[test]
@@ -195,7 +209,7 @@ mod tests {
     fn test_only_failing_profile_passes_the_trial_then_fails_at_run_time() {
         let mut catalog = Catalog::load(&[fixture("failing")], &GstMachine::real());
         catalog.check(&GstMachine::real());
-        let first = catalog.candidates(&PixelFormat::Yuyv, Codec::H264, None);
+        let first = catalog.choose(&PixelFormat::Yuyv, Codec::H264, None).profiles;
         let first_two: Vec<&str> = first[..2].iter().map(|p| p.name()).collect();
         assert_eq!(first_two, ["x264-fails-after-60", "x264"]);
         let err = trial::trial_encode(

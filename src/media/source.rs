@@ -20,8 +20,13 @@ pub struct SourceSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Origin {
     /// A synthetic camera: videotestsrc, labelled with a running clock.
-    Test { pattern: TestPattern, label: String },
-    V4l2 { device: PathBuf },
+    Test {
+        pattern: TestPattern,
+        label: String,
+    },
+    V4l2 {
+        device: PathBuf,
+    },
 }
 
 impl SourceSpec {
