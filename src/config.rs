@@ -416,6 +416,24 @@ impl TestPattern {
     }
 }
 
+impl std::fmt::Display for TestPattern {
+    /// The name the config uses (`test_pattern: smpte`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Smpte => "smpte",
+            Self::Ball => "ball",
+            Self::Snow => "snow",
+            Self::Pinwheel => "pinwheel",
+            Self::Spokes => "spokes",
+            Self::Circular => "circular",
+            Self::Gradient => "gradient",
+            Self::Colors => "colors",
+            Self::Bar => "bar",
+            Self::Stamp => "stamp",
+        })
+    }
+}
+
 /// Validating newtypes: the check runs during deserialisation, so serde_yaml reports where the bad value is.
 macro_rules! bounded_u32 {
     ($name:ident, $min:expr, $max:expr, $what:expr) => {

@@ -1,7 +1,9 @@
 //! edgecam: every camera on an edge device, watchable in a browser over WebRTC.
 //!
 //! Organised by feature: `devices` (udev, V4L2), `encoders` (YAML profiles), `media` (all GStreamer),
-//! `signalling` (the websocket protocol), `http` (the routes: websocket, API, web page); `supervisor` and `camera` tie them together as actors.
+//! `signalling` (the websocket protocol), `http` (the routes: websocket, API, web page); `planner`
+//! decides each camera's mode and encoders; `supervisor` and `camera` tie them together as actors.
+//! Modules are public only where the `edgecam` binary uses them.
 
 pub mod camera;
 pub mod config;
@@ -9,6 +11,8 @@ pub mod devices;
 pub mod encoders;
 pub mod http;
 pub mod media;
+mod planner;
+pub mod probe_output;
 pub mod service;
-pub mod signalling;
+mod signalling;
 pub mod supervisor;

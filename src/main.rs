@@ -12,12 +12,12 @@ use tracing::{info, warn};
 
 use edgecam::camera::{Policy, Registry, Shared};
 use edgecam::config::{self, Config};
-use edgecam::encoders::{Catalog, Codec, Host};
+use edgecam::encoders::Catalog;
 use edgecam::http::{self, AppState, WebFiles};
 use edgecam::media::IceSettings;
 use edgecam::service::Service;
 use edgecam::supervisor::Supervisor;
-use edgecam::{devices, media};
+use edgecam::{devices, media, probe_output};
 
 #[derive(Parser)]
 #[command(version, about = "Streams every camera on this machine to web browsers over WebRTC")]
@@ -30,10 +30,13 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Run(RunArgs),
-    /// List every V4L2 node: camera or skipped (and why), formats, the mode that would be used.
+    /// List every V4L2 node: camera or skipped (and why), formats, and the mode and encoder `run` would use.
     Probe {
         #[arg(long)]
         json: bool,
+        /// Config file [default: /etc/edgecam/config.yaml if it exists], as for `run`.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// List every encoder profile: usable here or not, and why.
     Profiles {
@@ -79,7 +82,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Probe { json } => probe(json),
+        Command::Probe { json, config } => probe(json, config.as_deref()),
         Command::Profiles { json } => profiles(json),
         Command::CheckConfig { file } => Config::load(&file)
             .map_err(anyhow::Error::from)
@@ -139,8 +142,9 @@ fn checked_catalog(extra_dirs: &[PathBuf]) -> anyhow::Result<Catalog> {
     media::init()?;
     let mut dirs = Catalog::default_dirs();
     dirs.extend_from_slice(extra_dirs);
-    let mut catalog = Catalog::load(&dirs);
-    catalog.check(&Host::real());
+    let machine = media::GstMachine::real();
+    let mut catalog = Catalog::load(&dirs, &machine);
+    catalog.check(&machine);
     Ok(catalog)
 }
 
@@ -207,7 +211,7 @@ async fn serve(config: Config, demo: u32, catalog: Catalog) -> anyhow::Result<()
 
     let devices = if config.discovery {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        match devices::watch::spawn(tx) {
+        match devices::spawn(tx) {
             Ok(handle) => Some((handle, rx)),
             Err(e) => {
                 warn!(error = %e, "camera hot-plug unavailable; only configured test cameras will stream");
@@ -295,36 +299,16 @@ fn read_password() -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
-fn probe(json: bool) -> anyhow::Result<()> {
+fn probe(json: bool, config: Option<&Path>) -> anyhow::Result<()> {
+    let config = load_config(config)?;
     let reports = devices::scan();
     let catalog = checked_catalog(&[])?;
-    // The encoder each camera would get with the default config: the first usable H.264 profile for its mode.
-    let encoders: Vec<Option<String>> = reports
-        .iter()
-        .map(|r| {
-            let mode = r.mode.as_ref()?;
-            let first = catalog
-                .candidates(&mode.format, Codec::H264, None)
-                .first()
-                .map(|p| p.name().to_string());
-            Some(first.unwrap_or_else(|| "none usable".into()))
-        })
-        .collect();
+    let answers = probe_output::answers(&reports, &config, &catalog);
     if json {
-        let mut value = serde_json::to_value(&reports)?;
-        if let Some(list) = value.as_array_mut() {
-            for (node, encoder) in list.iter_mut().zip(&encoders) {
-                node["encoder"] = serde_json::json!(encoder);
-            }
-        }
+        let value = probe_output::json(&reports, &answers)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        print!("{}", devices::render_table(&reports));
-        for (report, encoder) in reports.iter().zip(&encoders) {
-            if let Some(encoder) = encoder {
-                println!("{}: encoder {encoder}", devices::printable(&report.id));
-            }
-        }
+        print!("{}", probe_output::table(&reports, &answers));
     }
     Ok(())
 }

@@ -394,7 +394,7 @@ impl Actor {
                 self.pipeline_events = Some(pipeline.events().boxed());
                 self.pipeline = Some(pipeline);
                 self.info.encoder = Some(plan.profile.clone());
-                self.info.mode = Some(describe_source(&setup.source));
+                self.info.mode = Some(setup.source.to_string());
                 self.info.bitrate_kbps = setup.limits.ceiling_kbps;
                 Some(Input::Started)
             }
@@ -530,13 +530,6 @@ impl Actor {
             .map(|(k, kbps)| (k.to_string(), *kbps))
             .collect();
         self.shared.registry.update(self.info.clone());
-    }
-}
-
-fn describe_source(source: &crate::media::SourceSpec) -> String {
-    match source {
-        crate::media::SourceSpec::Test { width, height, fps, .. } => format!("I420 {width}x{height}@{fps}"),
-        crate::media::SourceSpec::V4l2 { mode, .. } => mode.to_string(),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::camera::Limits;
+use crate::config::TestPattern;
 use crate::media::{SourceSpec, Tier};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,15 +20,7 @@ fn plan(profile: &str, codec: Codec) -> EncoderPlan {
 
 fn setup(encoders: &[&str]) -> Box<Setup> {
     Box::new(Setup {
-        source: SourceSpec::Test {
-            pattern: "black",
-            ball: false,
-            label: "t".into(),
-            width: 320,
-            height: 240,
-            fps: 30,
-            time_code: false,
-        },
+        source: SourceSpec::test_camera(TestPattern::Ball, 320, 240),
         encoders: encoders.iter().map(|p| plan(p, Codec::H264)).collect(),
         encoder_reason: "first choice".into(),
         vp8: Some(plan("vp8", Codec::Vp8)),

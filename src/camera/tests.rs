@@ -5,9 +5,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::config::IdlePolicy;
+use crate::config::{IdlePolicy, TestPattern};
+use crate::devices::caps::{CaptureMode, Fraction, PixelFormat};
 use crate::encoders::Codec;
 use crate::http::test_viewer;
+use crate::media::Origin;
 use crate::signalling::protocol::ServerMessage;
 
 /// Short, so the test of a viewer that never answers need not wait the default 10 s.
@@ -28,14 +30,17 @@ fn plan(profile: &str, fragment: &str, codec: Codec) -> EncoderPlan {
 
 fn setup(encoders: Vec<EncoderPlan>) -> Box<Setup> {
     Box::new(Setup {
-        source: SourceSpec::Test {
-            pattern: "black",
-            ball: true,
-            label: "t".into(),
-            width: 320,
-            height: 240,
-            fps: 30,
-            time_code: false,
+        source: SourceSpec {
+            mode: CaptureMode {
+                format: PixelFormat::I420,
+                width: 320,
+                height: 240,
+                fps: Fraction::fps(30),
+            },
+            origin: Origin::Test {
+                pattern: TestPattern::Ball,
+                label: "t".into(),
+            },
         },
         encoders,
         encoder_reason: "test".into(),
@@ -299,19 +304,20 @@ async fn idle_policy_stop_starts_for_the_first_viewer_and_stops_after_the_last()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_cannot_start_is_retried_with_backoff_not_blamed_on_encoders() {
-    use crate::devices::caps::{CaptureMode, Fraction, PixelFormat};
     let (camera, registry) = start(IdlePolicy::KeepEncoding);
     let mut gone = setup(vec![
         plan("x264", X264, Codec::H264),
         plan("openh264", "openh264enc", Codec::H264),
     ]);
-    gone.source = SourceSpec::V4l2 {
-        device: "/dev/edgecam-test-no-such-device".into(),
+    gone.source = SourceSpec {
         mode: CaptureMode {
             format: PixelFormat::Yuyv,
             width: 640,
             height: 480,
             fps: Fraction { num: 30, den: 1 },
+        },
+        origin: Origin::V4l2 {
+            device: "/dev/edgecam-test-no-such-device".into(),
         },
     };
     camera.send(Command::Online(gone)).await;

@@ -259,3 +259,10 @@ fn interval_of(fps: &str) -> Fraction {
         den: millis / a,
     }
 }
+
+/// The camera discovery would hand the supervisor for one fixture node (it must be a camera).
+pub fn camera(name: &str, devnode: &str) -> super::Camera {
+    let node = node(name, devnode).node();
+    node.camera(node.id())
+        .unwrap_or_else(|| panic!("{name}: {devnode} is not a camera"))
+}

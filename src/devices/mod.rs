@@ -1,28 +1,29 @@
 //! Cameras as hardware: discovery (udev), capabilities (V4L2), identity and mode choice.
 //!
-//! The public API is re-exported here: [`spawn`] a watcher for [`DeviceEvent`]s, [`scan`] for
-//! `edgecam probe`, [`choose_mode`] / [`choose_passthrough_mode`] for a camera's capture mode.
+//! Layered bottom up, with no cycles: plain data (`caps`, `bus`, `classify`, `identity`, `camera`,
+//! `report`), then the V4L2 ioctls (`probe`) and udev lookups (`udev_props`), then one node examined
+//! (`node`), then its two users: the one-off [`scan`] for `edgecam probe` and the hot-plug watcher
+//! ([`spawn`], [`DeviceEvent`]s). [`choose_mode`] picks a camera's capture mode from its formats.
 
-pub mod bus;
-pub mod caps;
-pub mod classify;
+pub(crate) mod bus;
+mod camera;
+pub(crate) mod caps;
+mod classify;
 mod debounce;
-pub mod identity;
-pub mod mode;
+mod identity;
+pub(crate) mod mode;
 mod node;
-pub mod probe;
-pub mod report;
-pub mod udev_props;
-pub mod watch;
+mod probe;
+mod report;
+mod scan;
+mod udev_props;
+pub(crate) mod watch;
 
 #[cfg(test)]
-mod fixture;
+pub(crate) mod fixture;
 
-pub use bus::Bus;
-pub use caps::{CaptureMode, FormatCaps, Fraction, FrameIntervals, FrameSizes, PixelFormat, SizeCaps};
-pub use classify::{classify, NodeKind, Querycap, SkipReason};
-pub use identity::{camera_id, camera_name, DeviceProps};
-pub use mode::{choose_mode, choose_passthrough_mode, Wanted};
-pub use probe::{probe_node, NodeInfo, ProbeError};
-pub use report::{printable, render_table, scan, NodeReport};
-pub use watch::{spawn, Camera, DeviceEvent, WatchError, WatchHandle};
+pub use camera::Camera;
+pub use classify::NodeKind;
+pub use report::{printable, render_table, NodeReport};
+pub use scan::scan;
+pub use watch::{spawn, DeviceEvent, WatchError, WatchHandle};

@@ -41,15 +41,6 @@ pub fn choose_mode(formats: &[FormatCaps], wanted: &Wanted, bus: Bus) -> Option<
     })
 }
 
-/// The camera's own H.264 closest to `wanted`, for passing it through without re-encoding (no
-/// decode and no encode on the device at all). None when the camera has no H.264; the caller
-/// then uses [`choose_mode`] with an encoder. The bus does not matter: H.264 always fits.
-pub fn choose_passthrough_mode(formats: &[FormatCaps], wanted: &Wanted) -> Option<CaptureMode> {
-    candidates(formats, wanted)
-        .filter(|c| c.format == PixelFormat::H264)
-        .min_by(|a, b| closeness(a, b, wanted).then_with(|| b.fps.as_f64().total_cmp(&a.fps.as_f64())))
-}
-
 /// Every (format, size, rate) the pipelines can take. A size whose driver lists no rates gets
 /// the wanted one, which v4l2src then asks for with S_PARM.
 fn candidates<'a>(formats: &'a [FormatCaps], wanted: &'a Wanted) -> impl Iterator<Item = CaptureMode> + 'a {
@@ -262,20 +253,6 @@ mod tests {
             chosen(&kodak, want(3840, 2160, 30), Bus::Usb { speed_mbps: Some(5000) }),
             mode("MJPG 3840x2160@5")
         );
-    }
-
-    #[test]
-    fn passthrough_takes_the_cameras_h264_or_nothing() {
-        let c920 = formats("logitech-c920", "/dev/video0");
-        let h264 = choose_passthrough_mode(&c920, &want(1280, 720, 30)).map(|m| m.to_string());
-        assert_eq!(h264, mode("H264 1280x720@30"));
-        let pi = formats("pi-legacy-camera", "/dev/video0");
-        assert_eq!(
-            choose_passthrough_mode(&pi, &Wanted::default()).map(|m| m.to_string()),
-            mode("H264 640x480@30")
-        );
-        let kodak = formats("kodak-pixpro-mjpeg-only", "/dev/video8");
-        assert_eq!(choose_passthrough_mode(&kodak, &Wanted::default()), None);
     }
 
     #[test]

@@ -1,14 +1,13 @@
 //! One V4L2 node as discovery sees it: udev's properties plus the probe, turned into either a
 //! [`Camera`] for the supervisor or a [`NodeReport`] saying why it is not one. Shared by the
-//! watcher and `edgecam probe`, so both agree on ids and on what is a camera.
+//! watcher and the scan behind `edgecam probe`, so both agree on ids and on what is a camera.
 
 use super::bus::Bus;
+use super::camera::Camera;
 use super::classify::{NodeKind, SkipReason};
 use super::identity::{camera_id, camera_name, DeviceProps};
-use super::mode::{choose_mode, Wanted};
 use super::probe::{probe_node, NodeInfo};
 use super::report::NodeReport;
-use super::watch::Camera;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug)]
@@ -88,7 +87,7 @@ impl Node {
         })
     }
 
-    pub fn report(&self, id: String, wanted: &Wanted) -> NodeReport {
+    pub fn report(&self, id: String) -> NodeReport {
         let bus = self.bus();
         let (kind, driver, card, bus_info, formats) = match &self.info {
             Ok(i) => (
@@ -105,11 +104,6 @@ impl Node {
                 String::new(),
                 Vec::new(),
             ),
-        };
-        let mode = if kind == NodeKind::Camera {
-            choose_mode(&formats, wanted, bus)
-        } else {
-            None
         };
         let why = match &kind {
             NodeKind::Skipped(reason) => Some(reason.to_string()),
@@ -128,7 +122,6 @@ impl Node {
             serial: self.props.serial.clone(),
             links: self.props.links.clone(),
             formats,
-            mode,
         }
     }
 }

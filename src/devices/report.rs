@@ -1,14 +1,11 @@
-//! `edgecam probe`: every /dev/video* node, camera or not (and why not), with its id, name,
-//! bus, formats, sizes, rates and the mode edgecam would choose. JSON via serde, and a table.
+//! What `edgecam probe` says about one /dev/video* node, camera or not (and why not): its id, name,
+//! bus, formats, sizes and rates, as plain data (JSON via serde) and as a table. Which mode and
+//! encoder a camera gets is the planner's answer, not the device's, so the table takes it as a column.
 
 use super::bus::Bus;
-use super::caps::{CaptureMode, FormatCaps, Fraction};
+use super::caps::{FormatCaps, Fraction};
 use super::classify::NodeKind;
-use super::mode::Wanted;
-use super::node::Node;
-use super::udev_props::{props_for_devnode, video_nodes};
 use serde::Serialize;
-use std::collections::HashSet;
 use std::fmt::Write;
 use std::path::PathBuf;
 
@@ -30,40 +27,6 @@ pub struct NodeReport {
     pub serial: Option<String>,
     pub links: Vec<PathBuf>,
     pub formats: Vec<FormatCaps>,
-    /// The mode `choose_mode` picks for 640x480@30 (cameras only).
-    pub mode: Option<CaptureMode>,
-}
-
-impl NodeReport {
-    /// One line for logs: "camera, YUYV 640x480@30" or "skipped: metadata node".
-    pub fn summary(&self) -> String {
-        match (&self.kind, &self.mode) {
-            (NodeKind::Camera, Some(mode)) => format!("camera, {mode}"),
-            (NodeKind::Camera, None) => "camera, no usable mode".to_string(),
-            (NodeKind::Skipped(reason), _) => format!("skipped: {reason}"),
-        }
-    }
-}
-
-/// Probes every /dev/video* node now.
-pub fn scan() -> Vec<NodeReport> {
-    let wanted = Wanted::default();
-    let mut ids = HashSet::new();
-    video_nodes()
-        .iter()
-        .map(|devnode| {
-            let node = Node::examine(devnode, props_for_devnode(devnode));
-            let id = if node.is_camera() {
-                node.id_avoiding(|id| ids.contains(id))
-            } else {
-                node.id()
-            };
-            if node.is_camera() {
-                ids.insert(id.clone());
-            }
-            node.report(id, &wanted)
-        })
-        .collect()
 }
 
 const MAX_UNUSED_NAMED: usize = 8;
@@ -90,7 +53,8 @@ pub fn printable(s: &str) -> String {
         .collect()
 }
 
-pub fn render_table(reports: &[NodeReport]) -> String {
+/// `camera_detail` fills the last column for a camera (the mode it would stream, or why none).
+pub fn render_table(reports: &[NodeReport], camera_detail: impl Fn(&NodeReport) -> String) -> String {
     if reports.is_empty() {
         return "no V4L2 nodes (/dev/video*) found\n".to_string();
     }
@@ -98,10 +62,7 @@ pub fn render_table(reports: &[NodeReport]) -> String {
         .iter()
         .map(|r| {
             let (kind, detail) = match &r.kind {
-                NodeKind::Camera => (
-                    "camera",
-                    r.mode.as_ref().map_or("no usable mode".to_string(), |m| m.to_string()),
-                ),
+                NodeKind::Camera => ("camera", camera_detail(r)),
                 NodeKind::Skipped(reason) => ("skipped", reason.to_string()),
             };
             [
@@ -207,7 +168,7 @@ mod tests {
         load(fixture)
             .iter()
             .map(|f| f.node())
-            .map(|n| n.report(n.id(), &Wanted::default()))
+            .map(|n| n.report(n.id()))
             .collect()
     }
 
@@ -216,7 +177,7 @@ mod tests {
         let mut r = reports("usbcam-uvc-gadget");
         r[1].name = "Cam\u{1b}[2J\u{1b}]0;owned\u{7}\nfake line\u{202e}txt".into();
         r[1].formats[0].description = "MJPEG\r\u{1b}[31m".into();
-        let table = render_table(&r);
+        let table = render_table(&r, |_| String::new());
         assert!(
             !table
                 .chars()
@@ -234,7 +195,7 @@ mod tests {
     #[test]
     fn usbcam_report_lists_camera_and_skipped_nodes() {
         let r = reports("usbcam-uvc-gadget");
-        let table = render_table(&r);
+        let table = render_table(&r, |camera| format!("detail of {}", camera.id));
         let lines: Vec<&str> = table.lines().collect();
         assert!(
             lines[0].starts_with("NODE") && lines[0].contains("MODE / WHY SKIPPED"),
@@ -248,7 +209,7 @@ mod tests {
             lines[2].contains("camera") && lines[2].contains("usb-fake0001") && lines[2].contains("usb2"),
             "{table}"
         );
-        assert!(lines[2].ends_with("MJPG 640x480@30"), "{table}");
+        assert!(lines[2].ends_with("detail of usb-fake0001"), "{table}");
         assert!(
             table.contains("    MJPG (Motion-JPEG)\n        640x480 1280x720: 30 15 10 fps\n"),
             "{table}"
@@ -263,13 +224,11 @@ mod tests {
                 .is_some_and(|l| l.contains("/dev/video2") && l.ends_with("metadata node")),
             "{table}"
         );
-        assert_eq!(r[1].summary(), "camera, MJPG 640x480@30");
-        assert_eq!(r[2].summary(), "skipped: metadata node");
     }
 
     #[test]
     fn rates_that_are_not_whole_show_as_decimals_and_unused_formats_are_only_named() {
-        let table = render_table(&reports("vivid"));
+        let table = render_table(&reports("vivid"), |_| String::new());
         assert!(table.contains("640x480: 25 15 12.5 10 5 4 2 1 fps"), "{table}");
         assert!(
             table.ends_with("    (2 more that edgecam does not use: GREY BA81)\n"),
@@ -278,16 +237,12 @@ mod tests {
     }
 
     #[test]
-    fn json_has_kind_reason_and_mode() {
+    fn json_has_kind_reason_and_formats() {
         let r = reports("usbcam-uvc-gadget");
         let json = serde_json::to_value(&r).expect("json");
         assert_eq!(json[1]["kind"], "camera");
         assert_eq!(json[1]["id"], "usb-fake0001");
         assert_eq!(json[1]["bus"], serde_json::json!({"type": "usb", "speed_mbps": 480}));
-        assert_eq!(
-            json[1]["mode"],
-            serde_json::json!({"format": "mjpeg", "width": 640, "height": 480, "fps": {"num": 30, "den": 1}})
-        );
         assert_eq!(json[2]["kind"], "skipped");
         assert_eq!(json[2]["reason"], "metadata");
         assert_eq!(json[2]["why"], "metadata node");
@@ -299,6 +254,9 @@ mod tests {
 
     #[test]
     fn no_nodes_says_so() {
-        assert_eq!(render_table(&[]), "no V4L2 nodes (/dev/video*) found\n");
+        assert_eq!(
+            render_table(&[], |_| unreachable!("no cameras")),
+            "no V4L2 nodes (/dev/video*) found\n"
+        );
     }
 }

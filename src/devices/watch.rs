@@ -11,14 +11,11 @@
 //! are reported and hot-plug is not seen; the log says so once. That keeps a container given
 //! `--device /dev/video0` working, where refusing to start would help nobody.
 
-use super::bus::Bus;
-use super::caps::FormatCaps;
+use super::camera::Camera;
 use super::debounce::{Action, Debouncer};
-use super::mode::Wanted;
 use super::node::Node;
 use super::report::NodeReport;
 use super::udev_props::{from_udev, lookup, props_for_devnode, udevd_running, video_nodes};
-use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -27,21 +24,6 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Sender;
-
-/// A V4L2 capture node that is a camera.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Camera {
-    /// Stable id (see `identity::camera_id`).
-    pub id: String,
-    pub name: String,
-    pub devnode: PathBuf,
-    pub syspath: PathBuf,
-    pub bus: Bus,
-    pub serial: Option<String>,
-    /// /dev/v4l/by-id/... and /dev/v4l/by-path/... links, for config entries that pin a path.
-    pub links: Vec<PathBuf>,
-    pub formats: Vec<FormatCaps>,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceEvent {
@@ -267,7 +249,7 @@ impl Watcher {
                 return self.send(DeviceEvent::Added(camera));
             }
         }
-        let report = node.report(node.id(), &Wanted::default());
+        let report = node.report(node.id());
         tracing::info!(devnode = %report.devnode.display(), why = report.why.as_deref().unwrap_or(""), "V4L2 node skipped");
         self.known.insert(node.devnode.clone(), None);
         self.send(DeviceEvent::Skipped(report))

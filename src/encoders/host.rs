@@ -1,19 +1,13 @@
-//! The machine a profile's requirements are checked against. Files are read below a root
-//! directory (`/` in the daemon), so tests fake a Raspberry Pi with a directory holding
-//! `proc/device-tree/model` and `dev/video11`.
+//! A profile's requirements checked against the machine it runs on (see [`Machine`]): elements,
+//! device nodes and the board's model.
 
 use std::path::{Path, PathBuf};
 
+use super::machine::{Machine, TrialError};
 use super::profile::Requirements;
-use crate::media::trial::{self, TrialError};
 
 /// Where the board names itself on device-tree machines (Raspberry Pi, Jetson); absent on PCs.
-const MODEL_FILE: &str = "proc/device-tree/model";
-
-#[derive(Clone, Debug)]
-pub struct Host {
-    root: PathBuf,
-}
+const MODEL_FILE: &str = "/proc/device-tree/model";
 
 /// One requirement that does not hold here.
 #[derive(Debug, thiserror::Error)]
@@ -30,66 +24,47 @@ pub enum Unmet {
     GStreamer(#[source] TrialError),
 }
 
-impl Host {
-    /// This machine.
-    pub fn real() -> Self {
-        Self::with_root("/")
-    }
+/// The board's model, without the NUL the kernel ends it with.
+pub(super) fn model(machine: &dyn Machine) -> Option<String> {
+    let raw = machine.read_file(Path::new(MODEL_FILE)).ok()?;
+    Some(String::from_utf8_lossy(&raw).trim_end_matches(['\0', '\n']).to_string())
+}
 
-    /// A machine whose /proc and /dev are below `root`.
-    pub fn with_root(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-
-    fn path(&self, absolute: &Path) -> PathBuf {
-        self.root.join(absolute.strip_prefix("/").unwrap_or(absolute))
-    }
-
-    /// The board's model, without the NUL the kernel ends it with.
-    pub fn model(&self) -> Option<String> {
-        let raw = std::fs::read(self.root.join(MODEL_FILE)).ok()?;
-        Some(String::from_utf8_lossy(&raw).trim_end_matches(['\0', '\n']).to_string())
-    }
-
-    /// Every requirement that does not hold, so the report names all of them at once.
-    pub fn unmet(&self, requires: &Requirements) -> Vec<Unmet> {
-        let mut unmet = Vec::new();
-        for element in &requires.elements {
-            match trial::element_exists(element) {
-                Ok(true) => {}
-                Ok(false) => unmet.push(Unmet::Element(element.clone())),
-                Err(err) => {
-                    unmet.push(Unmet::GStreamer(err));
-                    break;
-                }
+/// Every requirement that does not hold, so the report names all of them at once.
+pub(super) fn unmet(requires: &Requirements, machine: &dyn Machine) -> Vec<Unmet> {
+    let mut unmet = Vec::new();
+    for element in &requires.elements {
+        match machine.element_exists(element) {
+            Ok(true) => {}
+            Ok(false) => unmet.push(Unmet::Element(element.clone())),
+            Err(err) => {
+                unmet.push(Unmet::GStreamer(err));
+                break;
             }
         }
-        for device in &requires.devices {
-            if !self.path(device.as_path()).exists() {
-                unmet.push(Unmet::Device(device.as_path().to_path_buf()));
-            }
-        }
-        if let Some(wanted) = &requires.platform {
-            let found = self.model();
-            if !found.as_deref().is_some_and(|model| model.contains(wanted.as_str())) {
-                unmet.push(Unmet::Platform {
-                    wanted: wanted.clone(),
-                    found,
-                });
-            }
-        }
-        unmet
     }
+    for device in &requires.devices {
+        if !machine.path_exists(device.as_path()) {
+            unmet.push(Unmet::Device(device.as_path().to_path_buf()));
+        }
+    }
+    if let Some(wanted) = &requires.platform {
+        let found = model(machine);
+        if !found.as_deref().is_some_and(|model| model.contains(wanted.as_str())) {
+            unmet.push(Unmet::Platform {
+                wanted: wanted.clone(),
+                found,
+            });
+        }
+    }
+    unmet
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encoders::machine::FakeMachine;
     use crate::encoders::Profile;
-
-    pub(crate) fn rpi4_root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders/rpi4-root")
-    }
 
     fn requirements(yaml: &str) -> Requirements {
         let text = format!(
@@ -102,16 +77,16 @@ mod tests {
     #[test]
     fn reads_the_model_without_its_nul() {
         assert_eq!(
-            Host::with_root(rpi4_root()).model().as_deref(),
+            model(&FakeMachine::pi4()).as_deref(),
             Some("Raspberry Pi 4 Model B Rev 1.4")
         );
-        assert_eq!(Host::with_root("/nonexistent").model(), None);
+        assert_eq!(model(&FakeMachine::pc()), None);
     }
 
     #[test]
     fn pi_requirements_hold_on_the_fake_pi() {
         let req = requirements("requires: { elements: [x264enc], devices: [/dev/video11], platform: Raspberry Pi }");
-        let unmet = Host::with_root(rpi4_root()).unmet(&req);
+        let unmet = unmet(&req, &FakeMachine::pi4());
         assert!(unmet.is_empty(), "{unmet:?}");
     }
 
@@ -120,22 +95,16 @@ mod tests {
         let req = requirements(
             "requires: { elements: [x264enc, nosuchenc], devices: [/dev/video11], platform: Raspberry Pi 5 }",
         );
-        let reasons: Vec<String> = Host::with_root("/nonexistent")
-            .unmet(&req)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(reasons.len(), 3, "{reasons:?}");
-        assert!(reasons[0].contains("nosuchenc not found"), "{reasons:?}");
-        assert_eq!(reasons[1], "device /dev/video11 does not exist");
-        assert!(reasons[2].contains("no /proc/device-tree/model"), "{reasons:?}");
-        let reasons: Vec<String> = Host::with_root(rpi4_root())
-            .unmet(&req)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let reasons =
+            |machine: &FakeMachine| -> Vec<String> { unmet(&req, machine).iter().map(ToString::to_string).collect() };
+        let on_pc = reasons(&FakeMachine::pc());
+        assert_eq!(on_pc.len(), 3, "{on_pc:?}");
+        assert!(on_pc[0].contains("nosuchenc not found"), "{on_pc:?}");
+        assert_eq!(on_pc[1], "device /dev/video11 does not exist");
+        assert!(on_pc[2].contains("no /proc/device-tree/model"), "{on_pc:?}");
+        let on_pi = reasons(&FakeMachine::pi4());
         assert_eq!(
-            reasons[1],
+            on_pi[1],
             r#"needs platform "Raspberry Pi 5", this is "Raspberry Pi 4 Model B Rev 1.4""#
         );
     }

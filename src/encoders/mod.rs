@@ -2,19 +2,21 @@
 //!
 //! A profile (profiles/*.yaml) is plain data: what it needs, what it takes, a gst-launch fragment with
 //! placeholders. The catalog loads the built-in profiles and the installed/override directories,
-//! proves each one usable here once (requirements, then a trial encode in `media::trial`) and
-//! answers "which encoders may this camera use, best first". The camera pipeline itself is built
-//! by `media` from `Profile::render`.
+//! proves each one usable here once (requirements, then a trial encode) and answers "which encoders
+//! may this camera use, best first". Everything it asks of the machine goes through [`Machine`]
+//! (GStreamer's side is `media::GstMachine`), so nothing here touches GStreamer. The camera pipeline
+//! itself is built by `media` from `Profile::render`.
 
 mod builtin;
 mod catalog;
 mod host;
+pub(crate) mod machine;
 mod profile;
 mod template;
 
-pub use catalog::{Catalog, Choice, LoadError, ProfileReport};
-pub use host::{Host, Unmet};
-pub use profile::{BitrateControl, DevicePath, Profile, ProfileError, Requirements};
+pub use catalog::{Catalog, ProfileReport};
+pub use machine::{Control, Machine, TrialError};
+pub use profile::{BitrateControl, Profile};
 
 use serde::{Deserialize, Serialize};
 

@@ -4,7 +4,6 @@
 //! DTLS/SRTP work, not encoding work. The skeleton is built from typed stages (`stage`); only the
 //! profile's fragment is parsed.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,31 +12,12 @@ use gst::prelude::*;
 
 use super::branch::{self, Tap};
 use super::events::{self, FailureOrigin, PipelineEvent};
+use super::source::{Origin, SourceSpec};
 use super::stage::{self, Stage};
 use super::{bitrate, congestion};
 use super::{moving_ball, timecode, MediaError};
 use crate::devices::caps::{CaptureMode, PixelFormat};
 use crate::encoders::{BitrateControl, Codec};
-
-/// Where a camera's pictures come from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceSpec {
-    /// A synthetic camera: videotestsrc with a running clock drawn on it.
-    Test {
-        pattern: &'static str,
-        /// Draw a moving ball onto each frame (`moving_ball`).
-        ball: bool,
-        label: String,
-        width: u32,
-        height: u32,
-        fps: u32,
-        /// Draw each frame's capture time into it (`timecode`), for glass-to-glass measurements.
-        time_code: bool,
-    },
-    /// A V4L2 device, always with explicit caps: left unconstrained, v4l2src picks odd modes
-    /// (vivid negotiates 3840x2160 at 2 fps).
-    V4l2 { device: PathBuf, mode: CaptureMode },
-}
 
 /// The encoder part of a pipeline, as chosen from the profiles.
 #[derive(Debug, Clone, PartialEq)]
@@ -211,23 +191,21 @@ impl CameraPipeline {
         let src_pad = src
             .static_pad("src")
             .ok_or_else(|| MediaError::Build("source has no src pad".into()))?;
-        match source {
-            SourceSpec::Test {
-                label, ball, time_code, ..
-            } => {
+        match &source.origin {
+            Origin::Test { label, pattern } => {
                 if let Some(overlay) = pipeline.by_name("label") {
                     overlay.set_property("text", label);
                 }
-                if *ball {
+                if pattern.draws_ball() {
                     moving_ball::draw_buffers(&src_pad);
                 }
-                if *time_code {
+                if pattern.stamps_time() {
                     // At the source's output, after the ball: the measured latency includes everything
                     // the daemon does.
                     timecode::stamp_buffers(&src_pad);
                 }
             }
-            SourceSpec::V4l2 { device, .. } => src.set_property("device", device.to_string_lossy().as_ref()),
+            Origin::V4l2 { device } => src.set_property("device", device.to_string_lossy().as_ref()),
         }
 
         let counters = Arc::new(Counters::new());
@@ -377,24 +355,20 @@ impl Drop for CameraPipeline {
 /// Source -> (decode) -> (convert -> raw tee): everything before the main encoding.
 fn source_stages(source: &SourceSpec, encoder: &EncoderPlan) -> Result<Vec<Stage>, MediaError> {
     let mut stages = Vec::new();
-    match source {
-        SourceSpec::Test {
-            pattern,
-            width,
-            height,
-            fps,
-            ball,
-            time_code,
-            ..
-        } => {
+    let mode = &source.mode;
+    let (width, height) = (mode.width, mode.height);
+    let framerate = format!("{}/{}", mode.fps.num, mode.fps.den);
+    match &source.origin {
+        Origin::Test { pattern, .. } => {
+            let (ball, time_code) = (pattern.draws_ball(), pattern.stamps_time());
             stages.push(
                 Stage::element("videotestsrc")
                     .named("src")
                     .prop("is-live", true)
-                    .prop("pattern", pattern),
+                    .prop("pattern", pattern.gst_nick()),
             );
-            if *time_code {
-                let too_small = (*width as usize) < timecode::WIDTH || (*height as usize) < timecode::HEIGHT;
+            if time_code {
+                let too_small = (width as usize) < timecode::WIDTH || (height as usize) < timecode::HEIGHT;
                 if too_small {
                     return Err(MediaError::Build(format!(
                         "{width}x{height} is too small for the time code, which needs {}x{}",
@@ -403,14 +377,14 @@ fn source_stages(source: &SourceSpec, encoder: &EncoderPlan) -> Result<Vec<Stage
                     )));
                 }
             }
-            if *time_code || *ball {
+            if time_code || ball {
                 // Both draw into the luma plane of a known layout.
                 stages.push(Stage::Caps(format!(
-                    "video/x-raw,format=I420,width={width},height={height},framerate={fps}/1"
+                    "video/x-raw,format=I420,width={width},height={height},framerate={framerate}"
                 )));
             } else {
                 stages.push(Stage::Caps(format!(
-                    "video/x-raw,width={width},height={height},framerate={fps}/1"
+                    "video/x-raw,width={width},height={height},framerate={framerate}"
                 )));
             }
             // A visible running clock proves the picture is live, not a frozen frame. The overlay lives
@@ -422,13 +396,13 @@ fn source_stages(source: &SourceSpec, encoder: &EncoderPlan) -> Result<Vec<Stage
                         .named("label")
                         .prop("time-format", "%H:%M:%S")
                         .prop("halignment", "left")
-                        .prop("valignment", if *time_code { "bottom" } else { "top" })
+                        .prop("valignment", if time_code { "bottom" } else { "top" })
                         .prop("shaded-background", true)
                         .prop("font-desc", "Sans 20"),
                 );
             }
         }
-        SourceSpec::V4l2 { mode, .. } => {
+        Origin::V4l2 { .. } => {
             stages.push(Stage::element("v4l2src").named("src"));
             stages.push(Stage::Caps(v4l2_caps(mode)?));
             if mode.format == PixelFormat::Mjpeg && encoder.raw_input.is_some() {
@@ -520,7 +494,32 @@ fn v4l2_caps(mode: &CaptureMode) -> Result<String, MediaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TestPattern;
     use crate::devices::caps::Fraction;
+
+    fn v4l2(mode: CaptureMode) -> SourceSpec {
+        SourceSpec {
+            mode,
+            origin: Origin::V4l2 {
+                device: "/dev/video0".into(),
+            },
+        }
+    }
+
+    fn test_source(pattern: TestPattern, label: &str, width: u32, height: u32) -> SourceSpec {
+        SourceSpec {
+            mode: CaptureMode {
+                format: PixelFormat::I420,
+                width,
+                height,
+                fps: Fraction::fps(30),
+            },
+            origin: Origin::Test {
+                pattern,
+                label: label.into(),
+            },
+        }
+    }
 
     fn x264() -> EncoderPlan {
         EncoderPlan {
@@ -541,14 +540,7 @@ mod tests {
             height: 720,
             fps: Fraction::fps(30),
         };
-        let d = describe(
-            &SourceSpec::V4l2 {
-                device: "/dev/video0".into(),
-                mode,
-            },
-            &x264(),
-        )
-        .unwrap();
+        let d = describe(&v4l2(mode), &x264()).unwrap();
         assert!(
             d.starts_with(
                 "v4l2src name=src ! image/jpeg,width=1280,height=720,framerate=30/1 ! jpegdec ! videoconvert"
@@ -578,29 +570,14 @@ mod tests {
             bitrate: None,
             size: None,
         };
-        let d = describe(
-            &SourceSpec::V4l2 {
-                device: "/dev/video0".into(),
-                mode,
-            },
-            &plan,
-        )
-        .unwrap();
+        let d = describe(&v4l2(mode), &plan).unwrap();
         assert!(!d.contains("videoconvert") && !d.contains("jpegdec"), "{d}");
     }
 
     #[test]
     fn demo_camera_builds_and_encodes() {
         gst::init().unwrap();
-        let source = SourceSpec::Test {
-            pattern: "black",
-            ball: true,
-            label: "Demo \"1\" ! fakesink".into(),
-            width: 320,
-            height: 240,
-            fps: 30,
-            time_code: false,
-        };
+        let source = test_source(TestPattern::Ball, "Demo \"1\" ! fakesink", 320, 240);
         let plan = EncoderPlan {
             fragment: "x264enc tune=zerolatency speed-preset=ultrafast ! video/x-h264,profile=constrained-baseline"
                 .into(),
@@ -618,15 +595,7 @@ mod tests {
     }
 
     fn stamped(width: u32, height: u32) -> SourceSpec {
-        SourceSpec::Test {
-            pattern: "black",
-            ball: true,
-            label: "latency".into(),
-            width,
-            height,
-            fps: 30,
-            time_code: true,
-        }
+        test_source(TestPattern::Stamp, "latency", width, height)
     }
 
     #[test]
@@ -725,15 +694,7 @@ mod tests {
     #[test]
     fn encodings_change_bitrate_while_playing() {
         gst::init().unwrap();
-        let source = SourceSpec::Test {
-            pattern: "zone-plate",
-            ball: false,
-            label: "rate".into(),
-            width: 320,
-            height: 240,
-            fps: 30,
-            time_code: false,
-        };
+        let source = SourceSpec::test_camera(crate::config::TestPattern::Smpte, 320, 240);
         let main = EncoderPlan {
             fragment: "x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=1200 key-int-max=30".into(),
             bitrate: control("bitrate", 1),
@@ -742,6 +703,7 @@ mod tests {
         let mut p = CameraPipeline::build(&source, &main).unwrap();
         // A moving zone plate: hard enough that both encoders spend what they are allowed (snow makes
         // VP8 overshoot any target, a still picture needs nothing).
+        p.source.set_property_from_str("pattern", "zone-plate");
         for (key, value) in [("kt2", 2), ("kx2", 10), ("ky2", 10)] {
             p.source.set_property(key, value);
         }

@@ -7,16 +7,20 @@ pub mod camera_pipeline;
 mod congestion;
 mod events;
 mod luma_probe;
+mod machine;
 mod moving_ball;
+mod source;
 mod stage;
 pub mod timecode;
-pub mod trial;
+mod trial;
 pub mod viewer;
 mod viewer_stats;
 
 pub use branch::{Detaching, Tap};
-pub use camera_pipeline::{CameraPipeline, EncoderPlan, EncodingKey, SourceSpec, Tier};
+pub use camera_pipeline::{CameraPipeline, EncoderPlan, EncodingKey, Tier};
 pub use events::{FailureOrigin, PipelineEvent};
+pub use machine::GstMachine;
+pub use source::{Origin, SourceSpec};
 pub use viewer::{EventSink, IceSettings, ViewerBranch, ViewerEvent};
 pub use viewer_stats::ViewerStats;
 

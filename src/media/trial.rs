@@ -1,4 +1,5 @@
-//! Proving an encoder fragment on this machine before any camera depends on it.
+//! Proving an encoder fragment on this machine before any camera depends on it: the GStreamer half
+//! of [`crate::encoders::Machine`] (see `machine`).
 //!
 //! `check_fragment` parses a fragment without running it (used when a profile file is read), telling
 //! a syntax error (the file is broken) from a missing element (the profile is merely unusable here).
@@ -11,10 +12,7 @@ use std::time::Duration;
 use gst::glib;
 use gst::prelude::*;
 
-/// Trial frames are small: the trial proves the encoder opens and produces output, not its speed.
-pub const TRIAL_WIDTH: u32 = 320;
-pub const TRIAL_HEIGHT: u32 = 240;
-pub const TRIAL_FPS: u32 = 30;
+use crate::encoders::machine::{Control, TrialError, TRIAL_FPS, TRIAL_HEIGHT, TRIAL_WIDTH};
 
 /// Makes the H.264 test input for passthrough profiles (which take a camera's H.264, not raw video).
 const H264_TEST_ENCODER: &str = "x264enc";
@@ -22,51 +20,26 @@ const H264_TEST_ENCODER: &str = "x264enc";
 /// Named so the output check finds it; unlikely to clash with a name in a profile's fragment.
 const SINK_NAME: &str = "edgecam_trial_sink";
 
-#[derive(Debug, thiserror::Error)]
-pub enum TrialError {
-    #[error("GStreamer did not initialise: {0}")]
-    Init(#[source] glib::Error),
-    #[error("missing GStreamer element(s): {}", .0.join(", "))]
-    MissingElements(Vec<String>),
-    #[error("does not parse: {0}")]
-    Parse(#[source] glib::Error),
-    #[error("no element named {0:?} in the fragment")]
-    NoNamedElement(String),
-    #[error("element {element:?} has no property {property:?}")]
-    NoProperty { element: String, property: String },
-    #[error("property {property:?} of {element:?} is not a structure, so it has no field to set")]
-    NotAStructure { element: String, property: String },
-    #[error("no {H264_TEST_ENCODER} to make H.264 test input for a passthrough trial")]
-    NoH264Source,
-    #[error("{element}: {message}{}", debug.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    Failed {
-        element: String,
-        message: String,
-        debug: Option<String>,
-    },
-    #[error("refused to start, with no error message")]
-    StartRefused,
-    #[error("did not finish {frames} frames within {timeout:?}")]
-    Timeout { frames: u32, timeout: Duration },
-    #[error("finished without producing any output")]
-    NoOutput,
+/// A parse that failed, before it becomes a [`TrialError`]: the GStreamer error is kept so a
+/// retry can tell a property error from a syntax error.
+enum ParseFailure {
+    Init(glib::Error),
+    Missing(Vec<String>),
+    Invalid(glib::Error),
 }
 
-/// A property the caller will set at run time; `check_fragment` proves it exists.
-#[derive(Clone, Copy, Debug)]
-pub struct Control<'a> {
-    pub element: &'a str,
-    pub property: &'a str,
-    /// The property holds a GstStructure whose field is set (v4l2 `extra-controls`).
-    pub structure: bool,
-}
-
-fn init() -> Result<(), TrialError> {
-    gst::init().map_err(TrialError::Init)
+impl From<ParseFailure> for TrialError {
+    fn from(failure: ParseFailure) -> Self {
+        match failure {
+            ParseFailure::Init(e) => TrialError::Init(e.to_string()),
+            ParseFailure::Missing(missing) => TrialError::MissingElements(missing),
+            ParseFailure::Invalid(e) => TrialError::Parse(e.to_string()),
+        }
+    }
 }
 
 pub fn element_exists(name: &str) -> Result<bool, TrialError> {
-    init()?;
+    gst::init().map_err(|e| TrialError::Init(e.to_string()))?;
     Ok(gst::ElementFactory::find(name).is_some())
 }
 
@@ -76,15 +49,15 @@ pub fn element_exists(name: &str) -> Result<bool, TrialError> {
 fn parse(
     description: &str,
     parse: impl FnOnce(&str, Option<&mut gst::ParseContext>, gst::ParseFlags) -> Result<gst::Element, glib::Error>,
-) -> Result<gst::Element, TrialError> {
-    init()?;
+) -> Result<gst::Element, ParseFailure> {
+    gst::init().map_err(ParseFailure::Init)?;
     let mut context = gst::ParseContext::new();
     parse(description, Some(&mut context), gst::ParseFlags::FATAL_ERRORS).map_err(|err| {
         let missing = context.missing_elements();
         if err.matches(gst::ParseError::NoSuchElement) && !missing.is_empty() {
-            TrialError::MissingElements(missing)
+            ParseFailure::Missing(missing)
         } else {
-            TrialError::Parse(err)
+            ParseFailure::Invalid(err)
         }
     })
 }
@@ -97,7 +70,7 @@ pub fn check_fragment(fragment: &str, control: Option<Control<'_>>) -> Result<()
     // encoder fragments do) needs an element after it to parse on its own.
     let description = format!("{fragment} ! {STAND_IN}");
     let bin = match parse_bin(&description) {
-        Err(TrialError::MissingElements(missing)) => return Err(check_syntax_without(&description, missing)),
+        Err(ParseFailure::Missing(missing)) => return Err(check_syntax_without(&description, missing)),
         other => other?,
     };
     let Some(control) = control else { return Ok(()) };
@@ -122,7 +95,7 @@ pub fn check_fragment(fragment: &str, control: Option<Control<'_>>) -> Result<()
     Ok(())
 }
 
-fn parse_bin(description: &str) -> Result<gst::Element, TrialError> {
+fn parse_bin(description: &str) -> Result<gst::Element, ParseFailure> {
     parse(description, |d, c, f| {
         gst::parse::bin_from_description_full(d, false, c, f)
     })
@@ -135,10 +108,10 @@ fn check_syntax_without(description: &str, missing: Vec<String>) -> TrialError {
     match parse_bin(&stand_in_for(description, &missing)) {
         // A property error here may be the stand-in's (a property not recognised as the missing
         // element's): no verdict on the file, the missing element decides.
-        Err(TrialError::Parse(err))
+        Err(ParseFailure::Invalid(err))
             if !err.matches(gst::ParseError::NoSuchProperty) && !err.matches(gst::ParseError::CouldNotSetProperty) =>
         {
-            TrialError::Parse(err)
+            TrialError::Parse(err.to_string())
         }
         _ => TrialError::MissingElements(missing),
     }
@@ -215,7 +188,11 @@ pub fn trial_encode(fragment: &str, raw_input: Option<&str>, frames: u32, timeou
             "videotestsrc num-buffers={frames} ! video/x-raw,format=I420,{caps} \
              ! {H264_TEST_ENCODER} tune=zerolatency speed-preset=ultrafast key-int-max={TRIAL_FPS}"
         ),
-        None => return Err(TrialError::NoH264Source),
+        None => {
+            return Err(TrialError::NoH264Source {
+                encoder: H264_TEST_ENCODER,
+            })
+        }
     };
     let description = format!("{source} ! {fragment} ! fakesink name={SINK_NAME} sync=false");
     let pipeline = NullOnDrop(parse(&description, gst::parse::launch_full)?);
