@@ -356,7 +356,7 @@ impl Actor {
                 None
             }
             Effect::StopEncoding(encoding) => {
-                info!(%encoding, "last viewer of this encoding left; stopping it");
+                info!(codec = %encoding.codec, tier = ?encoding.tier, "last viewer of this encoding left; stopping it");
                 if let Some(detaching) = self.pipeline.as_mut().and_then(|p| p.remove_encoding(encoding)) {
                     self.detaching.push(detaching);
                 }
@@ -440,7 +440,10 @@ impl Actor {
                     error: CameraError::NoEncoding(encoding.codec),
                 });
             };
-            info!(encoder = %plan.profile, %encoding, "starting an extra encoding");
+            match encoding {
+                EncodingKey::VP8 => info!(encoder = %plan.profile, "starting a VP8 encode for browsers without H.264"),
+                _ => info!(encoder = %plan.profile, %encoding, "starting the low tier for viewers on weak links"),
+            }
             if let Err(e) = pipeline.add_encoding(encoding, &plan) {
                 return Some(Input::AttachFailed {
                     conn,
