@@ -6,6 +6,7 @@ pub mod camera_pipeline;
 mod events;
 mod luma_probe;
 mod moving_ball;
+pub mod offer;
 mod stage;
 pub mod timecode;
 pub mod trial;
@@ -14,6 +15,7 @@ pub mod viewer;
 pub use branch::{Detaching, Tap};
 pub use camera_pipeline::{CameraPipeline, EncoderPlan, SourceSpec};
 pub use events::{FailureOrigin, PipelineEvent};
+pub use offer::ClientOffer;
 pub use viewer::{EventSink, IceSettings, ViewerBranch, ViewerEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,9 @@ pub enum MediaError {
     State(String),
     #[error("{0}")]
     Sdp(String),
+    /// The client's offer has nothing the camera can send (see `offer::ClientOffer::payload_for`).
+    #[error("{0}")]
+    Codec(String),
     #[error("answer to an earlier offer; ignored")]
     StaleAnswer,
 }
