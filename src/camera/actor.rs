@@ -20,8 +20,8 @@ use super::{
 };
 use crate::encoders::Codec;
 use crate::media::{
-    camera_pipeline, CameraPipeline, Detaching, EventSink, FailureOrigin, MediaError, PipelineEvent, Tap, ViewerBranch,
-    ViewerEvent,
+    camera_pipeline, CameraPipeline, ClientOffer, Detaching, EventSink, FailureOrigin, MediaError, PipelineEvent, Tap,
+    ViewerBranch, ViewerEvent,
 };
 
 /// How long a stopping camera waits for branches already being detached to finish before it stops
@@ -116,11 +116,11 @@ impl Actor {
 
     async fn on_command(&mut self, command: Command) {
         match command {
-            Command::Join { viewer, codecs } => {
+            Command::Join { viewer, codecs, offer } => {
                 let conn = viewer.conn;
                 let span = info_span!("viewer", conn);
                 self.viewers.insert(conn, Viewer { port: viewer, span });
-                self.step(Input::Join { conn, codecs }).await;
+                self.step(Input::Join { conn, codecs, offer }).await;
                 if let Some(viewer) = self.viewers.get(&conn) {
                     let codec = self.lifecycle.codec_of(conn).map(|c| c.to_string()).unwrap_or_default();
                     viewer.span.in_scope(|| info!(%codec, "viewer joined"));
@@ -179,6 +179,7 @@ impl Actor {
         let current = self.lifecycle.branch_of(conn, "event").is_ok_and(|b| b == branch);
         match event {
             ViewerEvent::Offer(sdp) if current => self.to_viewer(conn, ToViewer::Offer(sdp), "offer sent"),
+            ViewerEvent::Answer(sdp) if current => self.to_viewer(conn, ToViewer::Answer(sdp), "answer sent"),
             ViewerEvent::Candidate { mline, candidate } if current => {
                 self.to_viewer(conn, ToViewer::Candidate { mline, candidate }, "")
             }
@@ -187,7 +188,15 @@ impl Actor {
                 if current {
                     self.in_viewer_span(conn, || warn!(%reason, "viewer failed"));
                 }
-                self.step(Input::ViewerFailed { conn, branch, reason }).await;
+                let error = CameraError::ViewerFailed(reason);
+                self.step(Input::ViewerFailed { conn, branch, error }).await;
+            }
+            ViewerEvent::OfferRefused(reason) => {
+                if current {
+                    self.in_viewer_span(conn, || warn!(%reason, "viewer's offer refused"));
+                }
+                let error = CameraError::Unanswerable(reason);
+                self.step(Input::ViewerFailed { conn, branch, error }).await;
             }
             _ => debug!(conn, branch, "late event of a replaced branch dropped"),
         }
@@ -234,7 +243,8 @@ impl Actor {
                     conn,
                     || warn!(%reason, "viewer's branch failed; ending that viewer only"),
                 );
-                self.step(Input::ViewerFailed { conn, branch, reason }).await;
+                let error = CameraError::ViewerFailed(reason);
+                self.step(Input::ViewerFailed { conn, branch, error }).await;
             }
         }
     }
@@ -286,7 +296,12 @@ impl Actor {
                 self.stop_pipeline().await;
                 None
             }
-            Effect::Attach { conn, branch, codec } => self.attach(conn, branch, codec),
+            Effect::Attach {
+                conn,
+                branch,
+                codec,
+                offer,
+            } => self.attach(conn, branch, codec, offer.as_deref()),
             Effect::Detach { conn } => {
                 if let Some((_, branch)) = self.branches.remove(&conn) {
                     self.detaching.push(branch.detach());
@@ -348,7 +363,7 @@ impl Actor {
         let _ = tokio::task::spawn_blocking(move || pipeline.shut_down()).await;
     }
 
-    fn attach(&mut self, conn: ConnId, branch: BranchId, codec: Codec) -> Option<Input> {
+    fn attach(&mut self, conn: ConnId, branch: BranchId, codec: Codec, offer: Option<&str>) -> Option<Input> {
         let events = self.event_sink(conn, branch);
         let vp8 = self.lifecycle.setup().and_then(|s| s.vp8.clone());
         let pipeline = self.pipeline.as_mut()?;
@@ -380,18 +395,24 @@ impl Actor {
             }
         }
         let tee = pipeline.tee(codec, Tap::Rtp)?;
-        match ViewerBranch::attach(tee, branch, &self.shared.ice, events) {
+        let made = match offer {
+            None => ViewerBranch::attach(tee, branch, &self.shared.ice, events),
+            Some(sdp) => ClientOffer::parse(sdp)
+                .and_then(|offer| ViewerBranch::answer(tee, branch, &self.shared.ice, events, &offer, codec)),
+        };
+        match made {
             Ok(viewer_branch) => {
                 self.branches.insert(conn, (branch, viewer_branch));
                 None
             }
             Err(e) => {
                 warn!(error = %e, "could not add viewer");
-                Some(Input::AttachFailed {
-                    conn,
-                    branch,
-                    error: CameraError::Branch(e.to_string()),
-                })
+                let error = match e {
+                    MediaError::Sdp(why) => CameraError::BadSdp(why),
+                    MediaError::Codec(why) => CameraError::Unanswerable(why),
+                    other => CameraError::Branch(other.to_string()),
+                };
+                Some(Input::AttachFailed { conn, branch, error })
             }
         }
     }

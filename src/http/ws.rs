@@ -69,6 +69,8 @@ impl ViewerSink for CameraChannel {
                 sdp_mline_index: mline,
             },
             ToViewer::Error(error) => ServerMessage::error(Some(&camera), error.to_string()),
+            // A websocket viewer never offers (`Join` without an offer), so it is never answered.
+            ToViewer::Answer(_) => return debug!(camera, "answer for a websocket viewer dropped"),
         });
     }
 }
@@ -156,6 +158,7 @@ fn handle_text(state: &AppState, outbox: &Outbox, joined: &mut HashSet<String>, 
             Command::Join {
                 viewer: viewer.clone(),
                 codecs,
+                offer: None,
             }
         }
         ClientMessage::Answer { sdp, .. } => Command::Answer {
