@@ -1,8 +1,9 @@
 //! The HTTP surface: one router for everything a browser or a script talks to: the signalling
-//! websocket (`/ws`), the JSON API (`/api/...`) and the viewer page.
+//! websocket (`/ws`), WHEP (`/whep/...`), the JSON API (`/api/...`) and the viewer page.
 
 mod api;
 mod static_files;
+mod whep;
 mod ws;
 
 use std::sync::atomic::AtomicU64;
@@ -24,7 +25,9 @@ pub struct AppState {
     /// The encoder profile report, as shown by `edgecam profiles`.
     pub profiles: Arc<serde_json::Value>,
     pub web: WebFiles,
+    /// Viewer connection ids, shared by websockets and WHEP sessions: a camera tells viewers apart by them.
     next_conn: Arc<AtomicU64>,
+    whep: whep::Sessions,
 }
 
 impl AppState {
@@ -35,6 +38,7 @@ impl AppState {
             profiles: Arc::new(profiles),
             web,
             next_conn: Arc::default(),
+            whep: whep::Sessions::default(),
         }
     }
 }
@@ -49,5 +53,6 @@ pub fn router(state: AppState) -> Router {
         // The original system's viewer URL keeps working.
         .route("/dual_camera_viewer.html", get(static_files::index))
         .route("/:file", get(static_files::file))
+        .merge(whep::router())
         .with_state(state)
 }

@@ -47,6 +47,32 @@ impl ClientOffer {
         &self.message
     }
 
+    /// The offer's ICE username fragment (session level, else the first m-line's): a trickled
+    /// candidate with another one belongs to an ICE restart.
+    pub fn ice_ufrag(&self) -> Option<String> {
+        self.message
+            .attribute_val("ice-ufrag")
+            .or_else(|| self.message.medias().find_map(|m| m.attribute_val("ice-ufrag")))
+            .map(str::to_string)
+    }
+
+    /// The m-line index a trickled candidate for `mid` goes to: with BUNDLE every candidate is for the
+    /// one transport, which webrtcbin keeps under the group's first m-line.
+    pub fn candidate_mline(&self, mid: Option<&str>) -> u32 {
+        let index_of = |mid: &str| {
+            self.message
+                .medias()
+                .position(|m| m.attribute_val("mid") == Some(mid))
+                .map(|i| i as u32)
+        };
+        let bundle_first = self
+            .message
+            .attributes()
+            .filter(|a| a.key() == "group")
+            .find_map(|a| a.value()?.strip_prefix("BUNDLE ")?.split_whitespace().next());
+        bundle_first.or(mid).and_then(index_of).unwrap_or(0)
+    }
+
     /// The video codecs a camera could send into this offer, by name as `Codec` parses them ("H264",
     /// "VP8"), in the client's order; other codecs (AV1, VP9, H.264 in mode 0) by their SDP name, so a
     /// refusal can say what the client wanted.
@@ -208,6 +234,21 @@ mod tests {
             106,
             "else the first"
         );
+    }
+
+    #[test]
+    fn trickled_candidates_go_to_the_bundles_transport() {
+        gst::init().unwrap();
+        let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE v a\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:a\r\na=ice-ufrag:abcd\r\na=rtpmap:111 OPUS/48000\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:v\r\na=rtpmap:96 VP8/90000\r\n";
+        let offer = ClientOffer::parse(sdp).unwrap();
+        assert_eq!(offer.candidate_mline(Some("a")), 1, "the group's first mid is video, m-line 1");
+        assert_eq!(offer.candidate_mline(None), 1);
+        assert_eq!(offer.ice_ufrag().as_deref(), Some("abcd"));
+        let unbundled = ClientOffer::parse(&sdp.replace("a=group:BUNDLE v a\r\n", "")).unwrap();
+        assert_eq!(unbundled.candidate_mline(Some("a")), 0);
+        assert_eq!(unbundled.candidate_mline(Some("v")), 1);
     }
 
     #[test]
