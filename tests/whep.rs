@@ -38,7 +38,10 @@ impl Reply {
 /// One HTTP/1.0 request (the server closes the connection, no chunking): enough for WHEP.
 async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Result<Reply> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -76,11 +79,34 @@ async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &
 }
 
 async fn post_offer(addr: SocketAddr, camera: &str, sdp: &str) -> Result<Reply> {
-    request(addr, "POST", &format!("/whep/{camera}"), &[("Content-Type", "application/sdp")], sdp).await
+    request(
+        addr,
+        "POST",
+        &format!("/whep/{camera}"),
+        &[("Content-Type", "application/sdp")],
+        sdp,
+    )
+    .await
 }
 
 fn threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The daemon's thread names, counted, for a failure message.
+fn thread_names(pid: u32) -> String {
+    let mut names: std::collections::BTreeMap<String, usize> = Default::default();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        *names.entry(name.trim().to_string()).or_default() += 1;
+    }
+    format!("{names:?}")
 }
 
 /// Waits until the daemon runs no more threads than `baseline`: every branch it made was freed.
@@ -89,7 +115,7 @@ async fn wait_threads_back(daemon: &Daemon, baseline: usize) -> Result<()> {
     wait_until("the daemon's threads back to their baseline", LIVENESS, || async move {
         let now = threads(pid);
         if now > baseline {
-            bail!("{now} threads, baseline {baseline}");
+            bail!("{now} threads, baseline {baseline}: {}", thread_names(pid));
         }
         Ok(())
     })
@@ -169,7 +195,10 @@ impl Receiver {
         let sdp = local.sdp().as_text()?;
         let mut fragment = String::new();
         for key in ["a=ice-ufrag:", "a=ice-pwd:"] {
-            let line = sdp.lines().find(|l| l.starts_with(key)).context("offer without ICE credentials")?;
+            let line = sdp
+                .lines()
+                .find(|l| l.starts_with(key))
+                .context("offer without ICE credentials")?;
             fragment.push_str(line);
             fragment.push_str("\r\n");
         }
@@ -218,7 +247,9 @@ fn decode_pads(pipeline: &gst::Pipeline, element: &gst::Element, frames: Arc<Ato
         if pad.direction() != gst::PadDirection::Src {
             return;
         }
-        let Ok(decodebin) = gst::ElementFactory::make("decodebin").build() else { return };
+        let Ok(decodebin) = gst::ElementFactory::make("decodebin").build() else {
+            return;
+        };
         let (weak, frames) = (pipeline.downgrade(), frames.clone());
         decodebin.connect_pad_added(move |_, decoded| {
             let Some(pipeline) = weak.upgrade() else { return };
@@ -264,8 +295,9 @@ async fn whepsrc_decodes_a_camera_while_the_page_keeps_decoding() {
     gst::init().unwrap();
     gstwebrtchttp::plugin_register_static().unwrap();
     let pipeline = gst::Pipeline::new();
-    // whepsrc's defaults: VP8, VP9, H.264, H.265 and AV1 video, and Opus audio, which the camera has
-    // none of: the answer must turn audio down and still send the video.
+    // whepsrc's defaults: VP8, VP9, H.264 (without packetization-mode, so mode 0, which rtph264pay
+    // cannot send), H.265 and AV1 video, and Opus audio, which the camera has none of. So it gets VP8,
+    // the camera's extra encoding started for it, and an answer that turns the audio down.
     let whepsrc = gst::ElementFactory::make("whepsrc")
         .property("whep-endpoint", format!("http://{}/whep/demo1", daemon.addr))
         .build()
@@ -285,19 +317,24 @@ async fn whepsrc_decodes_a_camera_while_the_page_keeps_decoding() {
     pipeline.set_state(gst::State::Playing).unwrap();
 
     let decoded = wait_frames(&frames, 60, "whepsrc decoding demo1").await;
-    let bus_errors: Vec<String> = std::iter::from_fn(|| pipeline.bus().unwrap().pop_filtered(&[gst::MessageType::Error]))
-        .map(|m| format!("{m:?}"))
-        .collect();
+    let bus_errors: Vec<String> =
+        std::iter::from_fn(|| pipeline.bus().unwrap().pop_filtered(&[gst::MessageType::Error]))
+            .map(|m| format!("{m:?}"))
+            .collect();
     decoded.unwrap_or_else(|e| panic!("{e:#}\nbus errors: {bus_errors:?}\ndaemon:\n{}", daemon.log_tail(40)));
     wait_viewers(daemon.addr, "demo1", 2).await.unwrap();
     wait_rising(&page, &base).await.expect("the page keeps decoding");
 
-    // whepsrc sends DELETE when it stops; the branch and its threads go.
+    // whepsrc sends DELETE when it stops; the branch, the VP8 encoding and their threads go.
     pipeline.set_state(gst::State::Null).unwrap();
     wait_viewers(daemon.addr, "demo1", 1).await.unwrap();
-    wait_threads_back(&daemon, baseline).await.unwrap();
+    wait_threads_back(&daemon, baseline)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\ndaemon:\n{}", daemon.log_tail(40)));
     let again = common::viewer::sample(&page, &["demo1"]).await.unwrap();
-    wait_rising(&page, &again).await.expect("the page still decodes after whepsrc left");
+    wait_rising(&page, &again)
+        .await
+        .expect("the page still decodes after whepsrc left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,7 +358,10 @@ async fn candidates_trickled_by_patch_connect_and_delete_frees_the_branch() {
     let location = reply.header("location").expect("Location").to_string();
     assert!(location.starts_with("/whep/demo1/"), "{location}");
     let etag = reply.header("etag").expect("ETag").to_string();
-    assert!(reply.body.contains("a=candidate:"), "the answer has the daemon's candidates");
+    assert!(
+        reply.body.contains("a=candidate:"),
+        "the answer has the daemon's candidates"
+    );
     // Without the daemon's candidates this side cannot start a check: the session connects only if
     // the daemon learns ours, from the PATCH.
     let answer: String = reply
@@ -337,15 +377,24 @@ async fn candidates_trickled_by_patch_connect_and_delete_frees_the_branch() {
         daemon.addr,
         "PATCH",
         &location,
-        &[("Content-Type", "application/trickle-ice-sdpfrag"), ("If-Match", "\"not-it\"")],
+        &[
+            ("Content-Type", "application/trickle-ice-sdpfrag"),
+            ("If-Match", "\"not-it\""),
+        ],
         &fragment,
     )
     .await
     .unwrap();
     assert_eq!(stale.status, 412, "a PATCH for another ETag is refused: {}", stale.body);
-    let wrong_type = request(daemon.addr, "PATCH", &location, &[("Content-Type", "text/plain")], &fragment)
-        .await
-        .unwrap();
+    let wrong_type = request(
+        daemon.addr,
+        "PATCH",
+        &location,
+        &[("Content-Type", "text/plain")],
+        &fragment,
+    )
+    .await
+    .unwrap();
     assert_eq!(wrong_type.status, 415);
 
     let patched = request(
@@ -407,7 +456,11 @@ async fn each_bad_request_gets_its_status_and_the_preflight_exposes_the_headers(
     assert_eq!(wrong_type.status, 415, "{}", wrong_type.body);
     let av1 = post_offer(addr, "demo1", AV1_ONLY).await.unwrap();
     assert_eq!(av1.status, 406, "{}", av1.body);
-    assert!(av1.body.contains("AV1"), "the reason names what was asked: {}", av1.body);
+    assert!(
+        av1.body.contains("AV1"),
+        "the reason names what was asked: {}",
+        av1.body
+    );
     let huge = post_offer(addr, "demo1", &"v=0\r\n".repeat(20_000)).await.unwrap();
     assert_eq!(huge.status, 413);
 
@@ -441,13 +494,23 @@ async fn each_bad_request_gets_its_status_and_the_preflight_exposes_the_headers(
     )
     .await
     .unwrap();
-    assert!(preflight.status == 204 || preflight.status == 200, "{}", preflight.status);
-    let exposed = preflight.header("access-control-expose-headers").unwrap_or_default().to_ascii_lowercase();
+    assert!(
+        preflight.status == 204 || preflight.status == 200,
+        "{}",
+        preflight.status
+    );
+    let exposed = preflight
+        .header("access-control-expose-headers")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     for name in ["location", "etag", "link"] {
         assert!(exposed.contains(name), "{name} exposed: {exposed}");
     }
     let methods = preflight.header("access-control-allow-methods").unwrap_or_default();
-    assert!(methods.contains("POST") && methods.contains("PATCH") && methods.contains("DELETE"), "{methods}");
+    assert!(
+        methods.contains("POST") && methods.contains("PATCH") && methods.contains("DELETE"),
+        "{methods}"
+    );
     assert!(preflight.header("access-control-allow-origin").is_some());
     assert_eq!(preflight.header("accept-post"), Some("application/sdp"));
 }

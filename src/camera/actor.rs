@@ -310,6 +310,19 @@ impl Actor {
             }
             Effect::StopEncoding(codec) => {
                 info!(%codec, "last viewer of this encoding left; stopping it");
+                // The lifecycle detaches the encoding's last branch just before: that branch lives in
+                // the encoding's bin and must be off it first, or taking the encoding down races its
+                // detach and the branch is never freed (its webrtcbin's threads stayed; tests/whep.rs).
+                let pending = std::mem::take(&mut self.detaching);
+                if tokio::time::timeout(DETACH_WAIT, futures_util::future::join_all(pending))
+                    .await
+                    .is_err()
+                {
+                    warn!(
+                        "branches still detaching after {} s; stopping the encoding under them",
+                        DETACH_WAIT.as_secs()
+                    );
+                }
                 if let Some(detaching) = self.pipeline.as_mut().and_then(|p| p.remove_encoding(codec)) {
                     self.detaching.push(detaching);
                 }

@@ -135,7 +135,10 @@ impl Drop for LeaveUnlessAnswered {
         if !self.answered {
             self.sessions.remove(&self.id);
             if !self.camera.try_send(Command::Leave { conn: self.conn }) {
-                debug!(conn = self.conn, "camera gone or busy; its negotiation timeout frees the branch");
+                debug!(
+                    conn = self.conn,
+                    "camera gone or busy; its negotiation timeout frees the branch"
+                );
             }
         }
     }
@@ -237,7 +240,10 @@ async fn trickle(
         return refuse(StatusCode::NOT_FOUND, "no such WHEP session");
     };
     if !has_content_type(&headers, TRICKLE) {
-        return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, &format!("send candidates as {TRICKLE}"));
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!("send candidates as {TRICKLE}"),
+        );
     }
     if let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
         if wanted.trim() != "*" && wanted.trim() != quoted(&session.etag) {
@@ -285,8 +291,14 @@ async fn end(State(state): State<AppState>, Path((camera, id)): Path<(String, St
 async fn preflight() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(ALLOW_METHODS));
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOW_HEADERS));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOW_METHODS),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOW_HEADERS),
+    );
     h.insert("accept-post", HeaderValue::from_static(SDP));
     h.insert("accept-patch", HeaderValue::from_static(TRICKLE));
     with_cors(response)
@@ -358,7 +370,10 @@ fn refuse(status: StatusCode, reason: &str) -> Response {
 fn with_cors(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSE_HEADERS),
+    );
     response
 }
 

@@ -243,7 +243,11 @@ mod tests {
                    m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:a\r\na=ice-ufrag:abcd\r\na=rtpmap:111 OPUS/48000\r\n\
                    m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:v\r\na=rtpmap:96 VP8/90000\r\n";
         let offer = ClientOffer::parse(sdp).unwrap();
-        assert_eq!(offer.candidate_mline(Some("a")), 1, "the group's first mid is video, m-line 1");
+        assert_eq!(
+            offer.candidate_mline(Some("a")),
+            1,
+            "the group's first mid is video, m-line 1"
+        );
         assert_eq!(offer.candidate_mline(None), 1);
         assert_eq!(offer.ice_ufrag().as_deref(), Some("abcd"));
         let unbundled = ClientOffer::parse(&sdp.replace("a=group:BUNDLE v a\r\n", "")).unwrap();
