@@ -21,8 +21,8 @@ use super::{
 use super::{LinkReport, ViewerLink};
 
 use crate::media::{
-    camera_pipeline, CameraPipeline, Detaching, EncodingKey, EventSink, FailureOrigin, MediaError, PipelineEvent, Tap,
-    Tier, ViewerBranch, ViewerEvent, ViewerStats,
+    camera_pipeline, CameraPipeline, ClientOffer, Detaching, EncodingKey, EventSink, FailureOrigin, MediaError,
+    PipelineEvent, Tap, Tier, ViewerBranch, ViewerEvent, ViewerStats,
 };
 
 /// How long a stopping camera waits for branches already being detached to finish before it stops
@@ -121,11 +121,11 @@ impl Actor {
 
     async fn on_command(&mut self, command: Command) {
         match command {
-            Command::Join { viewer, codecs } => {
+            Command::Join { viewer, codecs, offer } => {
                 let conn = viewer.conn;
                 let span = info_span!("viewer", conn);
                 self.viewers.insert(conn, Viewer { port: viewer, span });
-                self.step(Input::Join { conn, codecs }).await;
+                self.step(Input::Join { conn, codecs, offer }).await;
                 if let Some(viewer) = self.viewers.get(&conn) {
                     let encoding = self.lifecycle.encoding_of(conn);
                     let codec = encoding.map(|e| e.codec.to_string()).unwrap_or_default();
@@ -185,6 +185,7 @@ impl Actor {
         let current = self.lifecycle.branch_of(conn, "event").is_ok_and(|b| b == branch);
         match event {
             ViewerEvent::Offer(sdp) if current => self.to_viewer(conn, ToViewer::Offer(sdp), "offer sent"),
+            ViewerEvent::Answer(sdp) if current => self.to_viewer(conn, ToViewer::Answer(sdp), "answer sent"),
             ViewerEvent::Candidate { mline, candidate } if current => {
                 self.to_viewer(conn, ToViewer::Candidate { mline, candidate }, "")
             }
@@ -194,7 +195,15 @@ impl Actor {
                 if current {
                     self.in_viewer_span(conn, || warn!(%reason, "viewer failed"));
                 }
-                self.step(Input::ViewerFailed { conn, branch, reason }).await;
+                let error = CameraError::ViewerFailed(reason);
+                self.step(Input::ViewerFailed { conn, branch, error }).await;
+            }
+            ViewerEvent::OfferRefused(reason) => {
+                if current {
+                    self.in_viewer_span(conn, || warn!(%reason, "viewer's offer refused"));
+                }
+                let error = CameraError::Unanswerable(reason);
+                self.step(Input::ViewerFailed { conn, branch, error }).await;
             }
             _ => debug!(conn, branch, "late event of a replaced branch dropped"),
         }
@@ -292,7 +301,8 @@ impl Actor {
                     conn,
                     || warn!(%reason, "viewer's branch failed; ending that viewer only"),
                 );
-                self.step(Input::ViewerFailed { conn, branch, reason }).await;
+                let error = CameraError::ViewerFailed(reason);
+                self.step(Input::ViewerFailed { conn, branch, error }).await;
             }
         }
     }
@@ -348,7 +358,12 @@ impl Actor {
                 self.stop_pipeline().await;
                 None
             }
-            Effect::Attach { conn, branch, encoding } => self.attach(conn, branch, encoding),
+            Effect::Attach {
+                conn,
+                branch,
+                encoding,
+                offer,
+            } => self.attach(conn, branch, encoding, offer.as_deref()),
             Effect::Detach { conn } => {
                 if let Some((_, branch)) = self.branches.remove(&conn) {
                     self.detaching.push(branch.detach());
@@ -357,6 +372,19 @@ impl Actor {
             }
             Effect::StopEncoding(encoding) => {
                 info!(codec = %encoding.codec, tier = ?encoding.tier, "last viewer of this encoding left; stopping it");
+                // The lifecycle detaches the encoding's last branch just before: that branch lives in
+                // the encoding's bin and must be off it first, or taking the encoding down races its
+                // detach and the branch is never freed (its webrtcbin's threads stayed; tests/whep.rs).
+                let pending = std::mem::take(&mut self.detaching);
+                if tokio::time::timeout(DETACH_WAIT, futures_util::future::join_all(pending))
+                    .await
+                    .is_err()
+                {
+                    warn!(
+                        "branches still detaching after {} s; stopping the encoding under them",
+                        DETACH_WAIT.as_secs()
+                    );
+                }
                 if let Some(detaching) = self.pipeline.as_mut().and_then(|p| p.remove_encoding(encoding)) {
                     self.detaching.push(detaching);
                 }
@@ -417,7 +445,7 @@ impl Actor {
         let _ = tokio::task::spawn_blocking(move || pipeline.shut_down()).await;
     }
 
-    fn attach(&mut self, conn: ConnId, branch: BranchId, encoding: EncodingKey) -> Option<Input> {
+    fn attach(&mut self, conn: ConnId, branch: BranchId, encoding: EncodingKey, offer: Option<&str>) -> Option<Input> {
         let events = self.event_sink(conn, branch);
         let setup = self.lifecycle.setup()?;
         let extra = match encoding {
@@ -453,18 +481,24 @@ impl Actor {
             }
         }
         let tee = pipeline.tee(encoding, Tap::Rtp)?;
-        match ViewerBranch::attach(tee, branch, &self.shared.ice, events) {
+        let made = match offer {
+            None => ViewerBranch::attach(tee, branch, &self.shared.ice, events),
+            Some(sdp) => ClientOffer::parse(sdp)
+                .and_then(|offer| ViewerBranch::answer(tee, branch, &self.shared.ice, events, &offer, encoding.codec)),
+        };
+        match made {
             Ok(viewer_branch) => {
                 self.branches.insert(conn, (branch, viewer_branch));
                 None
             }
             Err(e) => {
                 warn!(error = %e, "could not add viewer");
-                Some(Input::AttachFailed {
-                    conn,
-                    branch,
-                    error: CameraError::Branch(e.to_string()),
-                })
+                let error = match e {
+                    MediaError::Sdp(why) => CameraError::BadSdp(why),
+                    MediaError::Codec(why) => CameraError::Unanswerable(why),
+                    other => CameraError::Branch(other.to_string()),
+                };
+                Some(Input::AttachFailed { conn, branch, error })
             }
         }
     }

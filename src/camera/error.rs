@@ -20,6 +20,13 @@ pub enum CameraError {
     NoSuchViewer(&'static str),
     #[error("answer while the camera is not streaming")]
     NotStreaming,
+    /// A viewer that brings its own offer cannot wait for a camera that is not there.
+    #[error("camera is offline: {0}")]
+    Offline(String),
+    /// The viewer's offer asks for something its branch cannot send (webrtcbin found no transceiver
+    /// for its video, or refused it).
+    #[error("the offer cannot be answered: {0}")]
+    Unanswerable(String),
     /// The viewer's SDP or candidate was refused (not SDP, rejected video, ...).
     #[error("{0}")]
     BadSdp(String),
@@ -40,7 +47,8 @@ impl CameraError {
             Self::Unknown(_) | Self::NoSuchViewer(_) => 404,
             Self::NoCommonCodec { .. } | Self::NoEncoding(_) => 406,
             Self::BadSdp(_) => 400,
-            Self::NotStreaming | Self::Busy | Self::TooMany { .. } => 503,
+            Self::Unanswerable(_) => 422,
+            Self::NotStreaming | Self::Offline(_) | Self::Busy | Self::TooMany { .. } => 503,
             Self::NegotiationTimeout(_) => 408,
             Self::ViewerFailed(_) | Self::Branch(_) => 500,
         }
@@ -56,6 +64,13 @@ mod tests {
         assert_eq!(CameraError::Unknown("x".into()).http_status(), 404);
         assert_eq!(CameraError::BadSdp("not SDP".into()).http_status(), 400);
         assert_eq!(CameraError::NotStreaming.http_status(), 503);
+        assert_eq!(CameraError::Offline("device unplugged".into()).http_status(), 503);
+        let cap = CameraError::TooMany {
+            what: "viewers",
+            limit: 32,
+        };
+        assert_eq!(cap.http_status(), 503);
+        assert_eq!(CameraError::Unanswerable("no video".into()).http_status(), 422);
         let e = CameraError::NoCommonCodec {
             offered: "H.264".into(),
             wanted: "AV1".into(),

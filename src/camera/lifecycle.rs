@@ -73,6 +73,8 @@ pub enum Input {
     Join {
         conn: ConnId,
         codecs: Option<Vec<String>>,
+        /// The viewer's own SDP offer: its branch answers instead of offering.
+        offer: Option<String>,
     },
     Leave {
         conn: ConnId,
@@ -100,10 +102,11 @@ pub enum Input {
         conn: ConnId,
         branch: BranchId,
     },
+    /// The viewer's session broke (`CameraError::ViewerFailed`) or its offer could not be answered.
     ViewerFailed {
         conn: ConnId,
         branch: BranchId,
-        reason: String,
+        error: CameraError,
     },
     /// A viewer's branch reports its link (about once a second).
     LinkReport {
@@ -137,6 +140,8 @@ pub enum Effect {
         conn: ConnId,
         branch: BranchId,
         encoding: EncodingKey,
+        /// The viewer's offer, to answer; None: the branch offers.
+        offer: Option<String>,
     },
     /// Take the viewer's branch off its tee and free it.
     Detach {
@@ -187,6 +192,9 @@ struct Viewer {
     branch: Option<BranchId>,
     /// When the current negotiation started; None once connected.
     negotiating_since: Option<Instant>,
+    /// The viewer's own offer (WHEP). Its one answer is tied to its first branch: it cannot follow a
+    /// rebuilt pipeline, so it is dropped when that branch goes.
+    offer: Option<String>,
 }
 
 pub struct Lifecycle {
@@ -232,7 +240,7 @@ impl Lifecycle {
                 self.stop(&mut out);
                 self.phase = Phase::Offline(Some("device unplugged".into()));
             }
-            Input::Join { conn, codecs } => self.join(now, conn, codecs.as_deref(), &mut out),
+            Input::Join { conn, codecs, offer } => self.join(now, conn, codecs.as_deref(), offer, &mut out),
             Input::Leave { conn } => self.leave(conn, &mut out),
             Input::Started => self.started(now, &mut out),
             Input::StartFailed {
@@ -262,8 +270,8 @@ impl Lifecycle {
                 self.viewers.entry(conn).and_modify(|v| v.branch = None);
                 self.drop_viewer(conn, error, &mut out)
             }
-            Input::ViewerFailed { conn, branch, reason } if self.is_current(conn, branch) => {
-                self.drop_viewer(conn, CameraError::ViewerFailed(reason), &mut out)
+            Input::ViewerFailed { conn, branch, error } if self.is_current(conn, branch) => {
+                self.drop_viewer(conn, error, &mut out)
             }
             Input::AttachFailed { .. } | Input::ViewerFailed { .. } => {}
             Input::ViewerConnected { conn, branch } => {
@@ -297,11 +305,26 @@ impl Lifecycle {
         }
     }
 
-    fn join(&mut self, now: Instant, conn: ConnId, codecs: Option<&[String]>, out: &mut Vec<Effect>) {
+    fn join(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        codecs: Option<&[String]>,
+        offer: Option<String>,
+        out: &mut Vec<Effect>,
+    ) {
         let codec = match self.pick_codec(codecs) {
             Ok(codec) => codec,
             Err(error) => return out.push(Effect::Notify { conn, error }),
         };
+        // A viewer with its own offer holds a request open for its answer; it is told now that there is
+        // no camera to answer it, rather than waiting for a device that may never return.
+        if let Some(reason) = self.offline_reason().filter(|_| offer.is_some()) {
+            return out.push(Effect::Notify {
+                conn,
+                error: CameraError::Offline(reason),
+            });
+        }
         // A page that sends ready again (reload of one card, reconnect) replaces its old session.
         if self.viewers.contains_key(&conn) {
             self.remove_viewer(conn, out);
@@ -320,6 +343,7 @@ impl Lifecycle {
                 moved_at: None,
                 branch: None,
                 negotiating_since: None,
+                offer,
             },
         );
         match self.phase {
@@ -327,6 +351,15 @@ impl Lifecycle {
             Phase::Idle => self.start_or_fail(out, || "no usable encoder for this camera".into()),
             Phase::Streaming { .. } => self.attach(now, conn, out),
             _ => {} // it waits for the pipeline
+        }
+    }
+
+    /// Why nothing streams, when the camera is down (not merely idle or starting).
+    fn offline_reason(&self) -> Option<String> {
+        match &self.phase {
+            Phase::Offline(why) => Some(why.clone().unwrap_or_else(|| "not plugged in".into())),
+            Phase::Retrying { reason, .. } | Phase::Failed(reason) => Some(reason.clone()),
+            _ => None,
         }
     }
 
@@ -453,6 +486,7 @@ impl Lifecycle {
             conn,
             branch: self.branches_made,
             encoding: viewer.encoding,
+            offer: viewer.offer.clone(),
         });
     }
 
@@ -618,11 +652,26 @@ impl Lifecycle {
         }
     }
 
-    /// Stops a pipeline that runs (or is starting); branches go with it, viewers stay and wait.
+    /// Stops a pipeline that runs (or is starting); branches go with it, viewers stay and wait for the
+    /// next one, except those that brought their own offer and had it answered (or being answered) by
+    /// a branch now gone: nothing can carry a new answer to them, so they are told and dropped.
     fn stop(&mut self, out: &mut Vec<Effect>) {
         self.rates.clear();
         if matches!(self.phase, Phase::Streaming { .. } | Phase::Starting) {
             out.push(Effect::StopPipeline);
+        }
+        let answered: Vec<ConnId> = self
+            .viewers
+            .iter()
+            .filter(|(_, v)| v.offer.is_some() && v.branch.is_some())
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in answered {
+            self.viewers.remove(&conn);
+            out.push(Effect::Notify {
+                conn,
+                error: CameraError::ViewerFailed("the camera's stream stopped; connect again".into()),
+            });
         }
         for viewer in self.viewers.values_mut() {
             viewer.branch = None;

@@ -80,7 +80,11 @@ impl Camera {
 }
 
 fn join(conn: ConnId) -> Input {
-    Input::Join { conn, codecs: None }
+    Input::Join {
+        conn,
+        codecs: None,
+        offer: None,
+    }
 }
 
 fn failed(origin: FailureOrigin, reason: &str) -> Input {
@@ -131,7 +135,8 @@ fn viewers_wait_for_an_unplugged_camera_and_get_a_branch_when_it_returns() {
         [Effect::Attach {
             conn: 1,
             branch: 1,
-            encoding: EncodingKey::MAIN
+            encoding: EncodingKey::MAIN,
+            offer: None,
         }]
     );
     camera.input(Input::Offline);
@@ -149,12 +154,14 @@ fn viewers_wait_for_an_unplugged_camera_and_get_a_branch_when_it_returns() {
             Effect::Attach {
                 conn: 1,
                 branch: 2,
-                encoding: EncodingKey::MAIN
+                encoding: EncodingKey::MAIN,
+                offer: None,
             },
             Effect::Attach {
                 conn: 2,
                 branch: 3,
-                encoding: EncodingKey::MAIN
+                encoding: EncodingKey::MAIN,
+                offer: None,
             }
         ]
     );
@@ -299,7 +306,8 @@ fn idle_stop_starts_for_the_first_viewer_and_stops_after_the_last() {
         [Effect::Attach {
             conn: 1,
             branch: 1,
-            encoding: EncodingKey::MAIN
+            encoding: EncodingKey::MAIN,
+            offer: None,
         }]
     );
     assert_eq!(
@@ -307,7 +315,8 @@ fn idle_stop_starts_for_the_first_viewer_and_stops_after_the_last() {
         [Effect::Attach {
             conn: 2,
             branch: 2,
-            encoding: EncodingKey::MAIN
+            encoding: EncodingKey::MAIN,
+            offer: None,
         }]
     );
     assert_eq!(camera.input(Input::Leave { conn: 1 }), [Effect::Detach { conn: 1 }]);
@@ -370,14 +379,15 @@ fn a_late_failure_of_a_replaced_branch_does_not_touch_the_new_one() {
             Effect::Attach {
                 conn: 1,
                 branch: 2,
-                encoding: EncodingKey::MAIN
+                encoding: EncodingKey::MAIN,
+                offer: None,
             }
         ]
     );
     let late = Input::ViewerFailed {
         conn: 1,
         branch: 1,
-        reason: "connection failed (DTLS)".into(),
+        error: CameraError::ViewerFailed("connection failed (DTLS)".into()),
     };
     assert_eq!(camera.input(late), []);
     assert_eq!(
@@ -411,13 +421,14 @@ fn a_viewer_failure_ends_that_viewer_only() {
             [Effect::Attach {
                 conn,
                 branch,
-                encoding: EncodingKey::MAIN
+                encoding: EncodingKey::MAIN,
+                offer: None,
             }]
         );
         let effects = camera.input(Input::ViewerFailed {
             conn,
             branch,
-            reason: "DTLS alert".into(),
+            error: CameraError::ViewerFailed("DTLS alert".into()),
         });
         assert_eq!(
             effects,
@@ -444,13 +455,15 @@ fn codecs_decide_h264_vp8_or_an_error_and_vp8_stops_with_its_last_viewer() {
     let vp8 = |conn| Input::Join {
         conn,
         codecs: Some(vec!["VP8".into(), "AV1".into()]),
+        offer: None,
     };
     assert_eq!(
         camera.input(vp8(1)),
         [Effect::Attach {
             conn: 1,
             branch: 1,
-            encoding: EncodingKey::VP8
+            encoding: EncodingKey::VP8,
+            offer: None,
         }]
     );
     assert_eq!(
@@ -458,25 +471,29 @@ fn codecs_decide_h264_vp8_or_an_error_and_vp8_stops_with_its_last_viewer() {
         [Effect::Attach {
             conn: 2,
             branch: 2,
-            encoding: EncodingKey::VP8
+            encoding: EncodingKey::VP8,
+            offer: None,
         }]
     );
     let both = Input::Join {
         conn: 3,
         codecs: Some(vec!["vp8".into(), "h264".into()]),
+        offer: None,
     };
     assert_eq!(
         camera.input(both),
         [Effect::Attach {
             conn: 3,
             branch: 3,
-            encoding: EncodingKey::MAIN
+            encoding: EncodingKey::MAIN,
+            offer: None,
         }]
     );
 
     let av1 = camera.input(Input::Join {
         conn: 4,
         codecs: Some(vec!["AV1".into()]),
+        offer: None,
     });
     let [Effect::Notify { conn: 4, error }] = &av1[..] else {
         panic!("{av1:?}")
@@ -619,7 +636,8 @@ fn a_weak_viewer_gets_the_low_tier_and_the_camera_returns_to_one_encode_when_it_
             Effect::Attach {
                 conn: 2,
                 branch: 3,
-                encoding: EncodingKey::LOW
+                encoding: EncodingKey::LOW,
+                offer: None,
             },
             Effect::SetBitrate {
                 encoding: EncodingKey::LOW,
@@ -645,7 +663,8 @@ fn a_weak_viewer_gets_the_low_tier_and_the_camera_returns_to_one_encode_when_it_
             Effect::Attach {
                 conn: 2,
                 branch: 4,
-                encoding: EncodingKey::MAIN
+                encoding: EncodingKey::MAIN,
+                offer: None,
             },
             Effect::StopEncoding(EncodingKey::LOW)
         ]
@@ -670,6 +689,7 @@ fn with_vp8_running_there_is_no_room_for_a_low_tier() {
     camera.input(Input::Join {
         conn: 1,
         codecs: Some(vec!["VP8".into()]),
+        offer: None,
     });
     camera.input(join(2));
     camera.input(join(3));
@@ -690,4 +710,101 @@ fn with_vp8_running_there_is_no_room_for_a_low_tier() {
         }],
         "VP8 follows its own viewers"
     );
+}
+
+fn join_offering(conn: ConnId) -> Input {
+    Input::Join {
+        conn,
+        codecs: Some(vec!["H264".into()]),
+        offer: Some(format!("v=0 offer of {conn}")),
+    }
+}
+
+#[test]
+fn a_viewers_offer_reaches_its_branch_and_an_offline_camera_refuses_it_at_once() {
+    let mut camera = Camera::new(IdlePolicy::Stop);
+    assert_eq!(
+        camera.input(join_offering(1)),
+        [Effect::Notify {
+            conn: 1,
+            error: CameraError::Offline("not plugged in".into())
+        }],
+        "nobody holds a request open for a camera that is not there"
+    );
+    assert_eq!(camera.lc.viewers(), 0);
+
+    assert_eq!(camera.input(Input::Online(setup(&["x264"]))), []);
+    assert_eq!(camera.state(), CameraState::Idle);
+    assert_eq!(
+        camera.input(join_offering(2)),
+        [Effect::StartPipeline { encoder: 0 }],
+        "an idle camera starts for it"
+    );
+    assert_eq!(
+        camera.input(Input::Started),
+        [Effect::Attach {
+            conn: 2,
+            branch: 1,
+            encoding: EncodingKey::MAIN,
+            offer: Some("v=0 offer of 2".into()),
+        }]
+    );
+    // Its negotiation is bounded like any other's.
+    let effects = camera.tick(TIMEOUT);
+    assert!(
+        effects.contains(&Effect::Notify {
+            conn: 2,
+            error: CameraError::NegotiationTimeout(TIMEOUT.as_secs())
+        }),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_rebuilt_pipeline_drops_answered_viewers_and_offers_anew_to_the_others() {
+    let mut camera = Camera::streaming(&["x264", "openh264"]);
+    camera.input(join(1));
+    camera.input(join_offering(2));
+    camera.input(Input::ViewerConnected { conn: 2, branch: 2 });
+    let effects = camera.input(failed(FailureOrigin::Encoder, "x264 crashed"));
+    assert_eq!(
+        effects,
+        [
+            Effect::StopPipeline,
+            Effect::Notify {
+                conn: 2,
+                error: CameraError::ViewerFailed("the camera's stream stopped; connect again".into())
+            },
+            Effect::StartPipeline { encoder: 1 },
+        ]
+    );
+    assert_eq!(camera.lc.viewers(), 1);
+    assert_eq!(
+        camera.input(Input::Started),
+        [Effect::Attach {
+            conn: 1,
+            branch: 3,
+            encoding: EncodingKey::MAIN,
+            offer: None,
+        }],
+        "the page's viewer gets a new offer"
+    );
+}
+
+#[test]
+fn an_offer_its_branch_cannot_answer_ends_that_viewer_with_the_reason() {
+    let mut camera = Camera::streaming(&["x264"]);
+    camera.input(join(1));
+    camera.input(join_offering(2));
+    let error = CameraError::Unanswerable("no video".into());
+    assert_eq!(
+        camera.input(Input::ViewerFailed {
+            conn: 2,
+            branch: 2,
+            error: error.clone(),
+        }),
+        [Effect::Notify { conn: 2, error }, Effect::Detach { conn: 2 }]
+    );
+    assert_eq!(camera.lc.viewers(), 1, "the other viewer stays");
+    assert_eq!(camera.lc.branch_of(1, "answer"), Ok(1));
 }

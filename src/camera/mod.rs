@@ -37,6 +37,9 @@ pub enum Command {
     Join {
         viewer: ViewerPort,
         codecs: Option<Vec<String>>,
+        /// The viewer's own SDP offer (WHEP): its branch answers it (`ToViewer::Answer`) instead of
+        /// offering. `codecs` are then the offer's video codecs.
+        offer: Option<String>,
     },
     Answer {
         viewer: ViewerPort,

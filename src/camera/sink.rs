@@ -1,5 +1,6 @@
 //! How a camera talks back to one viewer, whatever carries it: the websocket maps these to `offer`,
-//! `candidate` and `error` messages; an HTTP transport (WHEP) would map them to a response.
+//! `candidate` and `error` messages; WHEP (`http::whep`) maps the answer or the first error to its
+//! pending response.
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,6 +14,8 @@ pub type ConnId = u64;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToViewer {
     Offer(String),
+    /// The answer to the viewer's own offer, with the daemon's candidates in it.
+    Answer(String),
     Candidate {
         mline: u32,
         candidate: String,

@@ -161,6 +161,7 @@ async fn a_viewer_gets_an_offer_and_leaving_frees_it() {
         .send(Command::Join {
             viewer: viewer.clone(),
             codecs: None,
+            offer: None,
         })
         .await;
     match next_message(&mut rx).await {
@@ -206,6 +207,7 @@ async fn a_viewer_that_never_answers_is_dropped_after_the_negotiation_timeout() 
         .send(Command::Join {
             viewer: test_viewer("cam", 1, tx),
             codecs: None,
+            offer: None,
         })
         .await;
     wait_for(&registry, "one viewer", |i| i.viewers == 1).await;
@@ -231,6 +233,7 @@ async fn codecs_decide_h264_vp8_or_an_error() {
         .send(Command::Join {
             viewer: test_viewer("cam", 1, tx),
             codecs: Some(vec!["VP8".into(), "AV1".into()]),
+            offer: None,
         })
         .await;
     match next_message(&mut rx).await {
@@ -243,6 +246,7 @@ async fn codecs_decide_h264_vp8_or_an_error() {
         .send(Command::Join {
             viewer: test_viewer("cam", 2, tx),
             codecs: Some(vec!["AV1".into()]),
+            offer: None,
         })
         .await;
     match next_message(&mut rx).await {
@@ -289,6 +293,7 @@ async fn idle_policy_stop_starts_for_the_first_viewer_and_stops_after_the_last()
         .send(Command::Join {
             viewer: test_viewer("cam", 1, tx),
             codecs: None,
+            offer: None,
         })
         .await;
     wait_for(&registry, "streaming", |i| i.state == CameraState::Streaming).await;

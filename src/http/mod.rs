@@ -1,5 +1,5 @@
 //! The HTTP surface: one router for everything a browser or a script talks to: the signalling
-//! websocket (`/ws`), the JSON API (`/api/...`) and the viewer page.
+//! websocket (`/ws`), WHEP (`/whep/...`), the JSON API (`/api/...`) and the viewer page.
 //!
 //! Every request passes, in order: `guard` (Host, and Origin on `/ws`; security headers), then
 //! `auth` (401 without valid credentials when `auth:` is configured), then its route. `server` is the
@@ -12,6 +12,7 @@ pub mod server;
 mod static_files;
 pub mod tls;
 mod turn;
+mod whep;
 mod ws;
 mod ws_limits;
 
@@ -39,7 +40,9 @@ pub struct AppState {
     access: auth::Access,
     guard: guard::Guard,
     sockets: ws_limits::Sockets,
+    /// Viewer connection ids, shared by websockets and WHEP sessions: a camera tells viewers apart by them.
     next_conn: Arc<AtomicU64>,
+    whep: whep::Sessions,
 }
 
 impl AppState {
@@ -55,6 +58,7 @@ impl AppState {
             guard: guard::Guard::new(config.server_names.clone(), config.allowed_origins.clone()),
             sockets: ws_limits::Sockets::default(),
             next_conn: Arc::default(),
+            whep: whep::Sessions::default(),
         }
     }
 }
@@ -70,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         // The original system's viewer URL keeps working.
         .route("/dual_camera_viewer.html", get(static_files::index))
         .route("/:file", get(static_files::file))
+        .merge(whep::router())
         // Layers run outside-in in reverse order of adding: guard first, then auth.
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::check))

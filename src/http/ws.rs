@@ -80,6 +80,8 @@ impl ViewerSink for CameraChannel {
             ToViewer::Error(error) => ServerMessage::error(Some(&camera), error.to_string()),
             ToViewer::Link(_) if !self.links => return,
             ToViewer::Link(link) => ServerMessage::Link { camera, link },
+            // A websocket viewer never offers (`Join` without an offer), so it is never answered.
+            ToViewer::Answer(_) => return debug!(camera, "answer for a websocket viewer dropped"),
         });
     }
 }
@@ -261,6 +263,7 @@ fn handle_text(state: &AppState, outbox: &Outbox, me: &mut Socket, text: &str) {
             Command::Join {
                 viewer: viewer.clone(),
                 codecs,
+                offer: None,
             }
         }
         ClientMessage::Answer { sdp, .. } => Command::Answer {

@@ -9,6 +9,7 @@ mod events;
 mod luma_probe;
 mod machine;
 mod moving_ball;
+pub mod offer;
 mod source;
 mod stage;
 pub mod timecode;
@@ -20,6 +21,7 @@ pub use branch::{Detaching, Tap};
 pub use camera_pipeline::{CameraPipeline, EncoderPlan, EncodingKey, Tier};
 pub use events::{FailureOrigin, PipelineEvent};
 pub use machine::GstMachine;
+pub use offer::ClientOffer;
 pub use source::{Origin, SourceSpec};
 pub use viewer::{EventSink, IceSettings, ViewerBranch, ViewerEvent};
 pub use viewer_stats::ViewerStats;
@@ -34,6 +36,9 @@ pub enum MediaError {
     State(String),
     #[error("{0}")]
     Sdp(String),
+    /// The client's offer has nothing the camera can send (see `offer::ClientOffer::payload_for`).
+    #[error("{0}")]
+    Codec(String),
     #[error("answer to an earlier offer; ignored")]
     StaleAnswer,
     #[error("bitrate change: {0}")]

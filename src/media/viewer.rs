@@ -4,7 +4,8 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use gst::glib;
 use gst::prelude::*;
@@ -12,15 +13,20 @@ use gst_webrtc::WebRTCSDPType;
 
 use super::branch::{self, Attached, Detaching};
 use super::congestion::Estimator;
+use super::offer::ClientOffer;
 use super::viewer_stats::{StatsPoller, ViewerStats};
 use super::MediaError;
 use crate::config::IceServer;
+use crate::encoders::Codec;
 
 /// What a viewer branch reports from GStreamer's threads. The camera actor turns these into
 /// signalling messages and state changes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ViewerEvent {
     Offer(String),
+    /// The answer to the client's offer, with the candidates gathered so far (all of them unless
+    /// gathering outlasted `ANSWER_GATHER_LIMIT`).
+    Answer(String),
     Candidate {
         mline: u32,
         candidate: String,
@@ -28,6 +34,8 @@ pub enum ViewerEvent {
     Connected,
     /// ICE failed, the remote description was refused, or an offer could not be made.
     Failed(String),
+    /// The client's offer could not be answered (webrtcbin refused it, or answered without video).
+    OfferRefused(String),
     /// Once a second: the viewer's bandwidth estimate, loss, round-trip time and bytes sent.
     Stats(ViewerStats),
 }
@@ -44,6 +52,12 @@ pub struct IceSettings {
 /// Queue depth per viewer: ~100 RTP packets is a few frames at 1 Mbps. Deeper only adds latency for a
 /// viewer that is already behind; leaking old packets lets it catch up after a keyframe.
 const VIEWER_QUEUE_BUFFERS: u32 = 100;
+
+/// How long an answer waits for ICE gathering before it goes out with the candidates found so far. A
+/// WHEP answer is the client's only source of the daemon's candidates; host candidates take
+/// milliseconds, a STUN server that does not reply would hold the answer for libnice's whole retry
+/// schedule (~40 s).
+pub const ANSWER_GATHER_LIMIT: Duration = Duration::from_secs(3);
 
 /// A WebRTC viewer: one branch on an encoding's RTP tee, `queue leaky=downstream ! webrtcbin`, in its
 /// own bin. The daemon makes the offer (the page and the original protocol both expect one).
@@ -63,27 +77,8 @@ impl ViewerBranch {
         ice: &IceSettings,
         events: EventSink,
     ) -> Result<Self, MediaError> {
-        let bin = gst::Bin::with_name(&branch::bin_name(branch));
-        let queue = gst::ElementFactory::make("queue")
-            .property_from_str("leaky", "downstream")
-            .property("max-size-buffers", VIEWER_QUEUE_BUFFERS)
-            .property("max-size-bytes", 0u32)
-            .property("max-size-time", 0u64)
-            .build()
-            .map_err(|e| MediaError::Build(format!("queue: {e}")))?;
-        let webrtc = gst::ElementFactory::make("webrtcbin")
-            // Browsers are told max-bundle; without it the offer lacks a BUNDLE group and they refuse it.
-            .property_from_str("bundle-policy", "max-bundle")
-            .build()
-            .map_err(|e| MediaError::Build(format!("webrtcbin (gstreamer1.0-plugins-bad, gstreamer1.0-nice): {e}")))?;
-        configure_ice(&webrtc, ice);
-        let estimator = Estimator::install(&webrtc);
-        let stats = StatsPoller::start(&webrtc, estimator, events.clone());
-        connect_signals(&webrtc, events);
-        keep_off_the_router(&webrtc);
-
-        bin.add_many([&queue, &webrtc])
-            .map_err(|e| MediaError::Build(format!("adding viewer branch: {e}")))?;
+        let (bin, queue, webrtc, stats) = build(branch, ice, &events)?;
+        connect_offer(&webrtc, events);
         queue
             .link(&webrtc)
             .map_err(|_| MediaError::Build("linking queue to webrtcbin".into()))?;
@@ -93,16 +88,103 @@ impl ViewerBranch {
         {
             transceiver.set_property("direction", gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly);
         }
+        Self::link(rtp_tee, (bin, queue, webrtc, stats), |_| {})
+    }
+
+    /// Builds the branch numbered `branch` for a client that made the offer (WHEP), links it to
+    /// `rtp_tee` (an encoding of `codec`) and answers: `ViewerEvent::Answer`, or `OfferRefused`.
+    /// webrtcbin 1.22 answers `inactive` for a branch linked before the remote offer arrives, so the
+    /// order matters: the offer exists when the branch is made, the transceiver is made sendonly with
+    /// the client's payload type as its codec preference, and only then is the offer set. Media the
+    /// camera has none of (whepsrc offers audio too) get no transceiver and are answered inactive.
+    pub fn answer(
+        rtp_tee: &gst::Element,
+        branch: u64,
+        ice: &IceSettings,
+        events: EventSink,
+        offer: &ClientOffer,
+        codec: Codec,
+    ) -> Result<Self, MediaError> {
+        let stream_profile = rtp_tee
+            .static_pad("sink")
+            .and_then(|p| p.current_caps())
+            .and_then(|c| c.structure(0).and_then(|s| s.get::<String>("profile-level-id").ok()));
+        let chosen = offer.payload_for(codec, stream_profile.as_deref())?;
+        let (bin, queue, webrtc, stats) = build(branch, ice, &events)?;
+        let sink = webrtc
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| MediaError::Build("webrtcbin gave no sink pad".into()))?;
+        let transceiver = sink
+            .property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
+            .ok_or_else(|| MediaError::Build("webrtcbin's sink pad has no transceiver".into()))?;
+        transceiver.set_property("direction", gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly);
+        transceiver.set_property("codec-preferences", &chosen.caps);
+        queue
+            .static_pad("src")
+            .ok_or_else(|| MediaError::Build("queue has no src pad".into()))?
+            .link(&sink)
+            .map_err(|e| MediaError::Build(format!("linking queue to webrtcbin: {e:?}")))?;
+        let rewrite = move |entry: &gst::Pad| rewrite_payload_type(entry, chosen.pt, chosen.profile_level_id);
+        let this = Self::link(rtp_tee, (bin, queue, webrtc, stats), rewrite)?;
+        this.answer_offer(offer, events);
+        Ok(this)
+    }
+
+    /// Gives the bin its firewalled sink, lets `prepare` hook on it before any caps arrive, and links
+    /// the bin to the tee.
+    fn link(rtp_tee: &gst::Element, parts: Parts, prepare: impl FnOnce(&gst::Pad)) -> Result<Self, MediaError> {
+        let (bin, queue, webrtc, stats) = parts;
         let queue_sink = queue
             .static_pad("sink")
             .ok_or_else(|| MediaError::Build("queue has no sink pad".into()))?;
         branch::firewalled_sink(&bin, &queue_sink)?;
+        if let Some(entry) = bin.static_pad("sink") {
+            prepare(&entry);
+        }
         let attached = Attached::link(rtp_tee, bin)?;
         Ok(Self {
             webrtc,
             attached,
             _stats: stats,
         })
+    }
+
+    /// set-remote-description(offer) -> create-answer -> set-local-description(answer) -> gathering
+    /// done (or `ANSWER_GATHER_LIMIT`) -> `ViewerEvent::Answer` with the local description's candidates.
+    fn answer_offer(&self, offer: &ClientOffer, events: EventSink) {
+        let remote = gst_webrtc::WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer.message().clone());
+        let weak = self.webrtc.downgrade();
+        let promise = gst::Promise::with_change_func(move |reply| {
+            if let Err(e) = promise_error(reply) {
+                return events(ViewerEvent::OfferRefused(format!("offer refused: {e}")));
+            }
+            let Some(webrtc) = weak.upgrade() else { return };
+            let weak = webrtc.downgrade();
+            let on_answer = gst::Promise::with_change_func(move |reply| {
+                let answer = match promise_error(reply) {
+                    Ok(Some(reply)) => reply.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok(),
+                    _ => None,
+                };
+                let (Some(answer), Some(webrtc)) = (answer, weak.upgrade()) else {
+                    return events(ViewerEvent::OfferRefused("webrtcbin could not answer the offer".into()));
+                };
+                if let Err(why) = sends_video(answer.sdp()) {
+                    return events(ViewerEvent::OfferRefused(why));
+                }
+                let events = events.clone();
+                let weak = webrtc.downgrade();
+                let applied =
+                    gst::Promise::with_change_func(move |reply| match (promise_error(reply), weak.upgrade()) {
+                        (Ok(_), Some(webrtc)) => send_answer_once_gathered(&webrtc, events),
+                        (Err(e), _) => events(ViewerEvent::OfferRefused(format!("webrtcbin refused its answer: {e}"))),
+                        _ => {}
+                    });
+                webrtc.emit_by_name::<()>("set-local-description", &[&answer, &Some(applied)]);
+            });
+            webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &on_answer]);
+        });
+        self.webrtc
+            .emit_by_name::<()>("set-remote-description", &[&remote, &Some(promise)]);
     }
 
     pub fn set_answer(&self, sdp: &str, events: EventSink) -> Result<(), MediaError> {
@@ -202,7 +284,38 @@ fn keep_off_the_router(webrtc: &gst::Element) {
     });
 }
 
-fn connect_signals(webrtc: &gst::Element, events: EventSink) {
+/// A branch's bin with its leaky queue and webrtcbin, ICE configured and its events connected, not yet
+/// linked to each other.
+/// A branch's parts before they are linked: its bin, the queue at its entry, its webrtcbin, and the
+/// poller reading its link's numbers (which lives as long as the branch).
+type Parts = (gst::Bin, gst::Element, gst::Element, StatsPoller);
+
+fn build(branch: u64, ice: &IceSettings, events: &EventSink) -> Result<Parts, MediaError> {
+    let bin = gst::Bin::with_name(&branch::bin_name(branch));
+    let queue = gst::ElementFactory::make("queue")
+        .property_from_str("leaky", "downstream")
+        .property("max-size-buffers", VIEWER_QUEUE_BUFFERS)
+        .property("max-size-bytes", 0u32)
+        .property("max-size-time", 0u64)
+        .build()
+        .map_err(|e| MediaError::Build(format!("queue: {e}")))?;
+    let webrtc = gst::ElementFactory::make("webrtcbin")
+        // Browsers are told max-bundle; without it the offer lacks a BUNDLE group and they refuse it.
+        .property_from_str("bundle-policy", "max-bundle")
+        .build()
+        .map_err(|e| MediaError::Build(format!("webrtcbin (gstreamer1.0-plugins-bad, gstreamer1.0-nice): {e}")))?;
+    configure_ice(&webrtc, ice);
+    let estimator = Estimator::install(&webrtc);
+    let stats = StatsPoller::start(&webrtc, estimator, events.clone());
+    connect_signals(&webrtc, events.clone());
+    keep_off_the_router(&webrtc);
+    bin.add_many([&queue, &webrtc])
+        .map_err(|e| MediaError::Build(format!("adding viewer branch: {e}")))?;
+    Ok((bin, queue, webrtc, stats))
+}
+
+/// The daemon offers: on webrtcbin's `on-negotiation-needed`, create the offer, set it, send it.
+fn connect_offer(webrtc: &gst::Element, events: EventSink) {
     // Offer exactly once per viewer: a second negotiation-needed means something changed that the
     // browser cannot follow without a new offer/answer round, and re-offering is how loops start.
     let offered = Arc::new(AtomicBool::new(false));
@@ -244,7 +357,10 @@ fn connect_signals(webrtc: &gst::Element, events: EventSink) {
         webrtc.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
         None
     });
+}
 
+/// Candidates and connection states, whoever offers.
+fn connect_signals(webrtc: &gst::Element, events: EventSink) {
     let on_candidate = events.clone();
     webrtc.connect("on-ice-candidate", false, move |values| {
         let mline = values[1].get::<u32>().ok()?;
@@ -272,10 +388,148 @@ fn connect_signals(webrtc: &gst::Element, events: EventSink) {
     });
 }
 
+/// A promise's reply, or the error webrtcbin put in it.
+fn promise_error(
+    reply: Result<Option<&gst::StructureRef>, gst::PromiseError>,
+) -> Result<Option<&gst::StructureRef>, String> {
+    match reply {
+        Ok(Some(s)) if s.has_field("error") => Err(s
+            .get::<glib::Error>("error")
+            .map(|e| e.to_string())
+            .unwrap_or_else(|_| "unknown error".into())),
+        Ok(s) => Ok(s),
+        Err(e) => Err(format!("{e:?}")),
+    }
+}
+
+/// An answer must send the video: webrtcbin answers `inactive` (or rejects the m-line) when no
+/// transceiver matched, and a client would then wait for media that never comes.
+fn sends_video(answer: &gst_sdp::SDPMessageRef) -> Result<(), String> {
+    let sends = answer.medias().any(|m| {
+        m.media() == Some("video")
+            && m.port() != 0
+            && (m.attribute_val("sendonly").is_some() || m.attribute_val("sendrecv").is_some())
+    });
+    if sends {
+        Ok(())
+    } else {
+        Err("the answer would send no video (webrtcbin found no transceiver for the offer's video)".into())
+    }
+}
+
+/// Emits the local description as `ViewerEvent::Answer` once ICE gathering completes, or after
+/// `ANSWER_GATHER_LIMIT` with what was gathered by then, whichever comes first (exactly once).
+fn send_answer_once_gathered(webrtc: &gst::Element, events: EventSink) {
+    let once: Arc<Mutex<Option<EventSink>>> = Arc::new(Mutex::new(Some(events)));
+    let send = {
+        let once = once.clone();
+        move |webrtc: &gst::Element| {
+            let Some(events) = once.lock().ok().and_then(|mut e| e.take()) else {
+                return;
+            };
+            match webrtc
+                .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+                .and_then(|d| d.sdp().as_text().ok())
+            {
+                Some(sdp) => events(ViewerEvent::Answer(sdp)),
+                None => events(ViewerEvent::OfferRefused("webrtcbin has no local description".into())),
+            }
+        }
+    };
+    let on_done = send.clone();
+    webrtc.connect_notify(Some("ice-gathering-state"), move |webrtc, _| {
+        if webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+            == gst_webrtc::WebRTCICEGatheringState::Complete
+        {
+            on_done(webrtc);
+        }
+    });
+    if webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+        == gst_webrtc::WebRTCICEGatheringState::Complete
+    {
+        return send(webrtc);
+    }
+    let clock = gst::SystemClock::obtain();
+    let deadline = clock.time().unwrap_or(gst::ClockTime::ZERO)
+        + gst::ClockTime::from_nseconds(ANSWER_GATHER_LIMIT.as_nanos() as u64);
+    let weak = webrtc.downgrade();
+    let _ = clock.new_single_shot_id(deadline).wait_async(move |_, _, _| {
+        if let Some(webrtc) = weak.upgrade() {
+            send(&webrtc);
+        }
+    });
+}
+
+/// The camera's payloader stamps `PAYLOAD_TYPE` on every packet and into its caps; a client that
+/// offered another type gets its own on this branch. At the branch's entry (`pad`, its sink), so the
+/// caps are already the client's when the pad checks them:
+/// - the caps event gets the client's payload type (and H.264 profile, as the transceiver's codec
+///   preference has it: caps outside the preference are refused);
+/// - each packet's payload type byte is rewritten (RFC 3550 5.1: the low 7 bits of the second byte);
+///   packets are shared with the other branches, so a rewritten one is a copy;
+/// - caps queries from upstream are answered here, as accepting anything: the branch's webrtcbin would
+///   answer with the client's payload type, and the tee intersects every branch's answer, so one
+///   client's preference would fail the shared payloader's negotiation and stop the camera for all.
+///   Caps the webrtcbin then refuses fail this branch only (an error inside it, see `events`).
+fn rewrite_payload_type(pad: &gst::Pad, pt: u32, profile_level_id: Option<String>) {
+    let pt = (pt & 0x7f) as u8;
+    let set_pt = move |buffer: &mut gst::Buffer| {
+        let already = buffer
+            .map_readable()
+            .ok()
+            .is_some_and(|m| m.len() < 2 || m[1] & 0x7f == pt);
+        if !already {
+            if let Ok(mut map) = buffer.make_mut().map_writable() {
+                map[1] = (map[1] & 0x80) | pt;
+            }
+        }
+    };
+    let probes = gst::PadProbeType::BUFFER
+        | gst::PadProbeType::BUFFER_LIST
+        | gst::PadProbeType::EVENT_DOWNSTREAM
+        | gst::PadProbeType::QUERY_DOWNSTREAM;
+    pad.add_probe(probes, move |_, info| {
+        match &mut info.data {
+            Some(gst::PadProbeData::Buffer(buffer)) => set_pt(buffer),
+            Some(gst::PadProbeData::BufferList(list)) => {
+                list.make_mut().foreach_mut(|mut buffer, _| {
+                    set_pt(&mut buffer);
+                    std::ops::ControlFlow::Continue(Some(buffer))
+                });
+            }
+            Some(gst::PadProbeData::Event(event)) => {
+                if let gst::EventView::Caps(c) = event.view() {
+                    let mut caps = c.caps_owned();
+                    if let Some(s) = caps.make_mut().structure_mut(0) {
+                        s.set("payload", pt as i32);
+                        if let Some(p) = &profile_level_id {
+                            s.set("profile-level-id", p.as_str());
+                        }
+                    }
+                    *event = gst::event::Caps::builder(&caps).seqnum(event.seqnum()).build();
+                }
+            }
+            Some(gst::PadProbeData::Query(query)) => match query.view_mut() {
+                gst::QueryViewMut::AcceptCaps(q) => {
+                    q.set_result(true);
+                    return gst::PadProbeReturn::Handled;
+                }
+                gst::QueryViewMut::Caps(q) => {
+                    let caps = q.filter_owned().unwrap_or_else(gst::Caps::new_any);
+                    q.set_result(&caps);
+                    return gst::PadProbeReturn::Handled;
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn a_viewer_session_never_uses_upnp() {
@@ -343,3 +597,7 @@ mod tests {
         assert_eq!(turn_uri("stun:s.example.org", &server), None);
     }
 }
+
+#[cfg(test)]
+#[path = "viewer_answer_tests.rs"]
+mod answer_tests;
