@@ -56,6 +56,12 @@ impl Daemon {
 
     /// `edgecam run --config <yaml> <extra args>` on a free port.
     pub fn start(config_yaml: &str, extra_args: &[&str]) -> Result<Daemon> {
+        Daemon::start_at(std::net::Ipv4Addr::LOCALHOST.into(), config_yaml, extra_args)
+    }
+
+    /// As `start`, listening and gathering ICE on `ip` instead of 127.0.0.1: for a daemon in a network
+    /// namespace of its own whose viewers reach it over a veth (common/shaped_link.rs).
+    pub fn start_at(ip: std::net::IpAddr, config_yaml: &str, extra_args: &[&str]) -> Result<Daemon> {
         let mut config = tempfile::Builder::new()
             .prefix("edgecam-test-")
             .suffix(".yaml")
@@ -63,7 +69,7 @@ impl Daemon {
         config.write_all(config_yaml.as_bytes())?;
         config.flush()?;
         // Bind port 0 to learn a free port, then hand it to the daemon (and reuse it on restart).
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let addr = std::net::TcpListener::bind((ip, 0))?.local_addr()?;
         let mut args: Vec<String> = vec![
             "run".into(),
             "--config".into(),
@@ -71,7 +77,7 @@ impl Daemon {
             "--listen".into(),
             addr.to_string(),
             "--ice-local-address".into(),
-            "127.0.0.1".into(),
+            ip.to_string(),
             // No --web-dir: the tests exercise the page built into the binary, the one that ships.
         ];
         args.extend(extra_args.iter().map(|s| s.to_string()));

@@ -13,6 +13,7 @@ pub mod chromium;
 pub mod daemon;
 pub mod firefox;
 pub mod netns;
+pub mod shaped_link;
 pub mod viewer;
 pub mod webrtc_client;
 pub mod websocket_rpc;
