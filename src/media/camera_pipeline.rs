@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
-use super::{moving_ball, tee_branch, timecode, MediaError};
+use super::{keyframe_gate, moving_ball, tee_branch, timecode, MediaError};
 use crate::devices::caps::{CaptureMode, PixelFormat};
 use crate::encoders::Codec;
 
@@ -65,6 +65,18 @@ struct Encoding {
     codec: Codec,
     fanout: gst::Element,
     payloader: gst::Element,
+}
+
+impl Encoding {
+    /// Viewers' PLI/FIR and the daemon's own requests reach the shared encoder at most once per interval.
+    fn gate_keyframes(&self) -> Result<(), MediaError> {
+        let pad = self
+            .payloader
+            .static_pad("src")
+            .ok_or_else(|| MediaError::Build("payloader has no src pad".into()))?;
+        keyframe_gate::install(&pad, keyframe_gate::KEYFRAME_INTERVAL);
+        Ok(())
+    }
 }
 
 struct ExtraEncoding {
@@ -152,6 +164,7 @@ impl CameraPipeline {
             fanout: by_name("fanout")?,
             payloader: by_name("pay")?,
         };
+        main.gate_keyframes()?;
 
         let counters = Arc::new(Counters::new());
         let c = counters.clone();
@@ -241,6 +254,7 @@ impl CameraPipeline {
                 .by_name("pay")
                 .ok_or_else(|| MediaError::Build("no payloader in extra encoding".into()))?,
         };
+        encoding.gate_keyframes()?;
         self.pipeline
             .add(&bin)
             .map_err(|e| MediaError::Build(format!("adding extra encoding: {e}")))?;

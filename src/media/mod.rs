@@ -2,6 +2,7 @@
 //! module names an element; the rest of the daemon speaks in cameras, encoder plans and viewer events.
 
 pub mod camera_pipeline;
+mod keyframe_gate;
 mod luma_probe;
 mod moving_ball;
 mod tee_branch;

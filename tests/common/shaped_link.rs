@@ -257,7 +257,12 @@ impl ShapedLink {
     }
 
     fn nft(&self, script: &str) -> Result<()> {
-        run("ip", &["netns", "exec", &self.daemon_ns, "nft", "-f", "-"], Some(script)).map(drop)
+        run(
+            "ip",
+            &["netns", "exec", &self.daemon_ns, "nft", "-f", "-"],
+            Some(script),
+        )
+        .map(drop)
     }
 }
 
