@@ -264,7 +264,14 @@ fn judge(name: &str, (w, offer): &(Window, String)) -> Result<()> {
     if problems.is_empty() {
         Ok(())
     } else {
-        bail!("{name} at {LOSS_PERCENT} % loss: {} ({w:?})", problems.join(", "))
+        // Freezes follow load on a shared 2-core machine (Firefox froze at 0 % loss with a load of 5), so
+        // the failure says what the load was.
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        bail!(
+            "{name} at {LOSS_PERCENT} % loss: {} ({w:?}); load average {}",
+            problems.join(", "),
+            load.trim()
+        )
     }
 }
 

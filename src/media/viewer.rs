@@ -85,8 +85,10 @@ impl ViewerBranch {
             // packets for this viewer alone (rtprtxsend), so a lost packet is resent to the viewer that lost
             // it instead of every viewer paying a keyframe. Without it, 3 % loss froze Chromium for 26 of
             // 30 s (1.9 fps; tests/lossy_link.rs).
-            // No FEC: ULP-RED at 20 % (`fec-type`, `fec-percentage`) recovered nothing measurable at 3 % loss
-            // (as many NACKs as without), cost 20-30 % more bits, and Chromium sent a PLI a second with it.
+            // No FEC for everyone: ULP-RED at 20 % (`fec-type`, `fec-percentage`) took the occasional short
+            // freeze at 3 % loss away (0 in 6 windows against 5 in 14 without; bench/results/lossy_link.md)
+            // but costs every viewer ~25 % more bits, lossless ones too. It belongs to viewers whose reports
+            // show loss, which is not built yet.
             transceiver.set_property("do-nack", true);
         }
         queue
