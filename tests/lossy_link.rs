@@ -332,3 +332,70 @@ fn firefox_vp8_stays_smooth_at_3_percent_loss() {
         },
     );
 }
+
+/// The harness itself, with plain UDP sockets and no daemon: the drop rule drops about its share and counts
+/// it, the rate cap holds back a burst far larger than its bucket, and both come off again. If this fails,
+/// the browser tests' numbers say nothing about edgecam.
+#[test]
+fn harness_shaped_link_drops_and_caps() {
+    use std::net::UdpSocket;
+    if let Some(reason) = shaped_link::unavailable() {
+        eprintln!("SKIPPED harness_shaped_link_drops_and_caps: {reason}");
+        return;
+    }
+    const PACKETS: usize = 1000;
+    const SIZE: usize = 1000;
+    let link = ShapedLink::create().unwrap();
+    // Sockets keep the namespace they were made in, whichever thread uses them later.
+    let rx = link
+        .run_in_viewer(|| UdpSocket::bind((shaped_link::VIEWER_ADDR, 0)))
+        .unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let to = rx.local_addr().unwrap();
+    let tx = link
+        .run_in_daemon(|| UdpSocket::bind((shaped_link::DAEMON_ADDR, 0)))
+        .unwrap();
+    // Received on a thread while sending, so the receiver's socket buffer never overflows (only the link may
+    // lose packets); the count ends at 500 ms of silence.
+    let rx = std::sync::Arc::new(rx);
+    let send_and_count = |paced: bool| {
+        let receiver = rx.clone();
+        let counting = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let mut got = 0;
+            while receiver.recv(&mut buf).is_ok() {
+                got += 1;
+            }
+            got
+        });
+        for _ in 0..PACKETS {
+            tx.send_to(&[7u8; SIZE], to).unwrap();
+            if paced {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        counting.join().unwrap()
+    };
+
+    assert_eq!(send_and_count(true), PACKETS, "an unshaped link loses nothing");
+    link.set_loss(50).unwrap();
+    let got = send_and_count(true);
+    let dropped = link.dropped_packets().unwrap() as usize;
+    eprintln!("50 % loss: {got} of {PACKETS} arrived, the rule counted {dropped} drops");
+    assert!((300..700).contains(&got), "{got} of {PACKETS} arrived at 50 % loss");
+    assert_eq!(
+        got + dropped,
+        PACKETS,
+        "every packet either arrived or was counted as dropped"
+    );
+    link.set_loss(0).unwrap();
+    assert_eq!(send_and_count(true), PACKETS, "loss rule removed");
+
+    // 1 MB at once into 300 kbit/s with a 16 KiB bucket and 50 ms of queue: most of it cannot pass.
+    link.set_rate(Some(300)).unwrap();
+    let got = send_and_count(false);
+    eprintln!("300 kbit/s cap, unpaced burst: {got} of {PACKETS} arrived");
+    assert!(got < PACKETS / 4, "{got} of {PACKETS} passed a 300 kbit/s cap at once");
+    link.set_rate(None).unwrap();
+    assert_eq!(send_and_count(true), PACKETS, "rate cap removed");
+}

@@ -86,9 +86,9 @@ impl ViewerBranch {
             // it instead of every viewer paying a keyframe. Without it, 3 % loss froze Chromium for 26 of
             // 30 s (1.9 fps; tests/lossy_link.rs).
             // No FEC for everyone: ULP-RED at 20 % (`fec-type`, `fec-percentage`) took the occasional short
-            // freeze at 3 % loss away (0 in 6 windows against 5 in 20 without, all under load; bench/results/lossy_link.md)
-            // but costs every viewer ~25 % more bits, lossless ones too. It belongs to viewers whose reports
-            // show loss, which is not built yet.
+            // freeze at 3 % loss away (0 in 6 windows against 5 in 20 without, all under load; see
+            // bench/results/lossy_link.md) but costs every viewer ~25 % more bits, lossless ones too. It
+            // belongs to viewers whose reports show loss, which is not built yet.
             transceiver.set_property("do-nack", true);
         }
         queue

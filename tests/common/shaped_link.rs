@@ -1,12 +1,17 @@
 //! A shaped network link between a daemon and its viewers: two network namespaces of the test's own
-//! joined by a veth pair, with the daemon's side of the cable rate-capped (`tc tbf`) and/or dropping a
-//! random share of its UDP packets (nftables `numgen random`), both changeable while the test runs.
+//! joined by a veth pair, with what the daemon sends rate-capped (`tc tbf` on its end of the cable) and/or
+//! a random share of its UDP packets lost on the way (nftables `numgen random`), both changeable while the
+//! test runs.
 //! This kernel has no `sch_netem`; tbf and nftables are what there is (notes/network-and-standards.md).
 //!
 //! ```text
-//!   netns <name>-d: lo, veth-d 10.78.0.1/24, default via 10.78.0.2   <- the daemon; shaping on veth-d egress
-//!   netns <name>-v: lo, veth-v 10.78.0.2/24, default via 10.78.0.1   <- the browsers
+//!   netns <name>-d: lo, veth-d 10.78.0.1/24, default via 10.78.0.2   <- the daemon; tbf on veth-d egress
+//!   netns <name>-v: lo, veth-v 10.78.0.2/24, default via 10.78.0.1   <- the browsers; drop on veth-v ingress
 //! ```
+//!
+//! The random drop sits at the viewers' end of the cable, on packets arriving from the daemon: dropped on the
+//! daemon's own output hook, each lost packet failed the daemon's `sendto` with EPERM, which no real network
+//! does. (A tbf drop is silent to a UDP sender either way.)
 //!
 //! Only what the daemon sends is shaped (media, RTX, its RTCP); what viewers send back (NACK, PLI,
 //! receiver reports) crosses unharmed, as on a typical downlink-limited path. The random drop matches UDP
@@ -34,9 +39,9 @@ const VIEWER_DEV: &str = "veth-v";
 /// Prefix of every namespace this harness makes; the pid after it lets a later run clean up after a
 /// killed one.
 const PREFIX: &str = "edgecam-shaped-";
-/// The nftables table and chain holding the drop rule (in the daemon's namespace only).
+/// The nftables table and chain holding the drop rule (in the viewers' namespace only).
 const NFT_TABLE: &str = "edgecam_shape";
-const NFT_CHAIN: &str = "out";
+const NFT_CHAIN: &str = "from_daemon";
 
 /// tbf's bucket: at least one full-size packet, and enough for a 30 fps frame burst at 2 Mbit/s
 /// (~8 KB) to leave without waiting on the bucket; a deeper one would hide the cap for a second.
@@ -165,7 +170,7 @@ impl ShapedLink {
         ip(&["-n", d, "route", "add", "default", "via", &VIEWER_ADDR.to_string()])?;
         ip(&["-n", v, "route", "add", "default", "via", &DAEMON_ADDR.to_string()])?;
         link.nft(&format!(
-            "table inet {NFT_TABLE} {{ chain {NFT_CHAIN} {{ type filter hook output priority 0; policy accept; }}\n}}\n"
+            "table inet {NFT_TABLE} {{ chain {NFT_CHAIN} {{ type filter hook input priority 0; policy accept; }}\n}}\n"
         ))?;
         Ok(link)
     }
@@ -221,7 +226,7 @@ impl ShapedLink {
         }
     }
 
-    /// Drops `percent` % of the UDP packets the daemon sends on the cable, at random (0 stops dropping).
+    /// Loses `percent` % of the UDP packets the daemon sends over the cable, at random (0 stops it).
     /// The previous rule is replaced, and with it its counter.
     pub fn set_loss(&self, percent: u32) -> Result<()> {
         if percent > 100 {
@@ -230,7 +235,7 @@ impl ShapedLink {
         let mut script = format!("flush chain inet {NFT_TABLE} {NFT_CHAIN}\n");
         if percent > 0 {
             script += &format!(
-                "add rule inet {NFT_TABLE} {NFT_CHAIN} oifname \"{DAEMON_DEV}\" meta l4proto udp numgen random mod 100 < {percent} counter drop\n"
+                "add rule inet {NFT_TABLE} {NFT_CHAIN} iifname \"{VIEWER_DEV}\" meta l4proto udp numgen random mod 100 < {percent} counter drop\n"
             );
         }
         self.nft(&script)
@@ -243,7 +248,7 @@ impl ShapedLink {
             &[
                 "netns",
                 "exec",
-                &self.daemon_ns,
+                &self.viewer_ns,
                 "nft",
                 "list",
                 "chain",
@@ -259,7 +264,7 @@ impl ShapedLink {
     fn nft(&self, script: &str) -> Result<()> {
         run(
             "ip",
-            &["netns", "exec", &self.daemon_ns, "nft", "-f", "-"],
+            &["netns", "exec", &self.viewer_ns, "nft", "-f", "-"],
             Some(script),
         )
         .map(drop)
