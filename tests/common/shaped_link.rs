@@ -46,8 +46,8 @@ const NFT_CHAIN: &str = "from_daemon";
 /// tbf's bucket: at least one full-size packet, and enough for a 30 fps frame burst at 2 Mbit/s
 /// (~8 KB) to leave without waiting on the bucket; a deeper one would hide the cap for a second.
 const TBF_BURST_BYTES: u32 = 16 * 1024;
-/// What tbf may queue before it drops: a congested link has a queue, not a wall. 50 ms is a shallow
-/// home-router-like buffer; the congestion tests judge delay and loss under it.
+/// What tbf may queue before it drops: a congested link has a queue, not a wall. 50 ms is a shallow,
+/// home-router-like buffer: a sender over the cap sees delay first, then loss.
 const TBF_LATENCY_MS: u32 = 50;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
