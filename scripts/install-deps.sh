@@ -13,9 +13,10 @@ runtime=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugin
          gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-x gstreamer1.0-tools)
 # chromium/firefox-esr: real browsers for end-to-end tests; gstreamer1.0-libav: the H.264 decoder of
 # the scripted test client; gstreamer1.0-vaapi: an encoder element with no hardware behind it, which
-# must be reported unusable; systemd: systemd-analyze rates the unit's sandbox. (tests/vm/build-image.sh
-# installs the VM's own tools itself.)
-test=(chromium firefox-esr gstreamer1.0-libav gstreamer1.0-vaapi python3 python3-websocket iproute2 procps curl systemd)
+# must be reported unusable; systemd: systemd-analyze rates the unit's sandbox; iproute2 (ip, tc) and
+# nftables: the shaped links of tests/lossy_link.rs (network namespaces, tbf rate caps, random drop).
+# (tests/vm/build-image.sh installs the VM's own tools itself.)
+test=(chromium firefox-esr gstreamer1.0-libav gstreamer1.0-vaapi python3 python3-websocket iproute2 nftables procps curl systemd)
 
 packages=("${build[@]}" "${runtime[@]}")
 [ "$what" = test ] && packages+=("${test[@]}")

@@ -2,7 +2,7 @@
 //! Chromium's transport-wide CC feedback) follows the link it is on.
 //!
 //! The daemon streams a 1.5 Mbit/s camera to headless Chromium over a veth cable between two network
-//! namespaces (common/rate_capped_link.rs) with a `tc tbf` cap on the daemon's side: at 2 Mbit/s the
+//! namespaces (testkit/src/shaped_link.rs) with a `tc tbf` cap on the daemon's side: at 2 Mbit/s the
 //! viewer's estimate climbs above 1 Mbit/s; capped at 300 kbit/s it falls below the cap; back at
 //! 2 Mbit/s it climbs above 1 Mbit/s again. The encoder's bitrate is left alone (the policy that would
 //! follow the estimate is the camera's, not tested here), so at 300 kbit/s most packets are lost: that is
@@ -22,7 +22,7 @@ use anyhow::{anyhow, bail, Result};
 
 use common::chromium::Browser;
 use common::daemon::Daemon;
-use common::rate_capped_link::{self, RateCappedLink};
+use common::shaped_link::{self, ShapedLink};
 use common::viewer::{open_viewer, wait_decoding};
 use common::{heavy_lock, wait_until};
 
@@ -116,20 +116,21 @@ async fn wait_estimate(daemon: &Daemon, what: &str, ok: impl Fn(u32) -> bool) ->
 
 #[test]
 fn the_viewer_estimate_follows_a_rate_capped_link() {
-    if let Some(reason) = rate_capped_link::unavailable() {
+    if let Some(reason) = shaped_link::unavailable() {
         eprintln!("SKIPPED the_viewer_estimate_follows_a_rate_capped_link: {reason}");
         return;
     }
     let _heavy = heavy_lock();
     // The daemon inherits this; its stats lines are debug level. This binary has no other test.
     std::env::set_var("RUST_LOG", "info,edgecam::camera::actor=debug");
-    let link = Arc::new(RateCappedLink::create(WIDE_KBIT).expect("create the rate-capped link"));
-    let ip = link.server_ip();
+    let link = Arc::new(ShapedLink::create().expect("create the shaped link"));
+    link.set_rate(Some(WIDE_KBIT)).expect("cap the link");
+    let ip = link.daemon_ip();
     let daemon = link
-        .in_server(move || Daemon::start_on(ip, CONFIG, &[]))
+        .run_in_daemon(move || Daemon::start_on(ip, CONFIG, &[]))
         .expect("start the daemon in its namespace");
     let in_test = link.clone();
-    link.in_viewer(move || {
+    link.run_in_viewer(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -139,7 +140,7 @@ fn the_viewer_estimate_follows_a_rate_capped_link() {
     });
 }
 
-async fn scenario(daemon: &Daemon, link: &RateCappedLink) -> Result<()> {
+async fn scenario(daemon: &Daemon, link: &ShapedLink) -> Result<()> {
     let chromium = Browser::launch().await?;
     let page = open_viewer(&chromium, daemon, "?cameras=cc1").await?;
     wait_decoding(&page, &["cc1"], None).await?;
@@ -149,13 +150,13 @@ async fn scenario(daemon: &Daemon, link: &RateCappedLink) -> Result<()> {
     })
     .await?;
 
-    link.set_rate(NARROW_KBIT)?;
+    link.set_rate(Some(NARROW_KBIT))?;
     wait_estimate(daemon, "estimate below the cap on a 300 kbit/s link", |e| {
         e < NARROW_KBIT * 1000
     })
     .await?;
 
-    link.set_rate(WIDE_KBIT)?;
+    link.set_rate(Some(WIDE_KBIT))?;
     wait_estimate(daemon, "estimate above 1 Mbit/s again on a 2 Mbit/s link", |e| {
         e > WIDE_ESTIMATE_BPS
     })

@@ -15,7 +15,7 @@ use super::events::{self, FailureOrigin, PipelineEvent};
 use super::source::{Origin, SourceSpec};
 use super::stage::{self, Stage};
 use super::{bitrate, congestion};
-use super::{moving_ball, timecode, MediaError};
+use super::{keyframe_gate, moving_ball, timecode, MediaError};
 use crate::devices::caps::{CaptureMode, PixelFormat};
 use crate::encoders::{BitrateControl, Codec};
 
@@ -118,6 +118,11 @@ impl Encoding {
         let payloader = by_name("pay")?;
         // Each viewer's congestion controller needs transport-wide sequence numbers (see `congestion`).
         congestion::add_twcc_extension(&payloader)?;
+        // Viewers' PLI/FIR and the daemon's own requests reach the shared encoder at most once per interval.
+        let payloader_src = payloader
+            .static_pad("src")
+            .ok_or_else(|| MediaError::Build("payloader has no src pad".into()))?;
+        keyframe_gate::install(&payloader_src, keyframe_gate::KEYFRAME_INTERVAL);
         Ok(Self {
             key,
             bitrate: plan.bitrate.clone(),

@@ -6,6 +6,7 @@ mod branch;
 pub mod camera_pipeline;
 mod congestion;
 mod events;
+mod keyframe_gate;
 mod luma_probe;
 mod machine;
 mod moving_ball;

@@ -12,7 +12,7 @@ pub mod chromium;
 pub mod daemon;
 pub mod firefox;
 pub mod netns;
-pub mod rate_capped_link;
+pub mod shaped_link;
 pub mod viewer;
 pub mod webrtc_client;
 pub mod websocket_rpc;

@@ -1,0 +1,402 @@
+//! End-to-end, issue 12 item 1: a viewer on a lossy path keeps smooth video. The daemon runs in one network
+//! namespace and the browser in another (common/shaped_link.rs); once the browser decodes, 3 % of the UDP
+//! packets the daemon sends are dropped at random. Over 30 s Chromium (H.264) and Firefox (VP8) must each decode at least 29 fps with no
+//! freeze (getStats `freezeCount`), which takes generic NACK with RTX retransmission: the offer must carry
+//! both, the browser must send NACKs and receive retransmissions.
+//!
+//! The bounds are the issue's acceptance criteria, i.e. behaviour (does the viewer see smooth video at this
+//! loss), not a timing measurement; the same scenario writes its numbers as JSON when
+//! `EDGECAM_LOSSY_LINK_RESULTS` names a file (bench/lossy_link.sh).
+//!
+//! Needs root (network namespaces, nftables); without it each test prints why and skips.
+//! Run: `cargo test --test lossy_link`.
+
+use edgecam_testkit as common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use common::chromium::Browser;
+use common::daemon::Daemon;
+use common::firefox::Firefox;
+use common::shaped_link::{self, ShapedLink};
+use common::{heavy_lock, wait_until, LIVENESS};
+
+/// The issue's loss rate: random, on every UDP packet the daemon sends.
+const LOSS_PERCENT: u32 = 3;
+/// The issue's observation window.
+const WINDOW: Duration = Duration::from_secs(30);
+/// The issue's bound: 30 fps sent, at least 29 decoded.
+const MIN_FPS: f64 = 29.0;
+/// Keyframe requests the viewer may send in the window. Each one costs every viewer of the camera a
+/// keyframe; with NACK working a viewer repairs its losses by retransmission and asked for none in the
+/// measured runs (a PLI a second was the symptom of a keyframe-request loop, see keyframe_gate.rs).
+const MAX_PLIS: f64 = 5.0;
+
+/// One camera, SMPTE bars with a running clock: x264 sends about 1 Mbit/s of it (bench/results/issue7.md),
+/// ~100 packets a second, so 3 % loss hits several frames a second. (The demo ball is ~120 kbit/s.)
+/// `auth: none`: the daemon listens on its namespace's veth address, which only this test's namespaces reach.
+const CONFIG: &str = "discovery: false\nauth: none\ncameras:\n  lossy: {test_pattern: smpte}\n";
+const CAMERA: &str = "lossy";
+
+/// Frames decoded before the window opens: the join (first keyframe, jitter buffer settling) is not what
+/// this test judges.
+const WARM_UP_FRAMES: u64 = 60;
+
+/// Per camera: the inbound video stream's counters and the offer the page answered (its remote
+/// description). Works in Chromium and Firefox (either may lack a counter: null).
+const LINK_STATS_JS: &str = r#"
+(async (id) => {
+  const cam = window.edgecam && window.edgecam.cameras && window.edgecam.cameras.get(id);
+  const pc = cam && cam.pc;
+  if (!pc) return null;
+  let rtp = null, codec = null;
+  const report = await pc.getStats();
+  report.forEach(s => { if (s.type === 'inbound-rtp' && (s.kind ?? s.mediaType) === 'video') rtp = s; });
+  if (rtp && rtp.codecId) codec = report.get(rtp.codecId);
+  // The transport in use: the loss rule drops UDP only, so media over ICE-TCP would dodge it.
+  let protocol = null;
+  report.forEach(s => {
+    if (s.type === 'candidate-pair' && s.state === 'succeeded' && (s.selected || s.nominated)) {
+      const local = report.get(s.localCandidateId);
+      if (local) protocol = local.protocol;
+    }
+  });
+  const n = (v) => (typeof v === 'number' ? v : null);
+  return {
+    status: cam.status, state: pc.connectionState, protocol, offer: pc.remoteDescription ? pc.remoteDescription.sdp : null,
+    t: rtp ? rtp.timestamp : null, codec: codec && codec.mimeType ? codec.mimeType.split('/')[1] : null,
+    framesDecoded: rtp ? n(rtp.framesDecoded) : null, freezeCount: rtp ? n(rtp.freezeCount) : null,
+    totalFreezesDuration: rtp ? n(rtp.totalFreezesDuration) : null, nackCount: rtp ? n(rtp.nackCount) : null,
+    pliCount: rtp ? n(rtp.pliCount) : null, firCount: rtp ? n(rtp.firCount) : null,
+    packetsLost: rtp ? n(rtp.packetsLost) : null, packetsReceived: rtp ? n(rtp.packetsReceived) : null,
+    retransmittedPacketsReceived: rtp ? n(rtp.retransmittedPacketsReceived) : null,
+    keyFramesDecoded: rtp ? n(rtp.keyFramesDecoded) : null, bytesReceived: rtp ? n(rtp.bytesReceived) : null,
+  };
+})"#;
+
+/// Either browser, read the same way.
+enum Viewer<'a> {
+    Chromium(&'a common::chromium::Page),
+    Firefox(&'a Firefox),
+}
+
+impl Viewer<'_> {
+    async fn read(&self) -> Result<Value> {
+        let js = format!("{LINK_STATS_JS}({})", json!(CAMERA));
+        let v = match self {
+            Viewer::Chromium(page) => page.eval(&js).await?,
+            Viewer::Firefox(ff) => ff.eval(&js).await?,
+        };
+        if v.is_null() {
+            bail!("{CAMERA} has no peer connection on the page yet");
+        }
+        Ok(v)
+    }
+}
+
+fn num(v: &Value, key: &str) -> Option<f64> {
+    v[key].as_f64()
+}
+
+/// What the window showed, the `after - before` of each counter.
+#[derive(Debug)]
+struct Window {
+    seconds: f64,
+    fps: f64,
+    freezes: Option<f64>,
+    freeze_seconds: Option<f64>,
+    nacks: Option<f64>,
+    plis: Option<f64>,
+    retransmits: Option<f64>,
+    lost: Option<f64>,
+    /// Payload bit rate received, RTX included: what recovery costs on the link.
+    kbps: Option<f64>,
+}
+
+impl Window {
+    fn between(before: &Value, after: &Value) -> Result<Window> {
+        let delta = |key: &str| Some(num(after, key)? - num(before, key)?);
+        let seconds = delta("t").context("no timestamp")? / 1000.0;
+        Ok(Window {
+            seconds,
+            fps: delta("framesDecoded").context("no framesDecoded")? / seconds,
+            freezes: delta("freezeCount"),
+            freeze_seconds: delta("totalFreezesDuration"),
+            nacks: delta("nackCount"),
+            plis: delta("pliCount"),
+            retransmits: delta("retransmittedPacketsReceived"),
+            lost: delta("packetsLost"),
+            kbps: delta("bytesReceived").map(|b| b * 8.0 / 1000.0 / seconds),
+        })
+    }
+
+    fn json(&self, browser: &str, codec: &str, dropped: u64) -> Value {
+        json!({
+            "browser": browser, "codec": codec, "loss_percent": LOSS_PERCENT, "seconds": self.seconds,
+            "fps": self.fps, "freezes": self.freezes, "freeze_seconds": self.freeze_seconds,
+            "nacks": self.nacks, "plis": self.plis, "retransmits_received": self.retransmits,
+            "packets_lost": self.lost, "kbps": self.kbps, "packets_dropped_by_link": dropped,
+        })
+    }
+}
+
+/// The offer has generic NACK (a line `a=rtcp-fb:<pt> nack` with nothing after it) for its video payload
+/// and an RTX payload bound to it.
+fn check_offer(offer: &str) -> Result<()> {
+    let generic_nack = offer.lines().any(|l| {
+        let l = l.trim_end();
+        l.starts_with("a=rtcp-fb:") && l.ends_with(" nack")
+    });
+    let rtx = offer
+        .lines()
+        .any(|l| l.starts_with("a=rtpmap:") && l.contains(" rtx/90000"));
+    let apt = offer.lines().any(|l| l.starts_with("a=fmtp:") && l.contains("apt="));
+    if !(generic_nack && rtx && apt) {
+        bail!("the offer lacks generic NACK ({generic_nack}), an rtx payload ({rtx}) or its apt= ({apt}):\n{offer}");
+    }
+    Ok(())
+}
+
+/// Waits until the viewer decodes `codec`, lets it warm up, then watches it for `WINDOW`.
+/// Returns the window and the offer the browser answered.
+async fn watch(viewer: &Viewer<'_>, name: &str, codec: &str, link: &ShapedLink) -> Result<(Window, String)> {
+    let first = wait_until(&format!("{name} decoding {codec}"), LIVENESS, || async {
+        let v = viewer.read().await?;
+        if v["status"] != "live" || v["codec"] != codec || num(&v, "framesDecoded").unwrap_or(0.0) < 1.0 {
+            bail!("{}", without_offer(&v));
+        }
+        Ok(v)
+    })
+    .await?;
+    // Loss starts once the viewer decodes: dropped connectivity checks could otherwise make ICE settle on
+    // ICE-TCP, which the UDP drop rule does not touch (and which is not what this test is about).
+    if first["protocol"] != "udp" {
+        bail!("{name}'s media runs over {} instead of UDP", first["protocol"]);
+    }
+    link.set_loss(LOSS_PERCENT)?;
+    let start_frames = num(&first, "framesDecoded").unwrap_or(0.0);
+    let before = wait_until(&format!("{name} past warm-up"), LIVENESS, || async {
+        let v = viewer.read().await?;
+        if num(&v, "framesDecoded").unwrap_or(0.0) < start_frames + WARM_UP_FRAMES as f64 {
+            bail!("{}", without_offer(&v));
+        }
+        Ok(v)
+    })
+    .await?;
+    let dropped_before = link.dropped_packets()?;
+    let opened = Instant::now();
+    while opened.elapsed() < WINDOW {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let v = viewer.read().await?;
+        if v["state"] != "connected" {
+            bail!(
+                "{name}'s peer connection left `connected` mid-window: {}",
+                without_offer(&v)
+            );
+        }
+    }
+    let after = viewer.read().await?;
+    let dropped = link.dropped_packets()? - dropped_before;
+    let window = Window::between(&before, &after)?;
+    eprintln!(
+        "{name} {codec}, {LOSS_PERCENT} % loss: {window:?}, link dropped {dropped} packets\n  before {}\n  after  {}",
+        without_offer(&before),
+        without_offer(&after)
+    );
+    record(window.json(name, codec, dropped));
+    if dropped == 0 {
+        bail!("the link dropped nothing during the window: the loss rule is not biting");
+    }
+    Ok((window, first["offer"].as_str().unwrap_or("").to_string()))
+}
+
+fn without_offer(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("offer");
+    }
+    v
+}
+
+/// Appends one result line to the file named by `EDGECAM_LOSSY_LINK_RESULTS`, if set (bench/lossy_link.sh).
+fn record(result: Value) {
+    if let Some(path) = std::env::var_os("EDGECAM_LOSSY_LINK_RESULTS") {
+        use std::io::Write;
+        let line = format!("{result}\n");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            eprintln!("could not record to {}: {e}", path.to_string_lossy());
+        }
+    }
+}
+
+/// The verdict on one window: the issue's bounds, and the mechanism that meets them (NACKs sent,
+/// retransmissions received) where the browser reports it.
+fn judge(name: &str, (w, offer): &(Window, String)) -> Result<()> {
+    check_offer(offer)?;
+    let mut problems = Vec::new();
+    if w.fps < MIN_FPS {
+        problems.push(format!("{:.1} fps < {MIN_FPS}", w.fps));
+    }
+    match w.freezes {
+        Some(f) if f > 0.0 => problems.push(format!("{f} freezes ({:?} s)", w.freeze_seconds)),
+        Some(_) => {}
+        None => problems.push("no freezeCount in getStats".into()),
+    }
+    if w.plis.unwrap_or(0.0) > MAX_PLIS {
+        problems.push(format!("{:?} PLIs (keyframe requests) > {MAX_PLIS}", w.plis));
+    }
+    if w.nacks.unwrap_or(0.0) <= 0.0 {
+        problems.push(format!("no NACKs sent ({:?})", w.nacks));
+    }
+    if let Some(r) = w.retransmits {
+        if r <= 0.0 {
+            problems.push("no retransmissions received".into());
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        // Freezes follow load on a shared 2-core machine (Firefox froze at 0 % loss with a load of 5), so
+        // the failure says what the load was.
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        bail!(
+            "{name} at {LOSS_PERCENT} % loss: {} ({w:?}); load average {}",
+            problems.join(", "),
+            load.trim()
+        )
+    }
+}
+
+/// Link, daemon and the viewer's runtime: `scenario` runs in the viewer's namespace, given the daemon
+/// (started in its own namespace) and the link (to read its drop counter).
+fn on_lossy_link<F, Fut>(test: &str, scenario: F)
+where
+    F: FnOnce(Daemon, Arc<ShapedLink>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    if let Some(reason) = shaped_link::unavailable() {
+        eprintln!("SKIPPED {test}: {reason}");
+        return;
+    }
+    let _heavy = heavy_lock();
+    let link = Arc::new(ShapedLink::create().expect("create the shaped link"));
+    let ip = link.daemon_ip();
+    let daemon = link
+        .run_in_daemon(move || Daemon::start_on(ip, CONFIG, &[]))
+        .expect("start the daemon in its namespace");
+    let for_scenario = link.clone();
+    link.run_in_viewer(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(scenario(daemon, for_scenario)).unwrap();
+    });
+}
+
+#[test]
+fn chromium_h264_stays_smooth_at_3_percent_loss() {
+    on_lossy_link(
+        "chromium_h264_stays_smooth_at_3_percent_loss",
+        |daemon, link| async move {
+            let browser = Browser::launch().await?;
+            let page = browser.open(&daemon.url(&format!("/?cameras={CAMERA}"))).await?;
+            let window = watch(&Viewer::Chromium(&page), "chromium", "H264", &link)
+                .await
+                .with_context(|| common::viewer::page_context(&page))?;
+            judge("chromium", &window)
+        },
+    );
+}
+
+#[test]
+fn firefox_vp8_stays_smooth_at_3_percent_loss() {
+    on_lossy_link(
+        "firefox_vp8_stays_smooth_at_3_percent_loss",
+        |daemon, link| async move {
+            let firefox = Firefox::launch().await?;
+            firefox.open(&daemon.url(&format!("/?cameras={CAMERA}"))).await?;
+            let window = watch(&Viewer::Firefox(&firefox), "firefox", "VP8", &link)
+                .await
+                .with_context(|| format!("firefox console:\n{}", firefox.console()))?;
+            judge("firefox", &window)
+        },
+    );
+}
+
+/// The harness itself, with plain UDP sockets and no daemon: the drop rule drops about its share and counts
+/// it, the rate cap holds back a burst far larger than its bucket, and both come off again. If this fails,
+/// the browser tests' numbers say nothing about edgecam.
+#[test]
+fn harness_shaped_link_drops_and_caps() {
+    use std::net::UdpSocket;
+    if let Some(reason) = shaped_link::unavailable() {
+        eprintln!("SKIPPED harness_shaped_link_drops_and_caps: {reason}");
+        return;
+    }
+    const PACKETS: usize = 1000;
+    const SIZE: usize = 1000;
+    let link = ShapedLink::create().unwrap();
+    // Sockets keep the namespace they were made in, whichever thread uses them later.
+    let rx = link
+        .run_in_viewer(|| UdpSocket::bind((shaped_link::VIEWER_ADDR, 0)))
+        .unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let to = rx.local_addr().unwrap();
+    let tx = link
+        .run_in_daemon(|| UdpSocket::bind((shaped_link::DAEMON_ADDR, 0)))
+        .unwrap();
+    // Received on a thread while sending, so the receiver's socket buffer never overflows (only the link may
+    // lose packets); the count ends at 500 ms of silence.
+    let rx = std::sync::Arc::new(rx);
+    let send_and_count = |paced: bool| {
+        let receiver = rx.clone();
+        let counting = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let mut got = 0;
+            while receiver.recv(&mut buf).is_ok() {
+                got += 1;
+            }
+            got
+        });
+        for _ in 0..PACKETS {
+            tx.send_to(&[7u8; SIZE], to).unwrap();
+            if paced {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        counting.join().unwrap()
+    };
+
+    assert_eq!(send_and_count(true), PACKETS, "an unshaped link loses nothing");
+    link.set_loss(50).unwrap();
+    let got = send_and_count(true);
+    let dropped = link.dropped_packets().unwrap() as usize;
+    eprintln!("50 % loss: {got} of {PACKETS} arrived, the rule counted {dropped} drops");
+    assert!((300..700).contains(&got), "{got} of {PACKETS} arrived at 50 % loss");
+    assert_eq!(
+        got + dropped,
+        PACKETS,
+        "every packet either arrived or was counted as dropped"
+    );
+    link.set_loss(0).unwrap();
+    assert_eq!(send_and_count(true), PACKETS, "loss rule removed");
+
+    // 1 MB at once into 300 kbit/s with a 16 KiB bucket and 50 ms of queue: most of it cannot pass.
+    link.set_rate(Some(300)).unwrap();
+    let got = send_and_count(false);
+    eprintln!("300 kbit/s cap, unpaced burst: {got} of {PACKETS} arrived");
+    assert!(got < PACKETS / 4, "{got} of {PACKETS} passed a 300 kbit/s cap at once");
+    link.set_rate(None).unwrap();
+    assert_eq!(send_and_count(true), PACKETS, "rate cap removed");
+}
