@@ -241,7 +241,7 @@ impl Lifecycle {
                 self.phase = Phase::Offline(Some("device unplugged".into()));
             }
             Input::Join { conn, codecs, offer } => self.join(now, conn, codecs.as_deref(), offer, &mut out),
-            Input::Leave { conn } => self.leave(conn, &mut out),
+            Input::Leave { conn } => self.leave(now, conn, &mut out),
             Input::Started => self.started(now, &mut out),
             Input::StartFailed {
                 origin: FailureOrigin::Source,
@@ -398,7 +398,7 @@ impl Lifecycle {
         }
     }
 
-    fn leave(&mut self, conn: ConnId, out: &mut Vec<Effect>) {
+    fn leave(&mut self, now: Instant, conn: ConnId, out: &mut Vec<Effect>) {
         if !self.viewers.contains_key(&conn) {
             return;
         }
@@ -411,6 +411,8 @@ impl Lifecycle {
             self.phase = Phase::Idle;
         } else {
             self.remove_viewer(conn, out);
+            // Those who stay may take more now (the last one gone: back to the configured bitrate).
+            self.adapt(now, out);
         }
     }
 
@@ -530,7 +532,7 @@ impl Lifecycle {
                 conn,
                 error: CameraError::NegotiationTimeout(timeout.as_secs()),
             });
-            self.leave(conn, out);
+            self.leave(now, conn, out);
         }
         if let Some(health) = health.filter(|_| self.is_streaming()) {
             self.encoded_any |= health.encoded_frames > 0;

@@ -808,3 +808,21 @@ fn an_offer_its_branch_cannot_answer_ends_that_viewer_with_the_reason() {
     assert_eq!(camera.lc.viewers(), 1, "the other viewer stays");
     assert_eq!(camera.lc.branch_of(1, "answer"), Ok(1));
 }
+
+#[test]
+fn when_the_weak_viewer_leaves_the_encode_goes_back_up() {
+    let mut camera = Camera::streaming(&["x264"]);
+    camera.input(join(1));
+    camera.input(link(1, 1, 400));
+    assert_eq!(
+        camera.input(Input::Leave { conn: 1 }),
+        [
+            Effect::Detach { conn: 1 },
+            Effect::SetBitrate {
+                encoding: EncodingKey::MAIN,
+                kbps: 1000
+            }
+        ],
+        "nobody watching: the configured bitrate"
+    );
+}
