@@ -450,6 +450,8 @@ const AV1_ONLY: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=gro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_request_gets_its_status_and_the_preflight_exposes_the_headers() {
+    // Its 8 held sessions are 8 webrtcbins in the daemon: not alongside the decoding tests on 2 cores.
+    let _heavy = heavy_lock();
     // Sessions held for the cap check below must not time out while it runs on a loaded machine.
     let config = format!("{NO_DISCOVERY}negotiation_timeout: 120\n");
     let daemon = Daemon::start(&config, &["--demo", "1"]).unwrap();
