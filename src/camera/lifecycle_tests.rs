@@ -20,7 +20,7 @@ fn plan(profile: &str, codec: Codec) -> EncoderPlan {
 
 fn setup(encoders: &[&str]) -> Box<Setup> {
     Box::new(Setup {
-        source: SourceSpec::test_camera(TestPattern::Ball, 320, 240),
+        source: SourceSpec::test_camera(TestPattern::Ball, "t", 320, 240),
         encoders: encoders.iter().map(|p| plan(p, Codec::H264)).collect(),
         encoder_reason: "first choice".into(),
         vp8: Some(plan("vp8", Codec::Vp8)),

@@ -511,21 +511,6 @@ mod tests {
         }
     }
 
-    fn test_source(pattern: TestPattern, label: &str, width: u32, height: u32) -> SourceSpec {
-        SourceSpec {
-            mode: CaptureMode {
-                format: PixelFormat::I420,
-                width,
-                height,
-                fps: Fraction::fps(30),
-            },
-            origin: Origin::Test {
-                pattern,
-                label: label.into(),
-            },
-        }
-    }
-
     fn x264() -> EncoderPlan {
         EncoderPlan {
             profile: "x264".into(),
@@ -582,7 +567,7 @@ mod tests {
     #[test]
     fn demo_camera_builds_and_encodes() {
         gst::init().unwrap();
-        let source = test_source(TestPattern::Ball, "Demo \"1\" ! fakesink", 320, 240);
+        let source = SourceSpec::test_camera(TestPattern::Ball, "Demo \"1\" ! fakesink", 320, 240);
         let plan = EncoderPlan {
             fragment: "x264enc tune=zerolatency speed-preset=ultrafast ! video/x-h264,profile=constrained-baseline"
                 .into(),
@@ -600,7 +585,7 @@ mod tests {
     }
 
     fn stamped(width: u32, height: u32) -> SourceSpec {
-        test_source(TestPattern::Stamp, "latency", width, height)
+        SourceSpec::test_camera(TestPattern::Stamp, "latency", width, height)
     }
 
     #[test]
@@ -699,7 +684,7 @@ mod tests {
     #[test]
     fn encodings_change_bitrate_while_playing() {
         gst::init().unwrap();
-        let source = SourceSpec::test_camera(crate::config::TestPattern::Smpte, 320, 240);
+        let source = SourceSpec::test_camera(TestPattern::Smpte, "rate", 320, 240);
         let main = EncoderPlan {
             fragment: "x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=1200 key-int-max=30".into(),
             bitrate: control("bitrate", 1),

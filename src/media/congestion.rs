@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn the_viewer_offer_announces_transport_wide_cc_and_statistics_stop_with_the_branch() {
         crate::media::init().unwrap();
-        let source = SourceSpec::test_camera(crate::config::TestPattern::Colors, 320, 240);
+        let source = SourceSpec::test_camera(crate::config::TestPattern::Colors, "twcc", 320, 240);
         let plan = EncoderPlan {
             profile: "x264".into(),
             fragment: "x264enc tune=zerolatency speed-preset=ultrafast ! video/x-h264,profile=constrained-baseline"

@@ -56,7 +56,7 @@ impl fmt::Display for SourceSpec {
 #[cfg(test)]
 impl SourceSpec {
     /// A synthetic camera of this size at 30 fps, for tests.
-    pub fn test_camera(pattern: crate::config::TestPattern, width: u32, height: u32) -> Self {
+    pub fn test_camera(pattern: crate::config::TestPattern, label: &str, width: u32, height: u32) -> Self {
         use crate::devices::caps::{Fraction, PixelFormat};
         Self {
             mode: CaptureMode {
@@ -67,7 +67,7 @@ impl SourceSpec {
             },
             origin: Origin::Test {
                 pattern,
-                label: "test".into(),
+                label: label.into(),
             },
         }
     }
