@@ -322,19 +322,29 @@ async fn whepsrc_decodes_a_camera_while_the_page_keeps_decoding() {
             .map(|m| format!("{m:?}"))
             .collect();
     decoded.unwrap_or_else(|e| panic!("{e:#}\nbus errors: {bus_errors:?}\ndaemon:\n{}", daemon.log_tail(40)));
-    wait_viewers(daemon.addr, "demo1", 2).await.unwrap();
-    wait_rising(&page, &base).await.expect("the page keeps decoding");
+    // Each step's failure carries the daemon's log: a CI failure here once came with no more than its name.
+    logged(&daemon, wait_viewers(daemon.addr, "demo1", 2).await);
+    logged(
+        &daemon,
+        wait_rising(&page, &base).await.context("the page keeps decoding"),
+    );
 
     // whepsrc sends DELETE when it stops; the branch, the VP8 encoding and their threads go.
     pipeline.set_state(gst::State::Null).unwrap();
-    wait_viewers(daemon.addr, "demo1", 1).await.unwrap();
-    wait_threads_back(&daemon, baseline)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}\ndaemon:\n{}", daemon.log_tail(40)));
-    let again = common::viewer::sample(&page, &["demo1"]).await.unwrap();
-    wait_rising(&page, &again)
-        .await
-        .expect("the page still decodes after whepsrc left");
+    logged(&daemon, wait_viewers(daemon.addr, "demo1", 1).await);
+    logged(&daemon, wait_threads_back(&daemon, baseline).await);
+    let again = logged(&daemon, common::viewer::sample(&page, &["demo1"]).await);
+    logged(
+        &daemon,
+        wait_rising(&page, &again)
+            .await
+            .context("the page still decodes after whepsrc left"),
+    );
+}
+
+/// The value, or a panic with the error and the daemon's log.
+fn logged<T>(daemon: &Daemon, result: Result<T>) -> T {
+    result.unwrap_or_else(|e| panic!("{e:#}\ndaemon:\n{}", daemon.log_tail(60)))
 }
 
 /// One WHEP session that trickles its candidates by PATCH, decodes, and is deleted; returns its

@@ -88,14 +88,15 @@ export class Card {
   }
 
   /** The live numbers over the video. */
-    showStats(stats, link) {
+  showStats(stats, link) {
     const size = stats.frameWidth ? `${stats.frameWidth}×${stats.frameHeight}` : '';
     const loss = stats.lossPercent > 0 ? `${stats.lossPercent}% lost` : '';
     // From the daemon: the low tier is named, and the link estimate and round trip are shown once known.
     const tier = link?.tier === 'low' ? 'low tier' : '';
     const estimate = link?.estimate_kbps ? `link ~${link.estimate_kbps} kbps` : '';
     const rtt = link?.rtt_ms ? `${link.rtt_ms} ms rtt` : '';
-    this.el.hud.textContent = [size, `${Math.round(stats.fps)} fps`, `${stats.kbps} kbps`, loss, stats.codec, tier, estimate, rtt]
+    const fec = link?.fec_percent ? `FEC ${link.fec_percent}%` : '';
+    this.el.hud.textContent = [size, `${Math.round(stats.fps)} fps`, `${stats.kbps} kbps`, loss, stats.codec, tier, estimate, rtt, fec]
       .filter(Boolean)
       .join(' · ');
   }

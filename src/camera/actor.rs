@@ -253,6 +253,7 @@ impl Actor {
             sent_kbps,
             loss_percent: stats.fraction_lost.map(|f| (f * 1000.0).round() / 10.0),
             rtt_ms: stats.round_trip_ms.map(|r| r as u32),
+            fec_percent: self.lifecycle.fec_percent(conn),
         };
         if let Ok(mut links) = self.handle.links.lock() {
             links.insert(conn, link.clone());
@@ -393,6 +394,13 @@ impl Actor {
             Effect::RequestKeyframe(encoding) => {
                 if let Some(pipeline) = &self.pipeline {
                     pipeline.request_keyframe(encoding);
+                }
+                None
+            }
+            Effect::SetFec { conn, percent } => {
+                if let Some((_, branch)) = self.branches.get(&conn) {
+                    info!(conn = %conn, percent, "viewer FEC follows its link's loss");
+                    branch.set_fec(percent);
                 }
                 None
             }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::bitrate::{self, LinkReport};
+use super::fec::{self, Fec};
 use super::sink::ConnId;
 use super::{CameraError, CameraState, Setup};
 use crate::config::IdlePolicy;
@@ -150,6 +151,11 @@ pub enum Effect {
     /// Nobody watches this extra encoding any more.
     StopEncoding(EncodingKey),
     RequestKeyframe(EncodingKey),
+    /// Set the redundancy (`fec-percentage`) of a viewer's branch.
+    SetFec {
+        conn: ConnId,
+        percent: u32,
+    },
     /// Tell a running encoder its new bitrate.
     SetBitrate {
         encoding: EncodingKey,
@@ -186,6 +192,8 @@ struct Viewer {
     encoding: EncodingKey,
     /// Its link's latest report.
     report: Option<LinkReport>,
+    /// FEC on its current branch (a new branch starts without).
+    fec: Fec,
     /// When it last moved between tiers (a move costs it a new session, so they are spaced out).
     moved_at: Option<Instant>,
     /// The branch it has now; None while the camera has no pipeline (it waits for one).
@@ -284,6 +292,12 @@ impl Lifecycle {
             Input::LinkReport { conn, branch, report } => {
                 if let Some(viewer) = self.viewers.get_mut(&conn).filter(|v| v.branch == Some(branch)) {
                     viewer.report = Some(report);
+                    let sending = (self.rates.get(&viewer.encoding).copied())
+                        .or(self.setup.as_ref().map(|s| s.limits.ceiling_kbps));
+                    let room = sending.is_some_and(|kbps| fec::has_room(report.estimate_kbps, kbps));
+                    if let Some(percent) = viewer.fec.on_report(now, report.loss, room) {
+                        out.push(Effect::SetFec { conn, percent });
+                    }
                     self.adapt(now, &mut out);
                 }
             }
@@ -340,6 +354,7 @@ impl Lifecycle {
                     tier: Tier::Main,
                 },
                 report: None,
+                fec: Fec::default(),
                 moved_at: None,
                 branch: None,
                 negotiating_since: None,
@@ -483,6 +498,7 @@ impl Lifecycle {
         };
         self.branches_made += 1;
         viewer.branch = Some(self.branches_made);
+        viewer.fec = Fec::default();
         viewer.negotiating_since = Some(now);
         out.push(Effect::Attach {
             conn,
@@ -635,6 +651,11 @@ impl Lifecycle {
         self.viewers
             .get(&conn)
             .is_some_and(|v| v.branch.is_some() && v.negotiating_since.is_none())
+    }
+
+    /// The FEC redundancy a viewer's branch was last given.
+    pub fn fec_percent(&self, conn: ConnId) -> u32 {
+        self.viewers.get(&conn).map_or(0, |v| v.fec.percent())
     }
 
     /// A viewer's tier and latest link report, for the API.

@@ -826,3 +826,67 @@ fn when_the_weak_viewer_leaves_the_encode_goes_back_up() {
         "nobody watching: the configured bitrate"
     );
 }
+
+fn lossy_link(conn: ConnId, branch: BranchId, estimate_kbps: u32, loss: f64) -> Input {
+    Input::LinkReport {
+        conn,
+        branch,
+        report: LinkReport {
+            estimate_kbps,
+            loss,
+            rtt_ms: 30,
+        },
+    }
+}
+
+fn fec_effects(effects: &[Effect]) -> Vec<(ConnId, u32)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SetFec { conn, percent } => Some((*conn, *percent)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_lossy_viewer_with_room_gets_fec_for_itself_and_a_new_branch_starts_without() {
+    let mut camera = Camera::streaming(&["x264"]);
+    camera.input(join(1));
+    camera.input(join(2));
+    // The camera sends its configured 1000 kbit/s; viewer 1 loses 3 % on a link that carries 2 Mbit/s.
+    let on = camera.input(lossy_link(1, 1, 2000, 0.03));
+    assert_eq!(fec_effects(&on), [(1, 20)]);
+    assert_eq!(camera.lc.fec_percent(1), 20);
+    assert_eq!(camera.lc.fec_percent(2), 0, "the clean viewer pays nothing");
+    assert_eq!(fec_effects(&camera.input(lossy_link(2, 2, 2000, 0.0))), []);
+    // Loss on a link with no room for more bits (a rate cap overflowing) gets no FEC.
+    assert_eq!(fec_effects(&camera.input(lossy_link(2, 2, 1100, 0.05))), []);
+    // Viewer 1's session is replaced (its branch failed and it joins again): the new branch has no FEC.
+    camera.input(Input::ViewerFailed {
+        conn: 1,
+        branch: 1,
+        error: CameraError::ViewerFailed("ice".into()),
+    });
+    camera.input(join(1));
+    assert_eq!(camera.lc.fec_percent(1), 0);
+    assert_eq!(
+        fec_effects(&camera.input(lossy_link(1, 1, 2000, 0.03))),
+        [],
+        "the old branch's report"
+    );
+}
+
+#[test]
+fn fec_goes_off_when_the_link_stays_clean() {
+    let mut camera = Camera::streaming(&["x264"]);
+    camera.input(join(1));
+    assert_eq!(fec_effects(&camera.input(lossy_link(1, 1, 2000, 0.03))), [(1, 20)]);
+    let mut off = Vec::new();
+    for _ in 0..12 {
+        off.extend(fec_effects(
+            &camera.after(Duration::from_secs(1), lossy_link(1, 1, 2000, 0.0)),
+        ));
+    }
+    assert_eq!(off, [(1, 0)]);
+}

@@ -8,6 +8,7 @@
 mod actor;
 mod bitrate;
 mod error;
+mod fec;
 mod lifecycle;
 mod registry;
 mod sink;

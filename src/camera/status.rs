@@ -41,6 +41,8 @@ pub struct ViewerLink {
     pub sent_kbps: Option<u32>,
     pub loss_percent: Option<f64>,
     pub rtt_ms: Option<u32>,
+    /// The FEC redundancy it gets now (0: none; camera/fec.rs).
+    pub fec_percent: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -65,7 +65,8 @@ impl Estimator {
                 Ok(bwe) => bwe,
                 Err(e) => {
                     tracing::warn!(error = %e, "no rtpgccbwe: this viewer gets no bandwidth estimate");
-                    return None;
+                    // A typed NULL: glib-rs refuses an untyped None for a signal that returns an element.
+                    return Some(None::<gst::Element>.to_value());
                 }
             };
             *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(bwe.downgrade());

@@ -91,11 +91,11 @@ impl ViewerBranch {
             // packets for this viewer alone (rtprtxsend), so a lost packet is resent to the viewer that lost
             // it instead of every viewer paying a keyframe. Without it, 3 % loss froze Chromium for 26 of
             // 30 s (1.9 fps; tests/lossy_link.rs).
-            // No FEC for everyone: ULP-RED at 20 % (`fec-type`, `fec-percentage`) took the occasional short
-            // freeze at 3 % loss away (0 in 6 windows against 5 in 20 without, all under load; see
-            // bench/results/lossy_link.md) but costs every viewer ~25 % more bits, lossless ones too. It
-            // belongs to viewers whose reports show loss, which is not built yet.
             transceiver.set_property("do-nack", true);
+            // ULP-FEC in RED is offered, with no redundancy until the viewer's reports show loss
+            // (`set_fec`; camera/fec.rs says when). The percentage can change during the session.
+            transceiver.set_property("fec-type", gst_webrtc::WebRTCFECType::UlpRed);
+            transceiver.set_property("fec-percentage", 0u32);
         }
         Self::link(rtp_tee, (bin, queue, webrtc, stats), |_| {})
     }
@@ -238,6 +238,19 @@ impl ViewerBranch {
         if !candidate.is_empty() {
             self.webrtc
                 .emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
+        }
+    }
+
+    /// Sets the FEC redundancy sent to this viewer, where its session has FEC (sessions the daemon
+    /// offered; a client's offer decides for itself).
+    pub fn set_fec(&self, percent: u32) {
+        let transceiver = self
+            .webrtc
+            .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&0i32]);
+        if let Some(t) = transceiver
+            .filter(|t| t.property::<gst_webrtc::WebRTCFECType>("fec-type") == gst_webrtc::WebRTCFECType::UlpRed)
+        {
+            t.set_property("fec-percentage", percent);
         }
     }
 
