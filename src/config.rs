@@ -240,14 +240,29 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// The adaptive bitrate's default floor: the lowest estimate GCC gives (media/congestion.rs). A floor
+/// above the estimate deadlocks a narrow link: with 150 kbit/s, a 250 kbit/s link stayed congested
+/// (floor + retransmissions > link), GCC pinned at its minimum, 10 fps and 18 s frozen of 30
+/// (tests/shaped_policy.rs). A blurry picture that moves beats a sharp one that stands.
+pub const DEFAULT_MIN_BITRATE_KBPS: u32 = 50;
+/// Encodings one camera runs at most by default (the main one plus one of: the low tier, VP8). Each
+/// costs about 10 % of a core at 640x480 in software (bench/results): two is what a Pi can give each camera.
+pub const DEFAULT_MAX_ENCODINGS: u32 = 2;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CameraDefaults {
     pub width: Dimension,
     pub height: Dimension,
     pub fps: Fps,
-    /// kbps; the original system sent about 1 Mbps per 640x480@30 camera.
+    /// kbps; the original system sent about 1 Mbps per 640x480@30 camera. The ceiling of the adaptive
+    /// bitrate: an encode follows its viewers' links between `min_bitrate` and this.
     pub bitrate: Bitrate,
+    /// kbps; the floor of the adaptive bitrate (`bitrate` pins the encode at one rate).
+    pub min_bitrate: Bitrate,
+    /// Encodings a camera may run at once: the main one, plus a low tier for viewers on weak links or
+    /// VP8 for browsers without H.264. 1 keeps every H.264 viewer on the one encode.
+    pub max_encodings: MaxEncodings,
     pub profile: Option<String>,
 }
 
@@ -258,6 +273,8 @@ impl Default for CameraDefaults {
             height: Dimension(480),
             fps: Fps(30),
             bitrate: Bitrate(1000),
+            min_bitrate: Bitrate(DEFAULT_MIN_BITRATE_KBPS),
+            max_encodings: MaxEncodings(DEFAULT_MAX_ENCODINGS),
             profile: None,
         }
     }
@@ -275,6 +292,8 @@ pub struct CameraConfig {
     pub height: Option<Dimension>,
     pub fps: Option<Fps>,
     pub bitrate: Option<Bitrate>,
+    pub min_bitrate: Option<Bitrate>,
+    pub max_encodings: Option<MaxEncodings>,
     pub profile: Option<String>,
     pub enabled: bool,
 }
@@ -289,6 +308,8 @@ impl CameraConfig {
             height: None,
             fps: None,
             bitrate: None,
+            min_bitrate: None,
+            max_encodings: None,
             profile: None,
             enabled: true,
         }
@@ -315,6 +336,8 @@ struct RawCameraConfig {
     height: Option<Dimension>,
     fps: Option<Fps>,
     bitrate: Option<Bitrate>,
+    min_bitrate: Option<Bitrate>,
+    max_encodings: Option<MaxEncodings>,
     profile: Option<String>,
     #[serde(default = "yes")]
     enabled: bool,
@@ -347,6 +370,14 @@ impl TryFrom<RawCameraConfig> for CameraConfig {
         if selectors.len() > 1 {
             return Err("give at most one of device, serial, path, test_pattern".into());
         }
+        if let (Some(floor), Some(ceiling)) = (raw.min_bitrate, raw.bitrate) {
+            if floor.0 > ceiling.0 {
+                return Err(format!(
+                    "min_bitrate ({}) must not be above bitrate ({})",
+                    floor.0, ceiling.0
+                ));
+            }
+        }
         Ok(Self {
             selector: selectors.pop(),
             name: raw.name,
@@ -354,6 +385,8 @@ impl TryFrom<RawCameraConfig> for CameraConfig {
             height: raw.height,
             fps: raw.fps,
             bitrate: raw.bitrate,
+            min_bitrate: raw.min_bitrate,
+            max_encodings: raw.max_encodings,
             profile: raw.profile,
             enabled: raw.enabled,
         })
@@ -458,6 +491,7 @@ macro_rules! bounded_u32 {
 bounded_u32!(Dimension, 16, 7680, "width/height");
 bounded_u32!(Fps, 1, 240, "fps");
 bounded_u32!(Bitrate, 50, 100_000, "bitrate (kbps)");
+bounded_u32!(MaxEncodings, 1, 3, "max_encodings");
 bounded_u32!(NegotiationTimeout, 1, 300, "negotiation_timeout (seconds)");
 bounded_u32!(TurnTtl, 60, 7 * 86400, "turn_credential_ttl (seconds)");
 
@@ -640,6 +674,37 @@ cameras:
             panic!("latency is not a test pattern");
         };
         assert!(stamp.stamps_time() && !TestPattern::Smpte.stamps_time());
+    }
+
+    #[test]
+    fn adaptive_bitrate_bounds_and_encodings_per_camera() {
+        let c = parse(
+            "defaults: {min_bitrate: 100, max_encodings: 1}\ncameras:\n  a: {test_pattern: ball, bitrate: 800, min_bitrate: 800, max_encodings: 2}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.defaults.min_bitrate, c.defaults.max_encodings),
+            (Bitrate(100), MaxEncodings(1))
+        );
+        let a = &c.cameras[&CameraId::new("a").unwrap()];
+        assert_eq!(
+            (a.min_bitrate, a.max_encodings),
+            (Some(Bitrate(800)), Some(MaxEncodings(2)))
+        );
+        let fresh = parse("").unwrap().defaults;
+        assert_eq!(
+            (fresh.min_bitrate.0, fresh.max_encodings.0),
+            (DEFAULT_MIN_BITRATE_KBPS, DEFAULT_MAX_ENCODINGS)
+        );
+
+        let e = error("cameras:\n  a:\n    test_pattern: ball\n    bitrate: 300\n    min_bitrate: 400\n");
+        assert!(e.starts_with("test.yaml:2:3:"), "the camera's entry: {e}");
+        assert!(e.contains("min_bitrate (400) must not be above bitrate (300)"), "{e}");
+        let e = error("defaults:\n  max_encodings: 0\n");
+        assert!(
+            e.contains("test.yaml:2:3: defaults: max_encodings must be between 1 and 3, got 0"),
+            "{e}"
+        );
     }
 
     #[test]

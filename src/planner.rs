@@ -44,6 +44,8 @@ pub struct Plan {
     pub low_tier: Option<EncoderPlan>,
     /// The adaptive bitrate's bounds; the ceiling is the configured bitrate.
     pub limits: Limits,
+    /// Encodings the camera may run at once.
+    pub max_encodings: usize,
     pub reason: EncoderReason,
 }
 
@@ -215,7 +217,9 @@ pub fn plan(
         .profiles
         .first()
         .map(encoder);
-    let limits = Limits::for_ceiling(bitrate_kbps);
+    let floor_kbps = entry.and_then(|c| c.min_bitrate).unwrap_or(defaults.min_bitrate).0;
+    let limits = Limits::new(floor_kbps, bitrate_kbps);
+    let max_encodings = entry.and_then(|c| c.max_encodings).unwrap_or(defaults.max_encodings).0 as usize;
     // The low tier: a quarter of the pixels at the low ceiling, from the best encoder that takes raw
     // pictures (a passthrough camera has none to scale).
     let low = EncodeSettings {
@@ -239,6 +243,7 @@ pub fn plan(
         vp8,
         low_tier,
         limits,
+        max_encodings,
         reason,
     })
 }

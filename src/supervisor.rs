@@ -193,6 +193,7 @@ impl Supervisor {
             vp8: plan.vp8,
             low_tier: plan.low_tier,
             limits: plan.limits,
+            max_encodings: plan.max_encodings,
         };
         let handle = match self.cameras.get(&identity.id) {
             Some(handle) => handle.clone(),

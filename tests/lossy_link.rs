@@ -13,17 +13,16 @@
 
 use edgecam_testkit as common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use common::chromium::Browser;
-use common::daemon::Daemon;
 use common::firefox::Firefox;
+use common::link_stats::{num, without_offer, LinkViewer, Window};
 use common::shaped_link::{self, ShapedLink};
-use common::{heavy_lock, wait_until, LIVENESS};
+use common::{wait_until, LIVENESS};
 
 /// The issue's loss rate: random, on every UDP packet the daemon sends.
 const LOSS_PERCENT: u32 = 3;
@@ -51,102 +50,14 @@ const CAMERA: &str = "lossy";
 /// this test judges.
 const WARM_UP_FRAMES: u64 = 60;
 
-/// Per camera: the inbound video stream's counters and the offer the page answered (its remote
-/// description). Works in Chromium and Firefox (either may lack a counter: null).
-const LINK_STATS_JS: &str = r#"
-(async (id) => {
-  const cam = window.edgecam && window.edgecam.cameras && window.edgecam.cameras.get(id);
-  const pc = cam && cam.pc;
-  if (!pc) return null;
-  let rtp = null, codec = null;
-  const report = await pc.getStats();
-  report.forEach(s => { if (s.type === 'inbound-rtp' && (s.kind ?? s.mediaType) === 'video') rtp = s; });
-  if (rtp && rtp.codecId) codec = report.get(rtp.codecId);
-  // The transport in use: the loss rule drops UDP only, so media over ICE-TCP would dodge it.
-  let protocol = null;
-  report.forEach(s => {
-    if (s.type === 'candidate-pair' && s.state === 'succeeded' && (s.selected || s.nominated)) {
-      const local = report.get(s.localCandidateId);
-      if (local) protocol = local.protocol;
-    }
-  });
-  const n = (v) => (typeof v === 'number' ? v : null);
-  return {
-    status: cam.status, state: pc.connectionState, protocol, offer: pc.remoteDescription ? pc.remoteDescription.sdp : null,
-    t: rtp ? rtp.timestamp : null, codec: codec && codec.mimeType ? codec.mimeType.split('/')[1] : null,
-    framesDecoded: rtp ? n(rtp.framesDecoded) : null, freezeCount: rtp ? n(rtp.freezeCount) : null,
-    totalFreezesDuration: rtp ? n(rtp.totalFreezesDuration) : null, nackCount: rtp ? n(rtp.nackCount) : null,
-    pliCount: rtp ? n(rtp.pliCount) : null, firCount: rtp ? n(rtp.firCount) : null,
-    packetsLost: rtp ? n(rtp.packetsLost) : null, packetsReceived: rtp ? n(rtp.packetsReceived) : null,
-    retransmittedPacketsReceived: rtp ? n(rtp.retransmittedPacketsReceived) : null,
-    keyFramesDecoded: rtp ? n(rtp.keyFramesDecoded) : null, bytesReceived: rtp ? n(rtp.bytesReceived) : null,
-  };
-})"#;
-
-/// Either browser, read the same way.
-enum Viewer<'a> {
-    Chromium(&'a common::chromium::Page),
-    Firefox(&'a Firefox),
-}
-
-impl Viewer<'_> {
-    async fn read(&self) -> Result<Value> {
-        let js = format!("{LINK_STATS_JS}({})", json!(CAMERA));
-        let v = match self {
-            Viewer::Chromium(page) => page.eval(&js).await?,
-            Viewer::Firefox(ff) => ff.eval(&js).await?,
-        };
-        if v.is_null() {
-            bail!("{CAMERA} has no peer connection on the page yet");
-        }
-        Ok(v)
-    }
-}
-
-fn num(v: &Value, key: &str) -> Option<f64> {
-    v[key].as_f64()
-}
-
-/// What the window showed, the `after - before` of each counter.
-#[derive(Debug)]
-struct Window {
-    seconds: f64,
-    fps: f64,
-    freezes: Option<f64>,
-    freeze_seconds: Option<f64>,
-    nacks: Option<f64>,
-    plis: Option<f64>,
-    retransmits: Option<f64>,
-    lost: Option<f64>,
-    /// Payload bit rate received, RTX included: what recovery costs on the link.
-    kbps: Option<f64>,
-}
-
-impl Window {
-    fn between(before: &Value, after: &Value) -> Result<Window> {
-        let delta = |key: &str| Some(num(after, key)? - num(before, key)?);
-        let seconds = delta("t").context("no timestamp")? / 1000.0;
-        Ok(Window {
-            seconds,
-            fps: delta("framesDecoded").context("no framesDecoded")? / seconds,
-            freezes: delta("freezeCount"),
-            freeze_seconds: delta("totalFreezesDuration"),
-            nacks: delta("nackCount"),
-            plis: delta("pliCount"),
-            retransmits: delta("retransmittedPacketsReceived"),
-            lost: delta("packetsLost"),
-            kbps: delta("bytesReceived").map(|b| b * 8.0 / 1000.0 / seconds),
-        })
-    }
-
-    fn json(&self, browser: &str, codec: &str, dropped: u64) -> Value {
-        json!({
-            "browser": browser, "codec": codec, "loss_percent": LOSS_PERCENT, "seconds": self.seconds,
-            "fps": self.fps, "freezes": self.freezes, "freeze_seconds": self.freeze_seconds,
-            "nacks": self.nacks, "plis": self.plis, "retransmits_received": self.retransmits,
-            "packets_lost": self.lost, "kbps": self.kbps, "packets_dropped_by_link": dropped,
-        })
-    }
+/// One result line for bench/lossy_link.sh.
+fn window_json(w: &Window, browser: &str, codec: &str, dropped: u64) -> Value {
+    json!({
+        "browser": browser, "codec": codec, "loss_percent": LOSS_PERCENT, "seconds": w.seconds,
+        "fps": w.fps, "freezes": w.freezes, "freeze_seconds": w.freeze_seconds,
+        "nacks": w.nacks, "plis": w.plis, "retransmits_received": w.retransmits,
+        "packets_lost": w.lost, "kbps": w.kbps, "packets_dropped_by_link": dropped,
+    })
 }
 
 /// The offer has generic NACK (a line `a=rtcp-fb:<pt> nack` with nothing after it) for its video payload
@@ -168,9 +79,9 @@ fn check_offer(offer: &str) -> Result<()> {
 
 /// Waits until the viewer decodes `codec`, turns the loss on, lets it warm up, then judges one `WINDOW`.
 /// A window with freezes as its only fault is followed by one more, which must be clean: see `FREEZE_ODDS`.
-async fn watch_and_judge(viewer: &Viewer<'_>, name: &str, codec: &str, link: &ShapedLink) -> Result<()> {
+async fn watch_and_judge(viewer: &LinkViewer<'_>, name: &str, codec: &str, link: &ShapedLink) -> Result<()> {
     let first = wait_until(&format!("{name} decoding {codec}"), LIVENESS, || async {
-        let v = viewer.read().await?;
+        let v = viewer.read(CAMERA).await?;
         if v["status"] != "live" || v["codec"] != codec || num(&v, "framesDecoded").unwrap_or(0.0) < 1.0 {
             bail!("{}", without_offer(&v));
         }
@@ -186,7 +97,7 @@ async fn watch_and_judge(viewer: &Viewer<'_>, name: &str, codec: &str, link: &Sh
     link.set_loss(LOSS_PERCENT)?;
     let start_frames = num(&first, "framesDecoded").unwrap_or(0.0);
     wait_until(&format!("{name} past warm-up"), LIVENESS, || async {
-        let v = viewer.read().await?;
+        let v = viewer.read(CAMERA).await?;
         if num(&v, "framesDecoded").unwrap_or(0.0) < start_frames + WARM_UP_FRAMES as f64 {
             bail!("{}", without_offer(&v));
         }
@@ -206,13 +117,13 @@ async fn watch_and_judge(viewer: &Viewer<'_>, name: &str, codec: &str, link: &Sh
 }
 
 /// One `WINDOW` of the viewer's counters, with the link's drops in it.
-async fn measure(viewer: &Viewer<'_>, name: &str, codec: &str, link: &ShapedLink) -> Result<Window> {
-    let before = viewer.read().await?;
+async fn measure(viewer: &LinkViewer<'_>, name: &str, codec: &str, link: &ShapedLink) -> Result<Window> {
+    let before = viewer.read(CAMERA).await?;
     let dropped_before = link.dropped_packets()?;
     let opened = Instant::now();
     while opened.elapsed() < WINDOW {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let v = viewer.read().await?;
+        let v = viewer.read(CAMERA).await?;
         if v["state"] != "connected" {
             bail!(
                 "{name}'s peer connection left `connected` mid-window: {}",
@@ -220,7 +131,7 @@ async fn measure(viewer: &Viewer<'_>, name: &str, codec: &str, link: &ShapedLink
             );
         }
     }
-    let after = viewer.read().await?;
+    let after = viewer.read(CAMERA).await?;
     let dropped = link.dropped_packets()? - dropped_before;
     let window = Window::between(&before, &after)?;
     eprintln!(
@@ -228,19 +139,11 @@ async fn measure(viewer: &Viewer<'_>, name: &str, codec: &str, link: &ShapedLink
         without_offer(&before),
         without_offer(&after)
     );
-    record(window.json(name, codec, dropped));
+    record(window_json(&window, name, codec, dropped));
     if dropped == 0 {
         bail!("the link dropped nothing during the window: the loss rule is not biting");
     }
     Ok(window)
-}
-
-fn without_offer(v: &Value) -> Value {
-    let mut v = v.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("offer");
-    }
-    v
 }
 
 /// Appends one result line to the file named by `EDGECAM_LOSSY_LINK_RESULTS`, if set (bench/lossy_link.sh).
@@ -311,42 +214,16 @@ fn problems_in(name: &str, w: &Window) -> Result<()> {
     )
 }
 
-/// Link, daemon and the viewer's runtime: `scenario` runs in the viewer's namespace, given the daemon
-/// (started in its own namespace) and the link (to read its drop counter).
-fn on_lossy_link<F, Fut>(test: &str, scenario: F)
-where
-    F: FnOnce(Daemon, Arc<ShapedLink>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    if let Some(reason) = shaped_link::unavailable() {
-        eprintln!("SKIPPED {test}: {reason}");
-        return;
-    }
-    let _heavy = heavy_lock();
-    let link = Arc::new(ShapedLink::create().expect("create the shaped link"));
-    let ip = link.daemon_ip();
-    let daemon = link
-        .run_in_daemon(move || Daemon::start_on(ip, CONFIG, &[]))
-        .expect("start the daemon in its namespace");
-    let for_scenario = link.clone();
-    link.run_in_viewer(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(scenario(daemon, for_scenario)).unwrap();
-    });
-}
-
 #[test]
 fn chromium_h264_stays_smooth_at_3_percent_loss() {
-    on_lossy_link(
+    shaped_link::run_scenario(
         "chromium_h264_stays_smooth_at_3_percent_loss",
+        CONFIG,
+        None,
         |daemon, link| async move {
             let browser = Browser::launch().await?;
             let page = browser.open(&daemon.url(&format!("/?cameras={CAMERA}"))).await?;
-            watch_and_judge(&Viewer::Chromium(&page), "chromium", "H264", &link)
+            watch_and_judge(&LinkViewer::Chromium(&page), "chromium", "H264", &link)
                 .await
                 .with_context(|| common::viewer::page_context(&page))
         },
@@ -355,12 +232,14 @@ fn chromium_h264_stays_smooth_at_3_percent_loss() {
 
 #[test]
 fn firefox_vp8_stays_smooth_at_3_percent_loss() {
-    on_lossy_link(
+    shaped_link::run_scenario(
         "firefox_vp8_stays_smooth_at_3_percent_loss",
+        CONFIG,
+        None,
         |daemon, link| async move {
             let firefox = Firefox::launch().await?;
             firefox.open(&daemon.url(&format!("/?cameras={CAMERA}"))).await?;
-            watch_and_judge(&Viewer::Firefox(&firefox), "firefox", "VP8", &link)
+            watch_and_judge(&LinkViewer::Firefox(&firefox), "firefox", "VP8", &link)
                 .await
                 .with_context(|| format!("firefox console:\n{}", firefox.console()))
         },

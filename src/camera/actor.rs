@@ -404,6 +404,17 @@ impl Actor {
                 }
                 None
             }
+            Effect::SetEstimate {
+                conn,
+                estimate_kbps,
+                why,
+            } => {
+                if let Some((_, branch)) = self.branches.get(&conn) {
+                    self.in_viewer_span(conn, || info!(estimate_kbps, why, "viewer's bandwidth estimate set"));
+                    branch.set_estimate(estimate_kbps);
+                }
+                None
+            }
             Effect::SetBitrate { encoding, kbps } => {
                 info!(%encoding, kbps, "encoder bitrate follows the viewers' links");
                 if let Some(Err(e)) = self.pipeline.as_ref().map(|p| p.set_bitrate(encoding, kbps)) {

@@ -45,9 +45,11 @@ impl LinkReport {
     }
 }
 
-/// No encoding goes below this: under ~150 kbit/s a 320x240 H.264 picture at 30 fps turns to mush, and
-/// a link that cannot carry it is better served by the picture freezing than by noise.
-pub const FLOOR_KBPS: u32 = 150;
+/// The estimate at which a clean link gets `kbps` (the inverse of `capacity_kbps`).
+pub fn estimate_for(kbps: u32) -> u32 {
+    (f64::from(kbps) / HEADROOM).ceil() as u32
+}
+
 /// The low tier's ceiling as a share of the camera's: it has a quarter of the pixels.
 const LOW_TIER_SHARE: f64 = 0.4;
 
@@ -61,9 +63,10 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The bounds for a camera configured at `ceiling_kbps`.
-    pub fn for_ceiling(ceiling_kbps: u32) -> Self {
-        let floor_kbps = FLOOR_KBPS.min(ceiling_kbps);
+    /// The bounds for a camera configured with `min_bitrate` and `bitrate` (a floor above the ceiling
+    /// is the ceiling).
+    pub fn new(floor_kbps: u32, ceiling_kbps: u32) -> Self {
+        let floor_kbps = floor_kbps.min(ceiling_kbps);
         let low_ceiling_kbps = ((f64::from(ceiling_kbps) * LOW_TIER_SHARE) as u32).max(floor_kbps);
         Self {
             floor_kbps,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::bitrate::{self, LinkReport};
 use super::fec::{self, Fec};
+use super::probe::Probe;
 use super::sink::ConnId;
 use super::{CameraError, CameraState, Setup};
 use crate::config::IdlePolicy;
@@ -36,9 +37,6 @@ pub const MAX_VIEWERS: usize = 32;
 /// Viewers still negotiating at once. A negotiation costs a webrtcbin, a DTLS certificate check and ICE
 /// gathering up front; a client flooding `ready` messages gets refused here before it costs threads.
 pub const MAX_NEGOTIATING: usize = 8;
-/// Encodings one camera runs at most (the main one plus one of: the low tier, VP8). Each costs about
-/// 10 % of a core at 640x480 in software (bench/results): two is what a Pi can give each camera.
-pub const MAX_ENCODINGS: usize = 2;
 /// A viewer stays in its tier at least this long: every move costs it a new session (~0.2 s of video).
 pub const TIER_HOLD: Duration = Duration::from_secs(10);
 
@@ -50,7 +48,6 @@ pub struct Policy {
     pub negotiation_timeout: Duration,
     pub max_viewers: usize,
     pub max_negotiating: usize,
-    pub max_encodings: usize,
 }
 
 impl Policy {
@@ -60,7 +57,6 @@ impl Policy {
             negotiation_timeout,
             max_viewers: MAX_VIEWERS,
             max_negotiating: MAX_NEGOTIATING,
-            max_encodings: MAX_ENCODINGS,
         }
     }
 }
@@ -156,6 +152,12 @@ pub enum Effect {
         conn: ConnId,
         percent: u32,
     },
+    /// Move a viewer's bandwidth estimate: a probe of its link for room, or its undoing (camera/probe.rs).
+    SetEstimate {
+        conn: ConnId,
+        estimate_kbps: u32,
+        why: &'static str,
+    },
     /// Tell a running encoder its new bitrate.
     SetBitrate {
         encoding: EncodingKey,
@@ -194,6 +196,8 @@ struct Viewer {
     report: Option<LinkReport>,
     /// FEC on its current branch (a new branch starts without).
     fec: Fec,
+    /// Probing its current branch's link for room (a new branch has a new estimator).
+    probe: Probe,
     /// When it last moved between tiers (a move costs it a new session, so they are spaced out).
     moved_at: Option<Instant>,
     /// The branch it has now; None while the camera has no pipeline (it waits for one).
@@ -290,14 +294,25 @@ impl Lifecycle {
                 }
             }
             Input::LinkReport { conn, branch, report } => {
+                let ceiling = self.setup.as_ref().map(|s| s.limits.ceiling_kbps);
                 if let Some(viewer) = self.viewers.get_mut(&conn).filter(|v| v.branch == Some(branch)) {
-                    viewer.report = Some(report);
-                    let sending = (self.rates.get(&viewer.encoding).copied())
-                        .or(self.setup.as_ref().map(|s| s.limits.ceiling_kbps));
+                    let mut report = report;
+                    let sending = self.rates.get(&viewer.encoding).copied().or(ceiling);
                     let room = sending.is_some_and(|kbps| fec::has_room(report.estimate_kbps, kbps));
                     if let Some(percent) = viewer.fec.on_report(now, report.loss, room) {
                         out.push(Effect::SetFec { conn, percent });
                     }
+                    let wanted = ceiling.map(bitrate::estimate_for);
+                    if let Some((to, why)) = wanted.and_then(|w| viewer.probe.on_report(now, &report, w)) {
+                        out.push(Effect::SetEstimate {
+                            conn,
+                            estimate_kbps: to,
+                            why,
+                        });
+                        // The encode follows at once: a probe tests the link with real video, an undo stops the excess.
+                        report.estimate_kbps = to;
+                    }
+                    viewer.report = Some(report);
                     self.adapt(now, &mut out);
                 }
             }
@@ -355,6 +370,7 @@ impl Lifecycle {
                 },
                 report: None,
                 fec: Fec::default(),
+                probe: Probe::default(),
                 moved_at: None,
                 branch: None,
                 negotiating_since: None,
@@ -499,6 +515,7 @@ impl Lifecycle {
         self.branches_made += 1;
         viewer.branch = Some(self.branches_made);
         viewer.fec = Fec::default();
+        viewer.probe = Probe::default();
         viewer.negotiating_since = Some(now);
         out.push(Effect::Attach {
             conn,
@@ -571,8 +588,8 @@ impl Lifecycle {
         let limits = setup.limits;
         let h264 = self.h264_links();
         let running = self.rates.len();
-        let low_allowed = setup.low_tier.is_some()
-            && (self.rates.contains_key(&EncodingKey::LOW) || running < self.policy.max_encodings);
+        let low_allowed =
+            setup.low_tier.is_some() && (self.rates.contains_key(&EncodingKey::LOW) || running < setup.max_encodings);
         let decision = bitrate::decide(&h264, limits, low_allowed);
 
         for (conn, tier) in &decision.tiers {

@@ -28,7 +28,8 @@ fn setup(encoders: &[&str]) -> Box<Setup> {
             size: Some((160, 120)),
             ..plan("x264", Codec::H264)
         }),
-        limits: Limits::for_ceiling(1000),
+        limits: Limits::new(50, 1000),
+        max_encodings: 2,
     })
 }
 
@@ -709,6 +710,80 @@ fn with_vp8_running_there_is_no_room_for_a_low_tier() {
             kbps: 425
         }],
         "VP8 follows its own viewers"
+    );
+}
+
+#[test]
+fn with_one_encoding_allowed_a_weak_viewer_drags_the_main_encode() {
+    let mut camera = Camera::new(IdlePolicy::KeepEncoding);
+    camera.input(Input::Online(Box::new(Setup {
+        max_encodings: 1,
+        ..*setup(&["x264"])
+    })));
+    camera.input(Input::Started);
+    camera.input(join(1));
+    camera.input(join(2));
+    camera.input(link(1, 1, 2500));
+    assert_eq!(
+        camera.input(link(2, 2, 300)),
+        [Effect::SetBitrate {
+            encoding: EncodingKey::MAIN,
+            kbps: 255
+        }],
+        "max_encodings: 1 means no low tier"
+    );
+}
+
+#[test]
+fn a_clean_link_is_probed_with_the_encode_and_a_probe_that_failed_is_undone() {
+    let mut camera = Camera::streaming(&["x264"]);
+    camera.input(join(1));
+    assert_eq!(
+        camera.input(link(1, 1, 400)),
+        [Effect::SetBitrate {
+            encoding: EncodingKey::MAIN,
+            kbps: 340
+        }]
+    );
+    assert_eq!(camera.after(Duration::from_secs(1), link(1, 1, 400)), []);
+    // Clean for 2 s: a probe lifts the estimate, and the encode with it at once.
+    assert_eq!(
+        camera.after(Duration::from_secs(1), link(1, 1, 400)),
+        [
+            Effect::SetEstimate {
+                conn: 1,
+                estimate_kbps: 500,
+                why: super::super::probe::PROBING,
+            },
+            Effect::SetBitrate {
+                encoding: EncodingKey::MAIN,
+                kbps: 425
+            }
+        ]
+    );
+    // The link could not carry it: GCC came down only part of the way, the probe is undone.
+    let lossy = Input::LinkReport {
+        conn: 1,
+        branch: 1,
+        report: LinkReport {
+            estimate_kbps: 470,
+            loss: 0.05,
+            rtt_ms: 200,
+        },
+    };
+    assert_eq!(
+        camera.after(Duration::from_secs(1), lossy),
+        [
+            Effect::SetEstimate {
+                conn: 1,
+                estimate_kbps: 400,
+                why: super::super::probe::UNDONE,
+            },
+            Effect::SetBitrate {
+                encoding: EncodingKey::MAIN,
+                kbps: 340
+            }
+        ]
     );
 }
 

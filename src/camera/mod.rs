@@ -10,6 +10,7 @@ mod bitrate;
 mod error;
 mod fec;
 mod lifecycle;
+mod probe;
 mod registry;
 mod sink;
 mod status;
@@ -78,6 +79,8 @@ pub struct Setup {
     pub low_tier: Option<EncoderPlan>,
     /// Bitrate bounds of the adaptive policy (`bitrate`); the ceiling is the configured bitrate.
     pub limits: Limits,
+    /// Encodings it may run at once (`max_encodings`).
+    pub max_encodings: usize,
 }
 
 /// Settings shared by every camera.

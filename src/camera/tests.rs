@@ -46,7 +46,8 @@ fn setup(encoders: Vec<EncoderPlan>) -> Box<Setup> {
         encoder_reason: "test".into(),
         vp8: Some(plan("vp8", "vp8enc deadline=1 cpu-used=8", Codec::Vp8)),
         low_tier: None,
-        limits: Limits::for_ceiling(500),
+        limits: Limits::new(50, 500),
+        max_encodings: 2,
     })
 }
 

@@ -97,6 +97,7 @@ struct Encoding {
     encoded: gst::Element,
     rtp: gst::Element,
     payloader: gst::Element,
+    keyframes: keyframe_gate::Gate,
 }
 
 impl Encoding {
@@ -118,17 +119,18 @@ impl Encoding {
         let payloader = by_name("pay")?;
         // Each viewer's congestion controller needs transport-wide sequence numbers (see `congestion`).
         congestion::add_twcc_extension(&payloader)?;
-        // Viewers' PLI/FIR and the daemon's own requests reach the shared encoder at most once per interval.
+        // Viewers' PLI/FIR reach the shared encoder at most once per interval.
         let payloader_src = payloader
             .static_pad("src")
             .ok_or_else(|| MediaError::Build("payloader has no src pad".into()))?;
-        keyframe_gate::install(&payloader_src, keyframe_gate::KEYFRAME_INTERVAL);
+        let keyframes = keyframe_gate::install(&payloader_src, keyframe_gate::KEYFRAME_INTERVAL);
         Ok(Self {
             key,
             bitrate: plan.bitrate.clone(),
             encoded: by_name("encoded")?,
             rtp: by_name("fanout")?,
             payloader,
+            keyframes,
             bin,
         })
     }
@@ -311,13 +313,19 @@ impl CameraPipeline {
     }
 
     /// Asks the encoder for a keyframe (with SPS/PPS), so a viewer that just joined can start decoding
-    /// without waiting for the next GOP.
+    /// without waiting for the next GOP. It enters upstream of the keyframe gate: held back there, a join
+    /// within a second of another viewer's PLI waited for the GOP (first frame median 772 ms instead of
+    /// ~200). The gate's interval restarts, so the PLIs of the join are answered by this keyframe.
     pub fn request_keyframe(&self, key: EncodingKey) {
         let event = gst_video::UpstreamForceKeyUnitEvent::builder()
             .all_headers(true)
             .build();
-        if let Some(pad) = self.encoding(key).and_then(|e| e.payloader.static_pad("src")) {
-            pad.send_event(event);
+        let Some(encoding) = self.encoding(key) else {
+            return;
+        };
+        if let Some(upstream) = encoding.payloader.static_pad("sink").and_then(|p| p.peer()) {
+            encoding.keyframes.restart();
+            upstream.send_event(event);
         }
     }
 

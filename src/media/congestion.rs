@@ -75,6 +75,15 @@ impl Estimator {
         estimator
     }
 
+    /// Moves the estimate to `bps` (GCC goes on from there, both its delay and its loss controller);
+    /// nothing before webrtcbin made the estimator.
+    pub fn set_bitrate_bps(&self, bps: u32) {
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bwe) = slot.as_ref().and_then(|w| w.upgrade()) {
+            bwe.set_property("estimated-bitrate", bps.clamp(MIN_ESTIMATE_BPS, MAX_ESTIMATE_BPS));
+        }
+    }
+
     /// The current estimate in bit/s, or None before webrtcbin made the estimator (or if it could not).
     pub fn bitrate_bps(&self) -> Option<u32> {
         let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());

@@ -9,7 +9,7 @@
 //! every re-sent keyframe with a new PLI, a keyframe a second for ever on a clean link (issue 12 notes).
 //! `Throttle` is that decision as plain data; `install` puts it on a pad as an upstream event probe.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
@@ -45,10 +45,23 @@ impl Throttle {
     }
 }
 
-/// Puts a gate on `pad` (the payloader's src pad: the daemon's own requests for a new viewer and every
-/// viewer's PLI/FIR pass there on their way to the encoder). Other upstream events pass untouched.
-pub fn install(pad: &gst::Pad, interval: Duration) {
-    let throttle = Mutex::new(Throttle::new(interval));
+/// A gate put on a pad: the throttle it decides with, to restart its interval from outside.
+#[derive(Clone)]
+pub struct Gate(Arc<Mutex<Throttle>>);
+
+impl Gate {
+    /// A keyframe was asked for past the gate (a new viewer's): the interval starts again from now, so the
+    /// PLIs that follow a join do not make a second keyframe right after it.
+    pub fn restart(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).last_forwarded = Some(Instant::now());
+    }
+}
+
+/// Puts a gate on `pad` (the payloader's src pad: every viewer's PLI/FIR passes there on its way to the
+/// encoder). Other upstream events pass untouched.
+pub fn install(pad: &gst::Pad, interval: Duration) -> Gate {
+    let gate = Gate(Arc::new(Mutex::new(Throttle::new(interval))));
+    let throttle = gate.0.clone();
     pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
         if !info.event().is_some_and(|e| gst_video::ForceKeyUnitEvent::is(e)) {
             return gst::PadProbeReturn::Ok;
@@ -66,13 +79,13 @@ pub fn install(pad: &gst::Pad, interval: Duration) {
             gst::PadProbeReturn::Handled
         }
     });
+    gate
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Arc;
 
     #[test]
     fn one_request_per_interval_reaches_the_encoder() {
@@ -85,6 +98,18 @@ mod tests {
         assert!(t.forward(ms(1000)));
         assert!(!t.forward(ms(1999)));
         assert!(t.forward(ms(3500)));
+    }
+
+    #[test]
+    fn a_keyframe_asked_for_past_the_gate_restarts_its_interval() {
+        let gate = Gate(Arc::new(Mutex::new(Throttle::new(Duration::from_secs(1)))));
+        gate.restart();
+        let mut throttle = gate.0.lock().unwrap();
+        assert!(
+            !throttle.forward(Instant::now()),
+            "a PLI right after a join's keyframe is answered by it"
+        );
+        assert!(throttle.forward(Instant::now() + Duration::from_secs(1)));
     }
 
     /// A real encoder behind a real payloader: a burst of key-unit requests from downstream (as webrtcbin

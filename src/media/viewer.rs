@@ -65,7 +65,7 @@ pub struct ViewerBranch {
     webrtc: gst::Element,
     attached: Attached,
     /// Reads the viewer's link once a second until the branch goes.
-    _stats: StatsPoller,
+    stats: StatsPoller,
 }
 
 impl ViewerBranch {
@@ -154,7 +154,7 @@ impl ViewerBranch {
         Ok(Self {
             webrtc,
             attached,
-            _stats: stats,
+            stats,
         })
     }
 
@@ -254,6 +254,11 @@ impl ViewerBranch {
         }
     }
 
+    /// Lifts (or lowers) the viewer's bandwidth estimate: a probe for room on its link.
+    pub fn set_estimate(&self, kbps: u32) {
+        self.stats.estimator().set_bitrate_bps(kbps.saturating_mul(1000));
+    }
+
     /// Takes the branch off its tee and frees it (see `Attached::detach`).
     pub fn detach(self) -> Detaching {
         self.attached.detach()
@@ -289,18 +294,30 @@ fn turn_uri(url: &str, server: &IceServer) -> Option<String> {
     Some(format!("{scheme}://{user}:{pass}@{rest}"))
 }
 
-/// libnice asks the router for UPnP port mappings on every session by default (gssdp/gupnp objects per
-/// viewer in heaptrack, and SSDP traffic on the LAN): a camera daemon has no business reconfiguring the
-/// owner's router. webrtcbin 1.22 does not expose its NiceAgent, but its nicesrc elements carry it, and
-/// they are added before candidates are gathered (set-local-description).
-fn keep_off_the_router(webrtc: &gst::Element) {
+/// How far back a viewer's retransmission history reaches. A packet older than this is past any
+/// browser's playout deadline on a link worth repairing; on a congested link, retransmitting a whole
+/// second of video the link already failed to carry kept its queue full for 5 s before the first picture
+/// (tests/shaped_policy.rs at 250 kbit/s; rtprtxsend's default is 100 packets, any age).
+const RTX_HISTORY_MS: u32 = 500;
+
+/// Settings for elements webrtcbin makes inside itself, as they are added:
+/// - libnice asks the router for UPnP port mappings on every session by default (gssdp/gupnp objects per
+///   viewer in heaptrack, and SSDP traffic on the LAN): a camera daemon has no business reconfiguring
+///   the owner's router. webrtcbin 1.22 does not expose its NiceAgent, but its nicesrc elements carry it,
+///   and they are added before candidates are gathered (set-local-description).
+/// - the retransmission history is bounded by age (`RTX_HISTORY_MS`).
+fn configure_inner_elements(webrtc: &gst::Element) {
     webrtc.connect("deep-element-added", false, |values| {
         let element = values[2].get::<gst::Element>().ok()?;
-        if element.factory().is_some_and(|f| f.name() == "nicesrc") {
-            let agent = element.property::<glib::Object>("agent");
-            if agent.has_property("upnp", Some(bool::static_type())) {
-                agent.set_property("upnp", false);
+        match element.factory()?.name().as_str() {
+            "nicesrc" => {
+                let agent = element.property::<glib::Object>("agent");
+                if agent.has_property("upnp", Some(bool::static_type())) {
+                    agent.set_property("upnp", false);
+                }
             }
+            "rtprtxsend" => element.set_property("max-size-time", RTX_HISTORY_MS),
+            _ => {}
         }
         None
     });
@@ -330,7 +347,7 @@ fn build(branch: u64, ice: &IceSettings, events: &EventSink) -> Result<Parts, Me
     let estimator = Estimator::install(&webrtc);
     let stats = StatsPoller::start(&webrtc, estimator, events.clone());
     connect_signals(&webrtc, events.clone());
-    keep_off_the_router(&webrtc);
+    configure_inner_elements(&webrtc);
     bin.add_many([&queue, &webrtc])
         .map_err(|e| MediaError::Build(format!("adding viewer branch: {e}")))?;
     Ok((bin, queue, webrtc, stats))

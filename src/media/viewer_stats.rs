@@ -28,6 +28,7 @@ pub struct ViewerStats {
 /// Reads the numbers for one viewer every `STATS_INTERVAL` until dropped.
 pub struct StatsPoller {
     tick: gst::PeriodicClockId,
+    estimator: Estimator,
 }
 
 impl StatsPoller {
@@ -36,6 +37,7 @@ impl StatsPoller {
         let first = clock.time().unwrap_or(gst::ClockTime::ZERO) + STATS_INTERVAL;
         let tick = clock.new_periodic_id(first, STATS_INTERVAL);
         let webrtc = webrtc.downgrade();
+        let reading = estimator.clone();
         // Runs on the system clock's thread; get-stats only queues work on webrtcbin's own thread, and the
         // reply comes back there, so this thread never waits for webrtcbin.
         let scheduled = tick.wait_async(move |_, _, _| {
@@ -43,7 +45,7 @@ impl StatsPoller {
                 return;
             };
             let events = events.clone();
-            let estimator = estimator.clone();
+            let estimator = reading.clone();
             let promise = gst::Promise::with_change_func(move |reply| {
                 let mut stats = match reply {
                     Ok(Some(reply)) => parse(reply),
@@ -57,7 +59,12 @@ impl StatsPoller {
         if let Err(e) = scheduled {
             tracing::warn!(error = ?e, "viewer statistics not scheduled");
         }
-        Self { tick }
+        Self { tick, estimator }
+    }
+
+    /// The viewer's bandwidth estimator (to probe its link).
+    pub fn estimator(&self) -> &Estimator {
+        &self.estimator
     }
 }
 

@@ -209,5 +209,17 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             eprintln!("--- edgecam stderr (last 120 lines) ---\n{}", self.log_tail(120));
         }
+        // For a human digging into a run: the whole log (up to `LOG_LINES`), appended to a file.
+        if let Some(path) = std::env::var_os("EDGECAM_TEST_DAEMON_LOG") {
+            use std::io::Write;
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| writeln!(f, "{}", self.log()));
+            if let Err(e) = written {
+                eprintln!("could not write the daemon log to {}: {e}", path.to_string_lossy());
+            }
+        }
     }
 }

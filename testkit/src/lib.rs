@@ -11,6 +11,7 @@ pub mod browser_process;
 pub mod chromium;
 pub mod daemon;
 pub mod firefox;
+pub mod link_stats;
 pub mod netns;
 pub mod shaped_link;
 pub mod viewer;
