@@ -190,6 +190,15 @@ fn the_encode_follows_a_link_down_to_300_kbit_and_back_up() {
     );
 }
 
+/// Waits at `barrier` for the other viewer's thread; an error (not a hang) if it never comes, say
+/// because its browser failed.
+async fn meet(barrier: &tokio::sync::Barrier, what: &str) -> Result<()> {
+    tokio::time::timeout(LIVENESS + WINDOW, barrier.wait())
+        .await
+        .map(drop)
+        .map_err(|_| anyhow::anyhow!("waited in vain for {what}"))
+}
+
 #[test]
 fn a_capped_viewer_moves_to_the_low_tier_and_the_clean_one_keeps_full_quality() {
     shaped_link::run_scenario(
@@ -211,21 +220,25 @@ fn a_capped_viewer_moves_to_the_low_tier_and_the_clean_one_keeps_full_quality() 
                 rt.block_on(async {
                     let browser = Browser::launch().await?;
                     let (page, _, _) = first_picture(&browser, &clean_url).await?;
-                    live.wait().await;
+                    meet(&live, "the capped viewer's first picture").await?;
                     let w = window(&page, "clean viewer beside a 300 kbit/s one").await;
-                    left.wait().await;
+                    meet(&left, "the capped viewer leaving").await?;
                     w
                 })
             });
 
             let browser = Browser::launch().await?;
             let (page, _, _) = first_picture(&browser, &daemon.url("")).await?;
-            both_live.wait().await;
+            if let Err(e) = meet(&both_live, "the clean viewer's first picture").await {
+                // Its thread gave up before the barrier's bound: its error says why.
+                let clean = clean.join().expect("clean viewer thread");
+                return Err(e.context(format!("the clean viewer: {:?}", clean.err())));
+            }
             let capped = window(&page, "viewer on 300 kbit/s beside a clean one").await;
             let during = encodings(&daemon).await?;
             eprintln!("encodings with both: {during:?}");
             page.close().await?;
-            capped_left.wait().await;
+            meet(&capped_left, "the clean viewer's window").await?;
             let clean = clean.join().expect("clean viewer thread")?;
 
             let capped = capped?;

@@ -404,6 +404,22 @@ impl Actor {
                 }
                 None
             }
+            Effect::ChangeTier {
+                conn,
+                to,
+                capacity_kbps,
+                best_kbps,
+            } => {
+                let why = match to {
+                    Tier::Low => "its link is far below the best viewer's",
+                    Tier::Main => "its link carries most of the best viewer's again",
+                };
+                self.in_viewer_span(
+                    conn,
+                    || info!(tier = ?to, capacity_kbps, best_kbps, why, "viewer changes tier"),
+                );
+                None
+            }
             Effect::SetEstimate {
                 conn,
                 estimate_kbps,

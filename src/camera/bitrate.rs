@@ -83,6 +83,8 @@ pub struct Decision {
     /// None: nobody needs the low tier.
     pub low_kbps: Option<u32>,
     pub tiers: BTreeMap<ConnId, Tier>,
+    /// The best viewer's capacity the tiers were decided against (kbit/s, at most the ceiling).
+    pub best_kbps: u32,
 }
 
 /// Decides from every H.264 viewer's tier and latest report (None: no report yet, which never drags
@@ -121,6 +123,7 @@ pub fn decide(
         main_kbps,
         low_kbps,
         tiers,
+        best_kbps: best as u32,
     }
 }
 

@@ -140,6 +140,13 @@ pub enum Effect {
         /// The viewer's offer, to answer; None: the branch offers.
         offer: Option<String>,
     },
+    /// A viewer moves between tiers (a Detach and an Attach follow): for the log, with why.
+    ChangeTier {
+        conn: ConnId,
+        to: Tier,
+        capacity_kbps: u32,
+        best_kbps: u32,
+    },
     /// Take the viewer's branch off its tee and free it.
     Detach {
         conn: ConnId,
@@ -302,15 +309,17 @@ impl Lifecycle {
                     if let Some(percent) = viewer.fec.on_report(now, report.loss, room) {
                         out.push(Effect::SetFec { conn, percent });
                     }
-                    let wanted = ceiling.map(bitrate::estimate_for);
-                    if let Some((to, why)) = wanted.and_then(|w| viewer.probe.on_report(now, &report, w)) {
-                        out.push(Effect::SetEstimate {
-                            conn,
-                            estimate_kbps: to,
-                            why,
-                        });
-                        // The encode follows at once: a probe tests the link with real video, an undo stops the excess.
-                        report.estimate_kbps = to;
+                    if let Some(wanted) = ceiling.map(bitrate::estimate_for) {
+                        let share = viewer.probe.on_report(now, &report, wanted);
+                        if let Some((estimate_kbps, why)) = share.set_estimate {
+                            out.push(Effect::SetEstimate {
+                                conn,
+                                estimate_kbps,
+                                why,
+                            });
+                        }
+                        // The policy works from the share probing allows (a probe tests the link with real video).
+                        report.estimate_kbps = share.allowed_kbps;
                     }
                     viewer.report = Some(report);
                     self.adapt(now, &mut out);
@@ -605,6 +614,12 @@ impl Lifecycle {
             let from = viewer.encoding;
             viewer.encoding.tier = *tier;
             viewer.moved_at = Some(now);
+            out.push(Effect::ChangeTier {
+                conn: *conn,
+                to: *tier,
+                capacity_kbps: viewer.report.map_or(limits.ceiling_kbps, |r| r.capacity_kbps()),
+                best_kbps: decision.best_kbps,
+            });
             out.push(Effect::Detach { conn: *conn });
             self.attach(now, *conn, out);
             self.stop_unwatched(from, out);

@@ -611,12 +611,20 @@ fn the_encode_follows_a_single_viewers_link() {
     );
     assert_eq!(
         camera.input(link(1, 1, 3000)),
-        [Effect::SetBitrate {
-            encoding: EncodingKey::MAIN,
-            kbps: 1000
-        }],
-        "back to the configured bitrate, never above it"
+        [],
+        "GCC's climb alone is not followed (camera/probe.rs)"
     );
+    // Clean for 2 s: probes lift it, and never above the configured bitrate.
+    camera.after(Duration::from_secs(1), link(1, 1, 3000));
+    let mut rates = Vec::new();
+    for _ in 0..8 {
+        for effect in camera.after(Duration::from_secs(1), link(1, 1, 3000)) {
+            if let Effect::SetBitrate { kbps, .. } = effect {
+                rates.push(kbps);
+            }
+        }
+    }
+    assert_eq!(rates, [425, 637, 1000], "1.25x, 1.5x steps, then the ceiling");
     assert_eq!(
         camera.input(link(1, 7, 100)),
         [],
@@ -633,6 +641,12 @@ fn a_weak_viewer_gets_the_low_tier_and_the_camera_returns_to_one_encode_when_it_
     assert_eq!(
         camera.input(link(2, 2, 300)),
         [
+            Effect::ChangeTier {
+                conn: 2,
+                to: Tier::Low,
+                capacity_kbps: 255,
+                best_kbps: 1000
+            },
             Effect::Detach { conn: 2 },
             Effect::Attach {
                 conn: 2,
@@ -660,6 +674,12 @@ fn a_weak_viewer_gets_the_low_tier_and_the_camera_returns_to_one_encode_when_it_
     assert_eq!(
         back,
         [
+            Effect::ChangeTier {
+                conn: 2,
+                to: Tier::Main,
+                capacity_kbps: 1700,
+                best_kbps: 1000
+            },
             Effect::Detach { conn: 2 },
             Effect::Attach {
                 conn: 2,
@@ -772,19 +792,14 @@ fn a_clean_link_is_probed_with_the_encode_and_a_probe_that_failed_is_undone() {
         },
     };
     assert_eq!(
-        camera.after(Duration::from_secs(1), lossy),
-        [
-            Effect::SetEstimate {
-                conn: 1,
-                estimate_kbps: 400,
-                why: super::super::probe::UNDONE,
-            },
-            Effect::SetBitrate {
-                encoding: EncodingKey::MAIN,
-                kbps: 340
-            }
-        ]
+        camera.after(Duration::from_secs(2), lossy),
+        [Effect::SetBitrate {
+            encoding: EncodingKey::MAIN,
+            kbps: 340
+        }]
     );
+    // GCC climbing on its own (it cannot see the link's limit while less is sent) does not lift the encode.
+    assert_eq!(camera.after(Duration::from_secs(1), link(1, 1, 900)), []);
 }
 
 fn join_offering(conn: ConnId) -> Input {

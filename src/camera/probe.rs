@@ -1,10 +1,13 @@
-//! Probing a viewer's link for room to grow. GCC raises its estimate by about 8 % a second, and with
-//! one shared encode that follows the estimate nothing is ever sent above it, so a link that recovered
-//! from 300 kbit/s to 2 Mbit/s took ~20 s to get its full picture back. libwebrtc probes with padding
-//! bursts; here a probe lifts the viewer's estimate (and with it the encode) one step while the link is
-//! clean, and is judged on the next report: the estimate held and the link stayed clean, or the probe
-//! is undone at once (GCC alone took seconds of loss to come down) and the next one waits `RETRY`.
-//! Steps grow only after probes in a row held, so a capped link sees a small excess every few seconds.
+//! How much of a viewer's link the encode may use: down with GCC's estimate at once, up only by probes.
+//!
+//! While the encode sends less than GCC's estimate, GCC cannot see the link's limit, and its loss-based
+//! side keeps raising the estimate (5 % every 200 ms under 2 % loss): followed as is, the encode climbed
+//! past a 250 kbit/s cap until the router's queue overflowed, lost a third of its packets and froze the
+//! picture, every ten seconds. Yet GCC alone also climbs too slowly where it matters (~8 % a second from
+//! its delay side): a link back from 300 kbit/s to 2 Mbit/s took ~20 s to get its full picture back.
+//! So the encode's share rises in probes instead: once the link has been clean for a while, one step
+//! (GCC's estimate lifted with it, so its pacer lets the step through), judged on the next report; a
+//! step that held earns a bigger next one, one that did not is undone and the next waits `RETRY`.
 
 use std::time::{Duration, Instant};
 
@@ -13,22 +16,22 @@ use super::bitrate::LinkReport;
 /// A link must be clean this long before the first probe (the estimate settles after a join or a drop).
 const CLEAN_BEFORE: Duration = Duration::from_secs(2);
 /// After a probe that did not hold, the next one waits this long.
-const RETRY: Duration = Duration::from_secs(3);
+const RETRY: Duration = Duration::from_secs(4);
 /// A probe is judged on the first report at least this long after it (reports come once a second).
-const JUDGE_AFTER: Duration = Duration::from_millis(900);
-/// Steps above the estimate, by how many probes in a row held: 1.25x over a link's capacity builds a
-/// queue a home router holds without loss in the second before the probe is judged; bigger steps are
-/// earned. 1.5x and 2x steps straight away lost 35-60 % on a 250 kbit/s link whenever a step that held
-/// by chance (the queue grows too slowly to show within a report) was followed by a bigger one
-/// (tests/shaped_policy.rs).
+/// x264 takes about a second to fill a new bitrate and GCC about half of one to see the queue it
+/// builds: judged after one report, a 1.5x step over a 250 kbit/s cap "held", and the 2x after it lost
+/// a third of the packets (tests/shaped_policy.rs).
+const JUDGE_AFTER: Duration = Duration::from_millis(1900);
+/// Steps, by how many probes in a row held: 1.25x over a link's capacity builds a queue a home router
+/// holds without loss until the probe is judged; bigger steps are earned.
 fn step(held_in_a_row: u32) -> f64 {
     match held_in_a_row {
-        0 | 1 => 1.25,
-        2 | 3 => 1.5,
+        0 => 1.25,
+        1 => 1.5,
         _ => 2.0,
     }
 }
-/// A probe held if the estimate is still at least this share of the probed rate.
+/// A probe held if GCC's estimate is still at least this share of the probed rate.
 const HELD: f64 = 0.9;
 /// Loss at or above this is not a clean link.
 const CLEAN_LOSS: f64 = 0.02;
@@ -36,23 +39,49 @@ const CLEAN_LOSS: f64 = 0.02;
 const RTT_SLACK_MS: u32 = 50;
 
 pub(super) const PROBING: &str = "probing the link for room";
-pub(super) const UNDONE: &str = "the probe did not hold: back to what the link carried";
+
+/// What a report decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// The estimate the bitrate policy works from (kbit/s).
+    pub allowed_kbps: u32,
+    /// GCC's estimate to set, and why: a probe lifts it when it is below the step.
+    pub set_estimate: Option<(u32, &'static str)>,
+}
 
 /// One viewer's probing state.
 #[derive(Debug, Default)]
 pub struct Probe {
+    allowed_kbps: Option<u32>,
     best_rtt_ms: Option<u32>,
     clean_since: Option<Instant>,
     not_before: Option<Instant>,
     held_in_a_row: u32,
-    /// When the probe under way was made, the estimate before it, and the probed one.
+    /// When the probe under way was made, the allowed estimate before it, and the probed one.
     pending: Option<(Instant, u32, u32)>,
 }
 
 impl Probe {
-    /// Takes a link report; `wanted_kbps` is the estimate at which the viewer would get everything the
-    /// camera sends. Returns the estimate to set (kbit/s) and why: a probe, or the undoing of one that failed.
-    pub fn on_report(&mut self, now: Instant, report: &LinkReport, wanted_kbps: u32) -> Option<(u32, &'static str)> {
+    /// Takes a link report (with GCC's estimate); `wanted_kbps` is the estimate at which the viewer
+    /// would get everything the camera sends.
+    pub fn on_report(&mut self, now: Instant, report: &LinkReport, wanted_kbps: u32) -> Share {
+        let gcc = report.estimate_kbps;
+        let allowed = self.allowed_kbps.map_or(gcc, |a| a.min(gcc));
+        let (allowed, set_estimate) = self.decide(now, report, allowed, wanted_kbps);
+        self.allowed_kbps = Some(allowed);
+        Share {
+            allowed_kbps: allowed,
+            set_estimate,
+        }
+    }
+
+    fn decide(
+        &mut self,
+        now: Instant,
+        report: &LinkReport,
+        allowed: u32,
+        wanted: u32,
+    ) -> (u32, Option<(u32, &'static str)>) {
         // 0: no receiver report with a round trip yet, which says nothing about the link.
         let rtt = (report.rtt_ms > 0).then_some(report.rtt_ms);
         if let Some(rtt) = rtt {
@@ -64,7 +93,7 @@ impl Probe {
                 .is_some_and(|(rtt, best)| rtt <= best + RTT_SLACK_MS);
         if let Some((at, before, probed)) = self.pending {
             if now.duration_since(at) < JUDGE_AFTER {
-                return None;
+                return (allowed, None);
             }
             self.pending = None;
             if clean && f64::from(report.estimate_kbps) >= f64::from(probed) * HELD {
@@ -73,21 +102,22 @@ impl Probe {
                 self.held_in_a_row = 0;
                 self.not_before = Some(now + RETRY);
                 self.clean_since = None;
-                return (before < report.estimate_kbps).then_some((before, UNDONE));
+                return (allowed.min(before), None);
             }
         }
         if !clean {
             self.clean_since = None;
-            return None;
+            return (allowed, None);
         }
         let since = *self.clean_since.get_or_insert(now);
         let waited = now.duration_since(since) >= CLEAN_BEFORE && self.not_before.map_or(true, |t| now >= t);
-        if report.estimate_kbps >= wanted_kbps || !waited {
-            return None;
+        if allowed >= wanted || !waited {
+            return (allowed, None);
         }
-        let to = ((f64::from(report.estimate_kbps) * step(self.held_in_a_row)) as u32).min(wanted_kbps);
-        self.pending = Some((now, report.estimate_kbps, to));
-        Some((to, PROBING))
+        let to = ((f64::from(allowed) * step(self.held_in_a_row)) as u32).min(wanted);
+        self.pending = Some((now, allowed, to));
+        let lift = (report.estimate_kbps < to).then_some((to, PROBING));
+        (to, lift)
     }
 }
 
@@ -103,13 +133,16 @@ mod tests {
         }
     }
 
-    /// Feeds one report a second from `start`; returns what each one answered.
-    fn run(probe: &mut Probe, start: Instant, reports: &[LinkReport], wanted: u32) -> Vec<Option<u32>> {
+    /// Feeds one report a second from `start`; returns the allowed estimate after each.
+    fn run(probe: &mut Probe, start: Instant, reports: &[LinkReport], wanted: u32) -> Vec<u32> {
         reports
             .iter()
             .enumerate()
-            .map(|(i, r)| probe.on_report(start + Duration::from_secs(i as u64), r, wanted))
-            .map(|set| set.map(|(kbps, _)| kbps))
+            .map(|(i, r)| {
+                probe
+                    .on_report(start + Duration::from_secs(i as u64), r, wanted)
+                    .allowed_kbps
+            })
             .collect()
     }
 
@@ -117,7 +150,8 @@ mod tests {
     fn a_clean_link_is_probed_in_growing_steps_until_it_carries_the_camera() {
         let mut probe = Probe::default();
         let t = Instant::now();
-        // Clean for 2 s, then each probe holds (GCC keeps the probed estimate).
+        // Clean for 2 s, then each probe holds (GCC keeps the probed estimate or goes above it); each is
+        // judged two reports after it was made.
         let got = run(
             &mut probe,
             t,
@@ -126,33 +160,65 @@ mod tests {
                 report(200, 0.0, 10),
                 report(200, 0.0, 12),
                 report(250, 0.0, 11),
-                report(315, 0.0, 12),
-                report(480, 0.0, 12),
-                report(720, 0.0, 12),
-                report(1200, 0.0, 12),
+                report(250, 0.0, 11),
+                report(400, 0.0, 12),
+                report(400, 0.0, 12),
+                report(800, 0.0, 12),
+                report(800, 0.0, 12),
+                report(2000, 0.0, 12),
+                report(2000, 0.0, 12),
             ],
             1176,
         );
         assert_eq!(
             got,
-            vec![None, None, Some(250), Some(312), Some(472), Some(720), Some(1176), None],
-            "1.25x, 1.25x, then 1.5x steps"
+            [200, 200, 250, 250, 375, 375, 750, 750, 1176, 1176, 1176],
+            "1.25x, 1.5x, then 2x steps"
         );
     }
 
     #[test]
-    fn a_probe_that_does_not_hold_waits_and_starts_small_again() {
+    fn gccs_own_climb_is_not_followed_but_its_fall_is() {
         let mut probe = Probe::default();
         let t = Instant::now();
+        // Lossy, so no probe: GCC's estimate rising says nothing about the link while less is sent.
         let got = run(
             &mut probe,
             t,
             &[
-                report(240, 0.0, 5),
-                report(240, 0.0, 5),
-                report(240, 0.0, 5),
-                // The queue grew: the probe failed, and is undone at once.
+                report(200, 0.05, 10),
+                report(300, 0.05, 10),
+                report(400, 0.05, 10),
+                report(150, 0.05, 10),
+            ],
+            1176,
+        );
+        assert_eq!(got, [200, 200, 200, 150]);
+    }
+
+    #[test]
+    fn a_probe_that_does_not_hold_is_undone_and_the_next_waits() {
+        let mut probe = Probe::default();
+        let t = Instant::now();
+        let start = probe.on_report(t, &report(240, 0.0, 5), 1176);
+        assert_eq!(start.set_estimate, None);
+        probe.on_report(t + Duration::from_secs(1), &report(240, 0.0, 5), 1176);
+        let lift = probe.on_report(t + Duration::from_secs(2), &report(240, 0.0, 5), 1176);
+        assert_eq!(
+            lift,
+            Share {
+                allowed_kbps: 300,
+                set_estimate: Some((300, PROBING))
+            },
+            "GCC lifted with the step"
+        );
+        let got = run(
+            &mut probe,
+            t + Duration::from_secs(3),
+            &[
+                // The queue grew: the probe failed.
                 report(290, 0.0, 120),
+                report(240, 0.0, 8),
                 report(240, 0.0, 8),
                 report(240, 0.0, 8),
                 report(240, 0.0, 8),
@@ -160,15 +226,19 @@ mod tests {
             ],
             1176,
         );
-        assert_eq!(got, vec![None, None, Some(300), Some(240), None, None, Some(300), None]);
+        assert_eq!(
+            got,
+            [290, 240, 240, 240, 240, 300],
+            "down with GCC, undone when judged, then 4 s and a clean spell before the next"
+        );
     }
 
     #[test]
     fn loss_or_a_growing_queue_stops_probing() {
-        let mut probe = Probe::default();
         let t = Instant::now();
+        let mut probe = Probe::default();
         let lossy = run(&mut probe, t, &[report(300, 0.05, 10); 6], 1176);
-        assert!(lossy.iter().all(Option::is_none), "{lossy:?}");
+        assert!(lossy.iter().all(|&k| k == 300), "{lossy:?}");
         let mut probe = Probe::default();
         let queued = run(
             &mut probe,
@@ -181,11 +251,11 @@ mod tests {
             ],
             1176,
         );
-        assert!(queued.iter().all(Option::is_none), "{queued:?}");
+        assert!(queued.iter().all(|&k| k == 300), "{queued:?}");
         let mut probe = Probe::default();
         let unknown = run(&mut probe, t, &[report(300, 0.0, 0); 6], 1176);
         assert!(
-            unknown.iter().all(Option::is_none),
+            unknown.iter().all(|&k| k == 300),
             "no round trip known yet: {unknown:?}"
         );
     }
@@ -193,7 +263,13 @@ mod tests {
     #[test]
     fn a_link_that_carries_the_camera_is_left_alone() {
         let mut probe = Probe::default();
-        let got = run(&mut probe, Instant::now(), &[report(1500, 0.0, 3); 6], 1176);
-        assert!(got.iter().all(Option::is_none), "{got:?}");
+        let t = Instant::now();
+        let sets: Vec<_> = (0..6)
+            .map(|i| probe.on_report(t + Duration::from_secs(i), &report(1500, 0.0, 3), 1176))
+            .collect();
+        assert!(
+            sets.iter().all(|s| s.allowed_kbps == 1500 && s.set_estimate.is_none()),
+            "{sets:?}"
+        );
     }
 }

@@ -152,6 +152,7 @@ mod tests {
 
     #[test]
     fn finds_the_encoder_inside_the_bin_its_fragment_was_parsed_into() {
+        gst::init().unwrap();
         // An encoding is a bin holding the profile's fragment as a bin of its own (camera_pipeline.rs).
         let encoding = gst::Bin::new();
         encoding.add(&bin("x264enc name=enc bitrate=1000")).unwrap();
