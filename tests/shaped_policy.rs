@@ -1,6 +1,6 @@
 //! End-to-end, issue 12 items 2 and 3: one shared encode follows the links its viewers are on. The daemon
 //! and headless Chromium run in network namespaces joined by a veth cable whose daemon end is rate-capped
-//! with `tc tbf` (testkit/src/shaped_link.rs); a second, never shaped cable carries a clean viewer.
+//! with `tc tbf` (testkit/src/shaped_link.rs); a clean viewer runs beside the daemon, off the shaped cable.
 //!
 //! - a 250 kbit/s link from the start: a live picture within 5 s, then >= 15 fps with under 1 s of freezes in 30 s;
 //! - 2 Mbit/s -> 300 kbit/s -> 2 Mbit/s in one session: live throughout, and the encode back at the camera's
@@ -206,13 +206,13 @@ fn a_capped_viewer_moves_to_the_low_tier_and_the_clean_one_keeps_full_quality() 
         CONFIG,
         Some(300),
         |daemon, link| async move {
-            // The clean viewer runs on its own thread and runtime in the clean namespace (its browser's
-            // DevTools socket lives there); the barriers line the two windows up.
+            // The clean viewer runs on its own thread and runtime in the daemon's namespace, off the shaped
+            // cable (its browser's DevTools socket lives there); the barriers line the two windows up.
             let both_live = Arc::new(tokio::sync::Barrier::new(2));
             let capped_left = Arc::new(tokio::sync::Barrier::new(2));
             let clean_url = format!("http://{}", daemon.addr);
             let (live, left) = (both_live.clone(), capped_left.clone());
-            let clean = link.spawn_in_clean_viewer(move || -> Result<Window> {
+            let clean = link.spawn_in_daemon(move || -> Result<Window> {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
                     .enable_all()

@@ -31,6 +31,10 @@ fn step(held_in_a_row: u32) -> f64 {
         _ => 2.0,
     }
 }
+/// How long a failed probe bounds the next ones (halfway to it): after that the link may have changed.
+const FAILURE_MEMORY: Duration = Duration::from_secs(12);
+/// A probe smaller than this is not worth making (the link is about where it failed).
+const MIN_GAIN: f64 = 1.05;
 /// A probe held if GCC's estimate is still at least this share of the probed rate.
 const HELD: f64 = 0.9;
 /// Loss at or above this is not a clean link.
@@ -59,6 +63,8 @@ pub struct Probe {
     held_in_a_row: u32,
     /// When the probe under way was made, the allowed estimate before it, and the probed one.
     pending: Option<(Instant, u32, u32)>,
+    /// The last probe that did not hold, and when.
+    failed: Option<(u32, Instant)>,
 }
 
 impl Probe {
@@ -92,14 +98,21 @@ impl Probe {
                 .zip(self.best_rtt_ms)
                 .is_some_and(|(rtt, best)| rtt <= best + RTT_SLACK_MS);
         if let Some((at, before, probed)) = self.pending {
-            if now.duration_since(at) < JUDGE_AFTER {
+            let held = clean && f64::from(report.estimate_kbps) >= f64::from(probed) * HELD;
+            // A step that fails shows within a report (GCC pulls back, loss): undone at once. One that
+            // holds has to keep holding until it has really been sent.
+            if held && now.duration_since(at) < JUDGE_AFTER {
                 return (allowed, None);
             }
             self.pending = None;
-            if clean && f64::from(report.estimate_kbps) >= f64::from(probed) * HELD {
+            if held {
                 self.held_in_a_row += 1;
+                if self.failed.is_some_and(|(kbps, _)| probed >= kbps) {
+                    self.failed = None;
+                }
             } else {
                 self.held_in_a_row = 0;
+                self.failed = Some((probed, now));
                 self.not_before = Some(now + RETRY);
                 self.clean_since = None;
                 return (allowed.min(before), None);
@@ -114,7 +127,17 @@ impl Probe {
         if allowed >= wanted || !waited {
             return (allowed, None);
         }
-        let to = ((f64::from(allowed) * step(self.held_in_a_row)) as u32).min(wanted);
+        let mut to = ((f64::from(allowed) * step(self.held_in_a_row)) as u32).min(wanted);
+        // Below a recent failure, halve the distance to it instead: a capped link is searched, not hit.
+        let recent = self.failed.filter(|(_, when)| now.duration_since(*when) < FAILURE_MEMORY);
+        if let Some((failed, _)) = recent {
+            if failed > allowed {
+                to = to.min(allowed + (failed - allowed) / 2);
+            }
+        }
+        if f64::from(to) < f64::from(allowed) * MIN_GAIN {
+            return (allowed, None);
+        }
         self.pending = Some((now, allowed, to));
         let lift = (report.estimate_kbps < to).then_some((to, PROBING));
         (to, lift)
@@ -228,8 +251,8 @@ mod tests {
         );
         assert_eq!(
             got,
-            [290, 240, 240, 240, 240, 300],
-            "down with GCC, undone when judged, then 4 s and a clean spell before the next"
+            [240, 240, 240, 240, 270, 240],
+            "undone on the first report that shows it, then 4 s and a clean spell before the next, halfway to the failure"
         );
     }
 

@@ -7,12 +7,12 @@
 //! ```text
 //!   netns <name>-d: lo, veth-d 10.78.0.1/24, default via 10.78.0.2   <- the daemon; tbf on veth-d egress
 //!   netns <name>-v: lo, veth-v 10.78.0.2/24, default via 10.78.0.1   <- the browsers; drop on veth-v ingress
-//!   netns <name>-c: lo, veth-c 10.78.1.2/24, default via 10.78.1.1   <- a clean viewer (veth-cd 10.78.1.1 in -d)
 //! ```
 //!
-//! The clean side is a second cable, never shaped, for tests that compare a viewer on the shaped link with
-//! one on a good link of the same camera: it reaches the daemon's address 10.78.0.1 through the daemon's
-//! namespace (local delivery, no forwarding), and the replies leave by veth-cd.
+//! A clean viewer, for tests that compare a viewer on the shaped link with one on a good link of the same
+//! camera, runs in the daemon's namespace (`spawn_in_daemon`): its traffic to 10.78.0.1 never leaves by
+//! veth-d, so nothing shapes it. (A third namespace with a cable of its own could load the page but never
+//! completed ICE with the daemon's single ICE address.)
 //!
 //! The random drop sits at the viewers' end of the cable, on packets arriving from the daemon: dropped on the
 //! daemon's own output hook, each lost packet failed the daemon's `sendto` with EPERM, which no real network
@@ -40,11 +40,6 @@ pub const DAEMON_ADDR: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
 pub const VIEWER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
 const DAEMON_DEV: &str = "veth-d";
 const VIEWER_DEV: &str = "veth-v";
-/// The clean cable: the daemon's end and the clean viewer's end.
-const CLEAN_DAEMON_ADDR: Ipv4Addr = Ipv4Addr::new(10, 78, 1, 1);
-pub const CLEAN_VIEWER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 78, 1, 2);
-const CLEAN_DAEMON_DEV: &str = "veth-cd";
-const CLEAN_VIEWER_DEV: &str = "veth-c";
 
 /// Prefix of every namespace this harness makes; the pid after it lets a later run clean up after a
 /// killed one.
@@ -65,7 +60,6 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 pub struct ShapedLink {
     daemon_ns: String,
     viewer_ns: String,
-    clean_ns: String,
 }
 
 /// Why the link cannot be made here (not root, no tools), or None when it can. Anything that fails
@@ -170,75 +164,24 @@ impl ShapedLink {
         let link = ShapedLink {
             daemon_ns: format!("{base}-d"),
             viewer_ns: format!("{base}-v"),
-            clean_ns: format!("{base}-c"),
         };
         ip(&["netns", "add", &link.daemon_ns])?;
         // From here on, drop deletes whatever was made.
         ip(&["netns", "add", &link.viewer_ns])?;
-        ip(&["netns", "add", &link.clean_ns])?;
-        let (d, v, c) = (link.daemon_ns.as_str(), link.viewer_ns.as_str(), link.clean_ns.as_str());
+        let (d, v) = (link.daemon_ns.as_str(), link.viewer_ns.as_str());
         // Made inside d, the peer moved straight into v: the cable never exists on the host.
         ip(&[
             "-n", d, "link", "add", DAEMON_DEV, "type", "veth", "peer", "name", VIEWER_DEV, "netns", v,
         ])?;
         ip(&["-n", d, "addr", "add", &format!("{DAEMON_ADDR}/24"), "dev", DAEMON_DEV])?;
         ip(&["-n", v, "addr", "add", &format!("{VIEWER_ADDR}/24"), "dev", VIEWER_DEV])?;
-        ip(&[
-            "-n",
-            d,
-            "link",
-            "add",
-            CLEAN_DAEMON_DEV,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            CLEAN_VIEWER_DEV,
-            "netns",
-            c,
-        ])?;
-        ip(&[
-            "-n",
-            d,
-            "addr",
-            "add",
-            &format!("{CLEAN_DAEMON_ADDR}/24"),
-            "dev",
-            CLEAN_DAEMON_DEV,
-        ])?;
-        ip(&[
-            "-n",
-            c,
-            "addr",
-            "add",
-            &format!("{CLEAN_VIEWER_ADDR}/24"),
-            "dev",
-            CLEAN_VIEWER_DEV,
-        ])?;
-        for (ns, dev) in [
-            (d, "lo"),
-            (d, DAEMON_DEV),
-            (d, CLEAN_DAEMON_DEV),
-            (v, "lo"),
-            (v, VIEWER_DEV),
-            (c, "lo"),
-            (c, CLEAN_VIEWER_DEV),
-        ] {
+        for (ns, dev) in [(d, "lo"), (d, DAEMON_DEV), (v, "lo"), (v, VIEWER_DEV)] {
             ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
         // Browsers pick host candidates from the interface of the default route; each side's points at
         // the other, which forwards nothing (a new namespace has ip_forward off), so nothing leaves.
         ip(&["-n", d, "route", "add", "default", "via", &VIEWER_ADDR.to_string()])?;
         ip(&["-n", v, "route", "add", "default", "via", &DAEMON_ADDR.to_string()])?;
-        ip(&[
-            "-n",
-            c,
-            "route",
-            "add",
-            "default",
-            "via",
-            &CLEAN_DAEMON_ADDR.to_string(),
-        ])?;
         link.nft(&format!(
             "table inet {NFT_TABLE} {{ chain {NFT_CHAIN} {{ type filter hook input priority 0; policy accept; }}\n}}\n"
         ))?;
@@ -267,12 +210,12 @@ impl ShapedLink {
         spawn_in(&self.viewer_ns, VIEWER_ADDR, f)
     }
 
-    /// Starts `f` on a thread in the clean viewer's namespace (a link that is never shaped).
-    pub fn spawn_in_clean_viewer<R: Send + 'static>(
+    /// Starts `f` on a thread in the daemon's namespace: a viewer there is on a link never shaped.
+    pub fn spawn_in_daemon<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> std::thread::JoinHandle<R> {
-        spawn_in(&self.clean_ns, CLEAN_VIEWER_ADDR, f)
+        spawn_in(&self.daemon_ns, DAEMON_ADDR, f)
     }
 
     /// Caps what the daemon sends at `kbit` kbit/s (tbf), or removes the cap with None. Takes effect at
@@ -368,7 +311,7 @@ fn parse_counter(list: &str) -> u64 {
 impl Drop for ShapedLink {
     fn drop(&mut self) {
         // Deleting a namespace deletes its veth end, qdisc and nftables tables with it.
-        for ns in [&self.daemon_ns, &self.viewer_ns, &self.clean_ns] {
+        for ns in [&self.daemon_ns, &self.viewer_ns] {
             if let Err(e) = ip(&["netns", "del", ns]) {
                 eprintln!("cleanup: {e:#}");
             }
