@@ -5,7 +5,6 @@
 //! lifecycle.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +58,8 @@ pub(super) fn spawn(identity: Identity, shared: Shared, handle: CameraHandle, co
         detaching: Vec::new(),
         events_tx,
         frames_base: 0,
+        bytes_base: 0,
+        last_sample: None,
         sent: HashMap::new(),
     };
     tokio::spawn(actor.run(commands, events).instrument(span));
@@ -87,8 +88,11 @@ struct Actor {
     /// Branches (and extra encodings) on their way out, for an orderly shutdown.
     detaching: Vec<Detaching>,
     events_tx: ViewerEvents,
-    /// Frames encoded by pipelines already torn down, so the total survives rebuilds.
+    /// Frames (and their bytes) encoded by pipelines already torn down, so the totals survive rebuilds.
     frames_base: u64,
+    bytes_base: u64,
+    /// Totals of frames and bytes at the previous tick, for the rates over the last one.
+    last_sample: Option<(u64, u64, Instant)>,
     /// Bytes sent to each viewer at its last report, for its sent bitrate.
     sent: HashMap<ConnId, (u64, Instant)>,
 }
@@ -246,8 +250,12 @@ impl Actor {
             Some((Tier::Main, _)) => "main",
             None => return,
         };
+        let Some(transport) = self.viewers.get(&conn).map(|v| v.port.transport) else {
+            return;
+        };
         let link = ViewerLink {
             conn,
+            transport,
             tier: tier.into(),
             estimate_kbps: stats.estimate_bps.map(|b| b / 1000),
             sent_kbps,
@@ -316,14 +324,33 @@ impl Actor {
                 source_silence: counters.source_silence(),
             }
         });
-        if let Some(health) = health {
-            self.handle
-                .encoded_frames
-                .store(self.frames_base + health.encoded_frames, Ordering::Relaxed);
-        }
+        self.sample_encoder();
         self.detaching
             .retain_mut(|d| matches!(d.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Empty)));
         self.step(Input::Tick { health }).await;
+    }
+
+    /// Totals and rates of the main encoder for the metrics: frames and bytes since the daemon started,
+    /// fps and bit rate over the last tick.
+    fn sample_encoder(&mut self) {
+        let now = Instant::now();
+        let counters = self.pipeline.as_ref().map(|p| p.counters().clone());
+        let frames = self.frames_base + counters.as_ref().map_or(0, |c| c.encoded_frames());
+        let bytes = self.bytes_base + counters.as_ref().map_or(0, |c| c.encoded_bytes());
+        let (fps, bitrate_bps) = match (self.last_sample, &counters) {
+            (Some((f0, b0, at)), Some(_)) if now > at && frames >= f0 && bytes >= b0 => {
+                let secs = now.duration_since(at).as_secs_f64();
+                ((frames - f0) as f64 / secs, ((bytes - b0) as f64 * 8.0 / secs) as u64)
+            }
+            _ => (0.0, 0),
+        };
+        self.last_sample = counters.is_some().then_some((frames, bytes, now));
+        if let Ok(mut stats) = self.handle.stats.lock() {
+            stats.encoded_frames = frames;
+            stats.encoded_bytes = bytes;
+            stats.fps = fps;
+            stats.bitrate_bps = bitrate_bps;
+        }
     }
 
     /// Feeds one input to the lifecycle and runs what comes out, including the inputs that running
@@ -449,6 +476,8 @@ impl Actor {
         self.branches.clear();
         let Some(pipeline) = self.pipeline.take() else { return };
         self.frames_base += pipeline.counters().encoded_frames();
+        self.bytes_base += pipeline.counters().encoded_bytes();
+        self.last_sample = None;
         // Reaching NULL can block (a driver releasing its buffers): not on the runtime's threads.
         let _ = tokio::task::spawn_blocking(move || pipeline.shut_down()).await;
     }
@@ -575,6 +604,16 @@ impl Actor {
             .map(|(k, kbps)| (k.to_string(), *kbps))
             .collect();
         self.shared.registry.update(self.info.clone());
+        let (encoder_fallbacks, source_failures) = self.lifecycle.failures();
+        let mut viewers = std::collections::BTreeMap::new();
+        for viewer in self.viewers.values() {
+            *viewers.entry(viewer.port.transport).or_insert(0) += 1;
+        }
+        if let Ok(mut stats) = self.handle.stats.lock() {
+            stats.encoder_fallbacks = encoder_fallbacks;
+            stats.source_failures = source_failures;
+            stats.viewers = viewers;
+        }
     }
 }
 

@@ -216,6 +216,9 @@ pub struct Lifecycle {
     source_failures: u32,
     /// Whether the running pipeline has encoded anything (a source that streamed resets the backoff).
     encoded_any: bool,
+    /// Totals for the metrics: moves to the next encoder, and source failures of any kind.
+    encoder_fallbacks: u64,
+    source_failures_total: u64,
     viewers: BTreeMap<ConnId, Viewer>,
     branches_made: BranchId,
     /// The bitrate each running encoding was last told.
@@ -232,6 +235,8 @@ impl Lifecycle {
             fallback_reason: None,
             source_failures: 0,
             encoded_any: false,
+            encoder_fallbacks: 0,
+            source_failures_total: 0,
             viewers: BTreeMap::new(),
             branches_made: 0,
             rates: BTreeMap::new(),
@@ -262,6 +267,7 @@ impl Lifecycle {
                 let profile = self.current_plan().map(|p| p.profile.clone()).unwrap_or_default();
                 self.fallback_reason = Some(format!("fell back from {profile}: {reason}"));
                 self.encoder_index += 1;
+                self.encoder_fallbacks += 1;
                 self.start_or_fail(&mut out, || "no encoder could start for this camera".into());
             }
             Input::Failed {
@@ -512,6 +518,7 @@ impl Lifecycle {
         if self.encoded_any {
             self.source_failures = 0;
         }
+        self.source_failures_total += 1;
         self.stop(out);
         if self.setup.is_none() {
             self.phase = Phase::Offline(Some(reason.to_string()));
@@ -529,6 +536,7 @@ impl Lifecycle {
         let failed = self.current_plan().map(|p| p.profile.clone()).unwrap_or_default();
         self.stop(out);
         self.encoder_index += 1;
+        self.encoder_fallbacks += 1;
         if self.current_plan().is_some() {
             self.fallback_reason = Some(format!("fell back from {failed}: {reason}"));
         }
@@ -644,6 +652,11 @@ impl Lifecycle {
     /// The bitrate each running encoding was last told, for the card and the API.
     pub fn rates(&self) -> &BTreeMap<EncodingKey, u32> {
         &self.rates
+    }
+
+    /// Encoder fallbacks and source failures since the camera appeared (for the metrics).
+    pub fn failures(&self) -> (u64, u64) {
+        (self.encoder_fallbacks, self.source_failures_total)
     }
 
     /// Whether a viewer's session is up (ICE and DTLS done).

@@ -178,6 +178,7 @@ fn an_encoder_that_does_not_start_falls_through_to_the_next() {
     assert_eq!(effects, [Effect::StartPipeline { encoder: 1 }]);
     camera.input(Input::Started);
     assert_eq!(camera.detail(), "fell back from nvh264enc: no NVENC");
+    assert_eq!(camera.lc.failures(), (1, 0));
     assert_eq!(camera.lc.current_plan().unwrap().profile, "x264");
 }
 
@@ -206,6 +207,7 @@ fn an_encoder_failing_at_run_time_falls_back_then_fails_when_none_is_left() {
         "a failed camera takes viewers but starts nothing"
     );
     assert_eq!(camera.tick(Duration::from_secs(120)), [], "and never retries by itself");
+    assert_eq!(camera.lc.failures(), (2, 0), "two fallbacks counted, no source failure");
 
     // A replug (or a new plan) starts over from the best encoder.
     assert_eq!(
@@ -266,6 +268,11 @@ fn a_failing_source_is_retried_with_a_doubling_delay_and_never_costs_an_encoder(
     });
     camera.input(failed(FailureOrigin::Source, "unplugged"));
     assert_eq!(camera.detail(), "unplugged; retrying in 3 s");
+    assert_eq!(
+        camera.lc.failures(),
+        (0, 8),
+        "every source failure counted (the backoff's reset does not reset the total), no fallback"
+    );
 }
 
 #[test]

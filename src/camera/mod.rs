@@ -15,7 +15,6 @@ mod sink;
 mod status;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -24,8 +23,8 @@ pub use bitrate::{Limits, LinkReport};
 pub use error::CameraError;
 pub use lifecycle::Policy;
 pub use registry::Registry;
-pub use sink::{ConnId, ToViewer, ViewerPort, ViewerSink};
-pub use status::{CameraInfo, CameraState, ViewerLink};
+pub use sink::{ConnId, ToViewer, Transport, ViewerPort, ViewerSink};
+pub use status::{CameraInfo, CameraState, CameraStats, ViewerLink};
 
 use crate::media::{EncoderPlan, IceSettings, SourceSpec};
 
@@ -93,7 +92,7 @@ pub struct Shared {
 pub struct CameraHandle {
     pub id: String,
     tx: mpsc::Sender<Command>,
-    encoded_frames: Arc<AtomicU64>,
+    stats: Arc<Mutex<CameraStats>>,
     /// Each viewer's link, refreshed once a second; for the API (pages get their own over their transport).
     links: Arc<Mutex<BTreeMap<ConnId, ViewerLink>>>,
 }
@@ -124,7 +123,7 @@ impl CameraHandle {
         let handle = Self {
             id: id.to_string(),
             tx,
-            encoded_frames: Arc::default(),
+            stats: Arc::default(),
             links: Arc::default(),
         };
         (handle, rx)
@@ -140,7 +139,12 @@ impl CameraHandle {
 
     /// Frames encoded since the daemon started (across pipeline rebuilds).
     pub fn encoded_frames(&self) -> u64 {
-        self.encoded_frames.load(Ordering::Relaxed)
+        self.stats().encoded_frames
+    }
+
+    /// What the camera has done so far, as of its last tick.
+    pub fn stats(&self) -> CameraStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
 
@@ -160,7 +164,7 @@ pub fn spawn(identity: Identity, shared: Shared) -> CameraHandle {
     let handle = CameraHandle {
         id: identity.id.clone(),
         tx,
-        encoded_frames: Arc::default(),
+        stats: Arc::default(),
         links: Arc::default(),
     };
     actor::spawn(identity, shared, handle.clone(), rx);

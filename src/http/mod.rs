@@ -8,6 +8,7 @@
 mod api;
 pub mod auth;
 mod guard;
+mod metrics;
 pub mod server;
 mod static_files;
 pub mod tls;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/config", get(api::page_config))
         .route("/api/profiles", get(api::profiles))
         .route("/api/ticket", get(api::ticket))
+        .route("/metrics", get(metrics::metrics))
         .route("/", get(static_files::index))
         // The original system's viewer URL keeps working.
         .route("/dual_camera_viewer.html", get(static_files::index))

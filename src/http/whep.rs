@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info};
 
 use super::AppState;
-use crate::camera::{CameraError, CameraHandle, Command, ConnId, ToViewer, ViewerPort, ViewerSink};
+use crate::camera::{CameraError, CameraHandle, Command, ConnId, ToViewer, Transport, ViewerPort, ViewerSink};
 use crate::config::IceServer;
 use crate::media::ClientOffer;
 
@@ -174,7 +174,7 @@ async fn offer(State(state): State<AppState>, Path(camera): Path<String>, header
         sessions: state.whep.clone(),
         id: id.clone(),
     };
-    let port = ViewerPort::new(conn, Arc::new(sink));
+    let port = ViewerPort::new(conn, Transport::Whep, Arc::new(sink));
     let session = Session {
         camera: camera.clone(),
         conn,

@@ -20,7 +20,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use super::auth::{ticket_from_query, Principal};
 use super::ws_limits::{self, ReadyRate, Refused, Slot};
 use super::AppState;
-use crate::camera::{CameraError, Command, ConnId, ToViewer, ViewerPort, ViewerSink};
+use crate::camera::{CameraError, Command, ConnId, ToViewer, Transport, ViewerPort, ViewerSink};
 use crate::signalling::protocol::{ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
 
 /// Messages queued towards one browser. A page gets an offer and a few dozen candidates per camera;
@@ -47,9 +47,10 @@ impl Outbox {
     }
 
     /// This connection as a viewer of `camera`: camera messages become signalling messages tagged with it.
-    fn viewer_of(&self, camera: &str, links: bool) -> ViewerPort {
+    fn viewer_of(&self, camera: &str, transport: Transport, links: bool) -> ViewerPort {
         ViewerPort::new(
             self.conn,
+            transport,
             Arc::new(CameraChannel {
                 camera: camera.to_string(),
                 outbox: self.clone(),
@@ -89,7 +90,7 @@ impl ViewerSink for CameraChannel {
 /// A viewer port that writes to `tx` as the websocket does, for tests of the camera actor.
 #[cfg(test)]
 pub(crate) fn test_viewer(camera: &str, conn: ConnId, tx: mpsc::Sender<ServerMessage>) -> ViewerPort {
-    Outbox { conn, tx }.viewer_of(camera, false)
+    Outbox { conn, tx }.viewer_of(camera, Transport::Page, false)
 }
 
 /// The page authenticates with a ticket from `/api/ticket` (browsers cannot set headers on a
@@ -239,7 +240,17 @@ fn handle_text(state: &AppState, outbox: &Outbox, me: &mut Socket, text: &str) {
         return;
     }
     let links = matches!(message, ClientMessage::Ready { links: true, .. });
-    let viewer = outbox.viewer_of(&camera, links);
+    // A client that uses none of the page's extensions speaks the original protocol. Only the port
+    // of a `ready` is kept by the camera, so other messages' transport does not matter.
+    let transport = match &message {
+        ClientMessage::Ready {
+            codecs: None,
+            links: false,
+            ..
+        } => Transport::Original,
+        _ => Transport::Page,
+    };
+    let viewer = outbox.viewer_of(&camera, transport, links);
     let Some(handle) = state.registry.handle(&camera) else {
         viewer.send(ToViewer::Error(CameraError::Unknown(camera)));
         return;

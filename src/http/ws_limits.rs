@@ -45,6 +45,11 @@ pub struct Slot {
 }
 
 impl Sockets {
+    /// Websockets open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap().values().sum()
+    }
+
     pub fn admit(&self, client: IpAddr) -> Result<Slot, Refused> {
         let mut open = self.open.lock().unwrap();
         let total: usize = open.values().sum();

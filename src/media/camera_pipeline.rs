@@ -155,6 +155,7 @@ impl Encoding {
 pub struct Counters {
     started: Instant,
     encoded_frames: AtomicU64,
+    encoded_bytes: AtomicU64,
     /// Milliseconds since `started` at the last buffer out of the source: a camera that silently stops
     /// delivering (some USB cameras do when yanked) is noticed by this going stale.
     last_source_buffer_ms: AtomicU64,
@@ -165,12 +166,17 @@ impl Counters {
         Self {
             started: Instant::now(),
             encoded_frames: AtomicU64::new(0),
+            encoded_bytes: AtomicU64::new(0),
             last_source_buffer_ms: AtomicU64::new(0),
         }
     }
 
     pub fn encoded_frames(&self) -> u64 {
         self.encoded_frames.load(Ordering::Relaxed)
+    }
+
+    pub fn encoded_bytes(&self) -> u64 {
+        self.encoded_bytes.load(Ordering::Relaxed)
     }
 
     /// How long since the source last produced a buffer (or since start, if it never did).
@@ -224,8 +230,11 @@ impl CameraPipeline {
         main.payloader
             .static_pad("sink")
             .ok_or_else(|| MediaError::Build("payloader has no sink pad".into()))?
-            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                 c.encoded_frames.fetch_add(1, Ordering::Relaxed);
+                if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
+                    c.encoded_bytes.fetch_add(buffer.size() as u64, Ordering::Relaxed);
+                }
                 gst::PadProbeReturn::Ok
             });
 
@@ -580,6 +589,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(p.counters().encoded_frames() >= 10);
+        assert!(p.counters().encoded_bytes() > 10 * 100, "frames have bytes");
         assert!(p.counters().source_silence() < Duration::from_secs(5));
         p.shut_down();
     }
