@@ -15,13 +15,14 @@ use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 use super::lifecycle::{BranchId, Effect, Health, Input, Lifecycle};
 use super::{
-    CameraError, CameraHandle, CameraInfo, CameraState, Command, ConnId, Identity, Shared, ToViewer, ViewerPort,
+    CameraError, CameraHandle, CameraInfo, CameraState, Command, ConnId, Identity, Shared, SnapshotReply, ToViewer,
+    ViewerPort,
 };
 use super::{LinkReport, ViewerLink};
 
 use crate::media::{
-    camera_pipeline, CameraPipeline, ClientOffer, Detaching, EncodingKey, EventSink, FailureOrigin, MediaError,
-    PipelineEvent, Tap, Tier, ViewerBranch, ViewerEvent, ViewerStats,
+    camera_pipeline, snapshot, CameraPipeline, ClientOffer, Detaching, EncodingKey, EventSink, FailureOrigin,
+    MediaError, PipelineEvent, SnapshotBranch, SnapshotSlot, Tap, Tier, ViewerBranch, ViewerEvent, ViewerStats,
 };
 
 /// How long a stopping camera waits for branches already being detached to finish before it stops
@@ -61,6 +62,9 @@ pub(super) fn spawn(identity: Identity, shared: Shared, handle: CameraHandle, co
         bytes_base: 0,
         last_sample: None,
         sent: HashMap::new(),
+        snapshot_slot: Arc::new(tokio::sync::watch::Sender::new(None)),
+        snapshot: None,
+        snapshot_reply: None,
     };
     tokio::spawn(actor.run(commands, events).instrument(span));
 }
@@ -95,6 +99,11 @@ struct Actor {
     last_sample: Option<(u64, u64, Instant)>,
     /// Bytes sent to each viewer at its last report, for its sent bitrate.
     sent: HashMap<ConnId, (u64, Instant)>,
+    /// Where the snapshot branch puts the latest JPEG; requests get a receiver of it.
+    snapshot_slot: SnapshotSlot,
+    snapshot: Option<SnapshotBranch>,
+    /// The request being stepped through the lifecycle, answered once it has decided.
+    snapshot_reply: Option<SnapshotReply>,
 }
 
 impl Actor {
@@ -163,6 +172,14 @@ impl Actor {
             Command::Leave { conn } => {
                 self.in_viewer_span(conn, || info!("viewer left"));
                 self.step(Input::Leave { conn }).await;
+            }
+            Command::Snapshot { reply } => {
+                self.snapshot_reply = Some(reply);
+                self.step(Input::SnapshotWanted).await;
+                // Not refused: the JPEG comes once the branch (and maybe the pipeline) is up.
+                if let Some(reply) = self.snapshot_reply.take() {
+                    let _ = reply.send(Ok(self.snapshot_slot.subscribe()));
+                }
             }
             Command::Online(setup) => {
                 info!(source = ?setup.source, "camera online");
@@ -296,6 +313,13 @@ impl Actor {
                     reason,
                 })
                 .await;
+            }
+            PipelineEvent::SnapshotFailed { reason } => {
+                warn!(%reason, "snapshot branch failed; the stream is unaffected");
+                if let Some(snapshot) = self.snapshot.take() {
+                    self.detaching.push(snapshot.detach());
+                }
+                self.step(Input::SnapshotFailed).await;
             }
             PipelineEvent::BranchFailed { branch, reason } => {
                 let Some(conn) = self
@@ -442,6 +466,33 @@ impl Actor {
                 self.to_viewer(conn, ToViewer::Error(error), "");
                 None
             }
+            Effect::AttachSnapshot => {
+                let made = self.pipeline.as_ref()?.attach_snapshot(self.snapshot_slot.clone());
+                match made {
+                    Ok(branch) => {
+                        info!(max_fps = snapshot::MAX_FPS, "snapshot branch attached");
+                        self.snapshot = Some(branch);
+                        None
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "could not attach the snapshot branch");
+                        Some(Input::SnapshotFailed)
+                    }
+                }
+            }
+            Effect::DetachSnapshot => {
+                if let Some(branch) = self.snapshot.take() {
+                    info!("no snapshot asked for lately; snapshot branch detached");
+                    self.detaching.push(branch.detach());
+                }
+                None
+            }
+            Effect::RefuseSnapshot(error) => {
+                if let Some(reply) = self.snapshot_reply.take() {
+                    let _ = reply.send(Err(error));
+                }
+                None
+            }
         }
     }
 
@@ -474,6 +525,9 @@ impl Actor {
         self.pipeline_events = None;
         // Branches go with the pipeline; their viewers stay, waiting for the next one.
         self.branches.clear();
+        if let Some(snapshot) = self.snapshot.take() {
+            snapshot.forget();
+        }
         let Some(pipeline) = self.pipeline.take() else { return };
         self.frames_base += pipeline.counters().encoded_frames();
         self.bytes_base += pipeline.counters().encoded_bytes();
@@ -613,6 +667,7 @@ impl Actor {
             stats.encoder_fallbacks = encoder_fallbacks;
             stats.source_failures = source_failures;
             stats.viewers = viewers;
+            stats.snapshot_active = self.snapshot.is_some();
         }
     }
 }

@@ -26,7 +26,11 @@ pub use registry::Registry;
 pub use sink::{ConnId, ToViewer, Transport, ViewerPort, ViewerSink};
 pub use status::{CameraInfo, CameraState, CameraStats, ViewerLink};
 
-use crate::media::{EncoderPlan, IceSettings, SourceSpec};
+use crate::media::{EncoderPlan, IceSettings, Jpeg, SourceSpec};
+
+/// The answer to `Command::Snapshot`: where the camera's latest JPEG will be (`None` until the
+/// branch's first picture), or why there is none.
+pub type SnapshotReply = oneshot::Sender<Result<tokio::sync::watch::Receiver<Option<Jpeg>>, CameraError>>;
 
 /// Commands queued per camera. Browsers send a handful of messages per session; 64 leaves room for
 /// bursts of candidates while bounding what a flooding client can pile up.
@@ -52,6 +56,10 @@ pub enum Command {
     },
     Leave {
         conn: ConnId,
+    },
+    /// Someone wants a JPEG of the latest picture (`GET /api/cameras/{id}/snapshot`).
+    Snapshot {
+        reply: SnapshotReply,
     },
     /// The device is (back) on this machine: start streaming it.
     Online(Box<Setup>),

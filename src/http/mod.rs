@@ -10,6 +10,7 @@ pub mod auth;
 mod guard;
 mod metrics;
 pub mod server;
+mod snapshot;
 mod static_files;
 pub mod tls;
 mod turn;
@@ -44,6 +45,7 @@ pub struct AppState {
     /// Viewer connection ids, shared by websockets and WHEP sessions: a camera tells viewers apart by them.
     next_conn: Arc<AtomicU64>,
     whep: whep::Sessions,
+    snapshot_rates: snapshot::SnapshotRates,
 }
 
 impl AppState {
@@ -60,6 +62,7 @@ impl AppState {
             sockets: ws_limits::Sockets::default(),
             next_conn: Arc::default(),
             whep: whep::Sessions::default(),
+            snapshot_rates: snapshot::SnapshotRates::default(),
         }
     }
 }
@@ -68,6 +71,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/api/cameras", get(api::cameras))
+        .route("/api/cameras/:id/snapshot", get(snapshot::snapshot))
         .route("/api/config", get(api::page_config))
         .route("/api/profiles", get(api::profiles))
         .route("/api/ticket", get(api::ticket))

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::auth::{ticket_from_query, Principal};
-use super::ws_limits::{self, ReadyRate, Refused, Slot};
+use super::ws_limits::{self, Refused, Slot, TokenBucket};
 use super::AppState;
 use crate::camera::{CameraError, Command, ConnId, ToViewer, Transport, ViewerPort, ViewerSink};
 use crate::signalling::protocol::{ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
@@ -151,7 +151,7 @@ struct Socket {
     joined: HashSet<String>,
     /// Candidates sent per camera since its last `ready` (only cameras that exist get here).
     candidates: HashMap<String, u32>,
-    ready_rate: ReadyRate,
+    ready_rate: TokenBucket,
 }
 
 async fn serve(socket: WebSocket, state: AppState, conn: ConnId, principal: Principal, _slot: Slot) {
@@ -165,7 +165,7 @@ async fn serve(socket: WebSocket, state: AppState, conn: ConnId, principal: Prin
         principal,
         joined: HashSet::new(),
         candidates: HashMap::new(),
-        ready_rate: ReadyRate::default(),
+        ready_rate: TokenBucket::new(ws_limits::READY_BURST, ws_limits::READY_PER_SECOND),
     };
     let mut ping = tokio::time::interval(ws_limits::PING_INTERVAL);
     let mut heard = Instant::now();

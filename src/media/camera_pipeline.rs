@@ -12,6 +12,7 @@ use gst::prelude::*;
 
 use super::branch::{self, Tap};
 use super::events::{self, FailureOrigin, PipelineEvent};
+use super::snapshot::{SnapshotBranch, SnapshotSlot};
 use super::source::{Origin, SourceSpec};
 use super::stage::{self, Stage};
 use super::{bitrate, congestion};
@@ -299,6 +300,14 @@ impl CameraPipeline {
             .map_err(|e| MediaError::Build(format!("could not start the {key} encoding: {e}")))?;
         self.extras.push((encoding, attached));
         Ok(())
+    }
+
+    /// Hangs a JPEG snapshot branch off the raw tee.
+    pub fn attach_snapshot(&self, slot: SnapshotSlot) -> Result<SnapshotBranch, MediaError> {
+        let raw_tee = self.raw_tee.as_ref().ok_or_else(|| {
+            MediaError::Build("this camera's stream is passed through undecoded; it has no pictures to snapshot".into())
+        })?;
+        SnapshotBranch::attach(raw_tee, slot)
     }
 
     /// Stops an extra encoding (its last viewer left).
