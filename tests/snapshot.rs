@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use anyhow::{bail, Result};
 
 use common::daemon::{hash_password, Daemon};
-use common::{basic_auth, heavy_lock, http_request, wait_streaming, wait_until, LIVENESS};
+use common::{basic_auth, heavy_lock, http_call, http_request, wait_streaming, wait_until, LIVENESS};
 
 /// Not the default 640x480, so the size is shown to come from the camera.
 const CONFIG: &str = "\
@@ -89,9 +89,10 @@ async fn a_snapshot_is_a_jpeg_of_the_camera_and_its_branch_goes_when_nobody_asks
     .unwrap();
 }
 
-/// bob may watch demo2 only; demo2 is parked (`idle: stop`) until his snapshot starts it.
+/// bob may watch demo2 only; demo2 is parked (`idle: stop`) until his snapshot starts it. The same
+/// permission holds for WHEP, the other HTTP way to a camera's pictures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshots_need_the_watch_permission_and_wake_an_idle_camera() {
+async fn snapshots_and_whep_need_the_watch_permission_and_a_snapshot_wakes_an_idle_camera() {
     let _heavy = heavy_lock();
     let config = format!(
         "discovery: false\nidle: stop\nauth:\n  users:\n    bob: {{hash: '{}', watch: [demo2]}}\n",
@@ -110,6 +111,9 @@ async fn snapshots_need_the_watch_permission_and_wake_an_idle_camera() {
             "bob cannot tell which cameras exist"
         );
         assert_eq!(snapshot(addr, "demo2", &bob).await?, Ok((640, 480)));
+        let offer = [bob[0], ("Content-Type", "application/sdp")];
+        let whep = http_call(addr, "POST", "/whep/demo1", &offer, b"v=0\r\n").await?;
+        assert_eq!(whep.status, 403, "{}", whep.text());
         anyhow::Ok(())
     }
     .await

@@ -17,10 +17,11 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
+use axum::{Extension, Router};
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
+use super::auth::Principal;
 use super::AppState;
 use crate::camera::{CameraError, CameraHandle, Command, ConnId, ToViewer, Transport, ViewerPort, ViewerSink};
 use crate::config::IceServer;
@@ -144,7 +145,20 @@ impl Drop for LeaveUnlessAnswered {
     }
 }
 
-async fn offer(State(state): State<AppState>, Path(camera): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn offer(
+    State(state): State<AppState>,
+    Path(camera): Path<String>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // As on the websocket: `watch` decides, before anything says whether the camera exists.
+    if !principal.watch.allows(&camera) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            &format!("{} may not watch camera {camera:?}", principal.name),
+        );
+    }
     if !has_content_type(&headers, SDP) {
         return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, &format!("send the offer as {SDP}"));
     }

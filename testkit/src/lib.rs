@@ -104,10 +104,24 @@ impl HttpReply {
 /// header lines (a `Host` of the caller's replaces the default). Enough for /api/..., /metrics and
 /// static files without pulling an HTTP client into the tests.
 pub async fn http_request(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<HttpReply> {
+    http_call(addr, "GET", path, headers, b"").await
+}
+
+/// The same with any method and a body (sent with its `Content-Length`).
+pub async fn http_call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<HttpReply> {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect {addr}"))?;
-    let mut request = format!("GET {path} HTTP/1.0\r\n");
+    let mut request = format!("{method} {path} HTTP/1.0\r\n");
+    if !body.is_empty() {
+        request += &format!("Content-Length: {}\r\n", body.len());
+    }
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         request += &format!("Host: {addr}\r\n");
     }
@@ -116,20 +130,23 @@ pub async fn http_request(addr: std::net::SocketAddr, path: &str, headers: &[(&s
     }
     request += "\r\n";
     stream.write_all(request.as_bytes()).await?;
+    stream.write_all(body).await?;
     let mut raw = Vec::new();
     tokio::time::timeout(LIVENESS, stream.read_to_end(&mut raw))
         .await
-        .with_context(|| format!("GET {path}: no complete response"))??;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("GET {path}: malformed response {:?}", String::from_utf8_lossy(&raw)))?;
+        .with_context(|| format!("{method} {path}: no complete response"))??;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| {
+        anyhow!(
+            "{method} {path}: malformed response {:?}",
+            String::from_utf8_lossy(&raw)
+        )
+    })?;
     let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("GET {path}: no status in {head:?}"))?;
+        .ok_or_else(|| anyhow!("{method} {path}: no status in {head:?}"))?;
     Ok(HttpReply {
         status,
         head,
