@@ -18,7 +18,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::auth::Principal;
 use super::AppState;
-use crate::camera::{CameraState, Transport};
+use crate::camera::{CameraState, Transport, ViewerLink};
 
 /// What Prometheus asks for first in its Accept header, and what the encoder writes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -69,6 +69,35 @@ struct ViewerInfoLabels {
     conn: String,
     transport: String,
     tier: String,
+}
+
+/// A viewer's link, in base units (bit/s, ratios, seconds), labelled by camera and connection.
+const LINK_GAUGES: [(&str, &str); 5] = [
+    (
+        "viewer_estimate_bits_per_second",
+        "The congestion controller's estimate of the viewer's path",
+    ),
+    (
+        "viewer_sent_bits_per_second",
+        "What was sent to the viewer over the last second",
+    ),
+    ("viewer_loss_ratio", "Share of packets the viewer reported lost (0-1)"),
+    (
+        "viewer_rtt_seconds",
+        "Round-trip time to the viewer from its receiver reports",
+    ),
+    ("viewer_fec_ratio", "FEC redundancy the viewer gets (0: none)"),
+];
+
+/// `LINK_GAUGES`' values for one viewer; None for what it has not reported yet.
+fn link_values(link: &ViewerLink) -> [Option<f64>; 5] {
+    [
+        link.estimate_kbps.map(|k| f64::from(k) * 1000.0),
+        link.sent_kbps.map(|k| f64::from(k) * 1000.0),
+        link.loss_percent.map(|p| p / 100.0),
+        link.rtt_ms.map(|ms| f64::from(ms) / 1000.0),
+        Some(f64::from(link.fec_percent) / 100.0),
+    ]
 }
 
 fn gauges<L>(registry: &mut Registry, name: &str, help: &str) -> Family<L, FloatGauge>
@@ -172,27 +201,11 @@ fn cameras(registry: &mut Registry, state: &AppState, principal: &Principal) {
         "viewer_info",
         "A connected viewer: its transport and tier (always 1)",
     );
-    let estimate = gauges::<ViewerLabels>(
-        registry,
-        "viewer_estimate_bits_per_second",
-        "The congestion controller's estimate of the viewer's path",
-    );
-    let sent = gauges::<ViewerLabels>(
-        registry,
-        "viewer_sent_bits_per_second",
-        "What was sent to the viewer over the last second",
-    );
-    let loss = gauges::<ViewerLabels>(
-        registry,
-        "viewer_loss_ratio",
-        "Share of packets the viewer reported lost (0-1)",
-    );
-    let rtt = gauges::<ViewerLabels>(
-        registry,
-        "viewer_rtt_seconds",
-        "Round-trip time to the viewer from its receiver reports",
-    );
-    let fec = gauges::<ViewerLabels>(registry, "viewer_fec_ratio", "FEC redundancy the viewer gets (0: none)");
+    // In the order `link_values` gives them.
+    let links: Vec<Family<ViewerLabels, FloatGauge>> = LINK_GAUGES
+        .iter()
+        .map(|(name, help)| gauges(registry, name, help))
+        .collect();
 
     for camera_info in state.registry.infos() {
         let id = camera_info.id.clone();
@@ -258,14 +271,7 @@ fn cameras(registry: &mut Registry, state: &AppState, principal: &Principal) {
                     tier: link.tier.clone(),
                 })
                 .set(1.0);
-            let values = [
-                (&estimate, link.estimate_kbps.map(|k| f64::from(k) * 1000.0)),
-                (&sent, link.sent_kbps.map(|k| f64::from(k) * 1000.0)),
-                (&loss, link.loss_percent.map(|p| p / 100.0)),
-                (&rtt, link.rtt_ms.map(|ms| f64::from(ms) / 1000.0)),
-                (&fec, Some(f64::from(link.fec_percent) / 100.0)),
-            ];
-            for (family, value) in values {
+            for (family, value) in links.iter().zip(link_values(&link)) {
                 if let Some(value) = value {
                     family.get_or_create(&labels).set(value);
                 }
