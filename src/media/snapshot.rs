@@ -152,4 +152,45 @@ mod tests {
         assert!(slot.borrow().is_none());
         pipeline.set_state(gst::State::Null).unwrap();
     }
+
+    #[test]
+    fn a_failure_inside_the_snapshot_bin_is_not_the_encoders() {
+        gst::init().unwrap();
+        let pipeline =
+            gst::parse::launch("videotestsrc name=src num-buffers=60 ! tee name=t ! queue ! fakesink sync=false")
+                .unwrap()
+                .downcast::<gst::Pipeline>()
+                .unwrap();
+        // As a broken jpegenc would: an element of the snapshot bin errors after a few pictures.
+        let bin = gst::Bin::with_name(BIN_NAME);
+        let failing = gst::ElementFactory::make("identity")
+            .property("error-after", 3i32)
+            .build()
+            .unwrap();
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .build()
+            .unwrap();
+        bin.add_many([&failing, &sink]).unwrap();
+        failing.link(&sink).unwrap();
+        branch::firewalled_sink(&bin, &failing.static_pad("sink").unwrap()).unwrap();
+        pipeline.add(&bin).unwrap();
+        let tee = pipeline.by_name("t").unwrap();
+        tee.request_pad_simple("src_%u")
+            .unwrap()
+            .link(&bin.static_pad("sink").unwrap())
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let message = pipeline
+            .bus()
+            .unwrap()
+            .timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Error])
+            .expect("the identity errors");
+        pipeline.set_state(gst::State::Null).unwrap();
+        let event = super::super::events::classify(&pipeline.by_name("src").unwrap(), &message);
+        assert!(
+            matches!(event, Some(super::super::events::PipelineEvent::SnapshotFailed { .. })),
+            "{event:?}"
+        );
+    }
 }
