@@ -219,6 +219,19 @@ async fn serve(socket: WebSocket, state: AppState, conn: ConnId, principal: Prin
     info!("page disconnected");
 }
 
+/// A client that uses none of the page's extensions speaks the original protocol. Only the port of a
+/// `ready` is kept by the camera, so other messages' transport does not matter.
+fn transport_of(message: &ClientMessage) -> Transport {
+    match message {
+        ClientMessage::Ready {
+            codecs: None,
+            links: false,
+            ..
+        } => Transport::Original,
+        _ => Transport::Page,
+    }
+}
+
 fn handle_text(state: &AppState, outbox: &Outbox, me: &mut Socket, text: &str) {
     let message = match ClientMessage::parse(text) {
         Ok(m) => m,
@@ -240,17 +253,7 @@ fn handle_text(state: &AppState, outbox: &Outbox, me: &mut Socket, text: &str) {
         return;
     }
     let links = matches!(message, ClientMessage::Ready { links: true, .. });
-    // A client that uses none of the page's extensions speaks the original protocol. Only the port
-    // of a `ready` is kept by the camera, so other messages' transport does not matter.
-    let transport = match &message {
-        ClientMessage::Ready {
-            codecs: None,
-            links: false,
-            ..
-        } => Transport::Original,
-        _ => Transport::Page,
-    };
-    let viewer = outbox.viewer_of(&camera, transport, links);
+    let viewer = outbox.viewer_of(&camera, transport_of(&message), links);
     let Some(handle) = state.registry.handle(&camera) else {
         viewer.send(ToViewer::Error(CameraError::Unknown(camera)));
         return;
@@ -306,5 +309,28 @@ fn handle_text(state: &AppState, outbox: &Outbox, me: &mut Socket, text: &str) {
     };
     if !handle.try_send(command) {
         viewer.send(ToViewer::Error(CameraError::Busy));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_original_protocols_ready_is_told_from_the_pages() {
+        let transport = |text: &str| transport_of(&ClientMessage::parse(text).unwrap());
+        assert_eq!(transport(r#"{"type":"ready","camera":"camera1"}"#), Transport::Original);
+        assert_eq!(
+            transport(r#"{"type":"ready","camera":"c","links":true,"codecs":["H264"]}"#),
+            Transport::Page
+        );
+        assert_eq!(
+            transport(r#"{"type":"ready","camera":"c","codecs":["VP8"]}"#),
+            Transport::Page
+        );
+        assert_eq!(
+            transport(r#"{"type":"ready","camera":"c","links":true}"#),
+            Transport::Page
+        );
     }
 }
