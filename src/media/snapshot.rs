@@ -162,24 +162,7 @@ mod tests {
                 .downcast::<gst::Pipeline>()
                 .unwrap();
         // As a broken jpegenc would: an element of the snapshot bin errors after a few pictures.
-        let bin = gst::Bin::with_name(BIN_NAME);
-        let failing = gst::ElementFactory::make("identity")
-            .property("error-after", 3i32)
-            .build()
-            .unwrap();
-        let sink = gst::ElementFactory::make("fakesink")
-            .property("sync", false)
-            .build()
-            .unwrap();
-        bin.add_many([&failing, &sink]).unwrap();
-        failing.link(&sink).unwrap();
-        branch::firewalled_sink(&bin, &failing.static_pad("sink").unwrap()).unwrap();
-        pipeline.add(&bin).unwrap();
-        let tee = pipeline.by_name("t").unwrap();
-        tee.request_pad_simple("src_%u")
-            .unwrap()
-            .link(&bin.static_pad("sink").unwrap())
-            .unwrap();
+        branch::tests::link_failing_branch(&pipeline, BIN_NAME, 3);
         pipeline.set_state(gst::State::Playing).unwrap();
         let message = pipeline
             .bus()
