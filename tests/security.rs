@@ -6,13 +6,11 @@
 
 use edgecam_testkit as common;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use base64::Engine;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -27,20 +25,8 @@ const ALICE_PASSWORD: &str = "correct horse battery staple";
 const BOB_PASSWORD: &str = "bob's own password";
 const TOKEN_SECRET: &str = "s3cret-token-for-scripts";
 
-/// `edgecam hash-password`, the way a user makes the hashes: the password on stdin.
 fn hash(password: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgecam"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let phc = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(phc.starts_with("$argon2id$"), "{phc}");
-    phc
+    common::daemon::hash_password(password).unwrap()
 }
 
 /// alice watches everything and reads the API; bob watches demo2 only; the token `nvr` reads the API.
@@ -54,10 +40,7 @@ fn auth_config() -> String {
 }
 
 fn basic(user: &str, password: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
+    common::basic_auth(user, password)
 }
 
 struct Reply {
@@ -66,33 +49,12 @@ struct Reply {
     body: String,
 }
 
-/// An HTTP/1.0 GET with the given extra header lines (a `Host` of our own replaces the default).
 async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let mut request = format!("GET {path} HTTP/1.0\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        request += &format!("Host: {addr}\r\n");
-    }
-    for (k, v) in headers {
-        request += &format!("{k}: {v}\r\n");
-    }
-    request += "\r\n";
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(LIVENESS, stream.read_to_end(&mut raw)).await??;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("malformed response {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no status")?;
+    let reply = common::http_request(addr, path, headers).await?;
     Ok(Reply {
-        status,
-        head: head.to_ascii_lowercase(),
-        body: body.to_string(),
+        status: reply.status,
+        body: reply.text(),
+        head: reply.head,
     })
 }
 
@@ -144,6 +106,8 @@ async fn without_credentials_everything_is_401_and_says_nothing() {
         "/api/config",
         "/api/profiles",
         "/api/ticket",
+        "/metrics",
+        "/api/cameras/demo1/snapshot",
         "/nonexistent",
     ]
     .into_iter()

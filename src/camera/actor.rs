@@ -5,7 +5,6 @@
 //! lifecycle.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,13 +15,14 @@ use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 use super::lifecycle::{BranchId, Effect, Health, Input, Lifecycle};
 use super::{
-    CameraError, CameraHandle, CameraInfo, CameraState, Command, ConnId, Identity, Shared, ToViewer, ViewerPort,
+    CameraError, CameraHandle, CameraInfo, CameraState, Command, ConnId, Identity, Shared, SnapshotReply, ToViewer,
+    ViewerPort,
 };
 use super::{LinkReport, ViewerLink};
 
 use crate::media::{
-    camera_pipeline, CameraPipeline, ClientOffer, Detaching, EncodingKey, EventSink, FailureOrigin, MediaError,
-    PipelineEvent, Tap, Tier, ViewerBranch, ViewerEvent, ViewerStats,
+    camera_pipeline, snapshot, CameraPipeline, ClientOffer, Detaching, EncodingKey, EventSink, FailureOrigin,
+    MediaError, PipelineEvent, SnapshotBranch, SnapshotSlot, Tap, Tier, ViewerBranch, ViewerEvent, ViewerStats,
 };
 
 /// How long a stopping camera waits for branches already being detached to finish before it stops
@@ -59,7 +59,12 @@ pub(super) fn spawn(identity: Identity, shared: Shared, handle: CameraHandle, co
         detaching: Vec::new(),
         events_tx,
         frames_base: 0,
+        bytes_base: 0,
+        last_sample: None,
         sent: HashMap::new(),
+        snapshot_slot: Arc::new(tokio::sync::watch::Sender::new(None)),
+        snapshot: None,
+        snapshot_reply: None,
     };
     tokio::spawn(actor.run(commands, events).instrument(span));
 }
@@ -87,10 +92,18 @@ struct Actor {
     /// Branches (and extra encodings) on their way out, for an orderly shutdown.
     detaching: Vec<Detaching>,
     events_tx: ViewerEvents,
-    /// Frames encoded by pipelines already torn down, so the total survives rebuilds.
+    /// Frames (and their bytes) encoded by pipelines already torn down, so the totals survive rebuilds.
     frames_base: u64,
+    bytes_base: u64,
+    /// Totals of frames and bytes at the previous tick, for the rates over the last one.
+    last_sample: Option<(u64, u64, Instant)>,
     /// Bytes sent to each viewer at its last report, for its sent bitrate.
     sent: HashMap<ConnId, (u64, Instant)>,
+    /// Where the snapshot branch puts the latest JPEG; requests get a receiver of it.
+    snapshot_slot: SnapshotSlot,
+    snapshot: Option<SnapshotBranch>,
+    /// The request being stepped through the lifecycle, answered once it has decided.
+    snapshot_reply: Option<SnapshotReply>,
 }
 
 impl Actor {
@@ -159,6 +172,14 @@ impl Actor {
             Command::Leave { conn } => {
                 self.in_viewer_span(conn, || info!("viewer left"));
                 self.step(Input::Leave { conn }).await;
+            }
+            Command::Snapshot { reply } => {
+                self.snapshot_reply = Some(reply);
+                self.step(Input::SnapshotWanted).await;
+                // Not refused: the JPEG comes once the branch (and maybe the pipeline) is up.
+                if let Some(reply) = self.snapshot_reply.take() {
+                    let _ = reply.send(Ok(self.snapshot_slot.subscribe()));
+                }
             }
             Command::Online(setup) => {
                 info!(source = ?setup.source, "camera online");
@@ -246,8 +267,12 @@ impl Actor {
             Some((Tier::Main, _)) => "main",
             None => return,
         };
+        let Some(transport) = self.viewers.get(&conn).map(|v| v.port.transport) else {
+            return;
+        };
         let link = ViewerLink {
             conn,
+            transport,
             tier: tier.into(),
             estimate_kbps: stats.estimate_bps.map(|b| b / 1000),
             sent_kbps,
@@ -289,6 +314,13 @@ impl Actor {
                 })
                 .await;
             }
+            PipelineEvent::SnapshotFailed { reason } => {
+                warn!(%reason, "snapshot branch failed; the stream is unaffected");
+                if let Some(snapshot) = self.snapshot.take() {
+                    self.detaching.push(snapshot.detach());
+                }
+                self.step(Input::SnapshotFailed).await;
+            }
             PipelineEvent::BranchFailed { branch, reason } => {
                 let Some(conn) = self
                     .branches
@@ -316,14 +348,33 @@ impl Actor {
                 source_silence: counters.source_silence(),
             }
         });
-        if let Some(health) = health {
-            self.handle
-                .encoded_frames
-                .store(self.frames_base + health.encoded_frames, Ordering::Relaxed);
-        }
+        self.sample_encoder();
         self.detaching
             .retain_mut(|d| matches!(d.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Empty)));
         self.step(Input::Tick { health }).await;
+    }
+
+    /// Totals and rates of the main encoder for the metrics: frames and bytes since the daemon started,
+    /// fps and bit rate over the last tick.
+    fn sample_encoder(&mut self) {
+        let now = Instant::now();
+        let counters = self.pipeline.as_ref().map(|p| p.counters().clone());
+        let frames = self.frames_base + counters.as_ref().map_or(0, |c| c.encoded_frames());
+        let bytes = self.bytes_base + counters.as_ref().map_or(0, |c| c.encoded_bytes());
+        let (fps, bitrate_bps) = match (self.last_sample, &counters) {
+            (Some((f0, b0, at)), Some(_)) if now > at && frames >= f0 && bytes >= b0 => {
+                let secs = now.duration_since(at).as_secs_f64();
+                ((frames - f0) as f64 / secs, ((bytes - b0) as f64 * 8.0 / secs) as u64)
+            }
+            _ => (0.0, 0),
+        };
+        self.last_sample = counters.is_some().then_some((frames, bytes, now));
+        if let Ok(mut stats) = self.handle.stats.lock() {
+            stats.encoded_frames = frames;
+            stats.encoded_bytes = bytes;
+            stats.fps = fps;
+            stats.bitrate_bps = bitrate_bps;
+        }
     }
 
     /// Feeds one input to the lifecycle and runs what comes out, including the inputs that running
@@ -442,6 +493,33 @@ impl Actor {
                 self.to_viewer(conn, ToViewer::Error(error), "");
                 None
             }
+            Effect::AttachSnapshot => {
+                let made = self.pipeline.as_ref()?.attach_snapshot(self.snapshot_slot.clone());
+                match made {
+                    Ok(branch) => {
+                        info!(max_fps = snapshot::MAX_FPS, "snapshot branch attached");
+                        self.snapshot = Some(branch);
+                        None
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "could not attach the snapshot branch");
+                        Some(Input::SnapshotFailed)
+                    }
+                }
+            }
+            Effect::DetachSnapshot => {
+                if let Some(branch) = self.snapshot.take() {
+                    info!("no snapshot asked for lately; snapshot branch detached");
+                    self.detaching.push(branch.detach());
+                }
+                None
+            }
+            Effect::RefuseSnapshot(error) => {
+                if let Some(reply) = self.snapshot_reply.take() {
+                    let _ = reply.send(Err(error));
+                }
+                None
+            }
         }
     }
 
@@ -474,8 +552,13 @@ impl Actor {
         self.pipeline_events = None;
         // Branches go with the pipeline; their viewers stay, waiting for the next one.
         self.branches.clear();
+        if let Some(snapshot) = self.snapshot.take() {
+            snapshot.forget();
+        }
         let Some(pipeline) = self.pipeline.take() else { return };
         self.frames_base += pipeline.counters().encoded_frames();
+        self.bytes_base += pipeline.counters().encoded_bytes();
+        self.last_sample = None;
         // Reaching NULL can block (a driver releasing its buffers): not on the runtime's threads.
         let _ = tokio::task::spawn_blocking(move || pipeline.shut_down()).await;
     }
@@ -602,6 +685,17 @@ impl Actor {
             .map(|(k, kbps)| (k.to_string(), *kbps))
             .collect();
         self.shared.registry.update(self.info.clone());
+        let (encoder_fallbacks, source_failures) = self.lifecycle.failures();
+        let mut viewers = std::collections::BTreeMap::new();
+        for viewer in self.viewers.values() {
+            *viewers.entry(viewer.port.transport).or_insert(0) += 1;
+        }
+        if let Ok(mut stats) = self.handle.stats.lock() {
+            stats.encoder_fallbacks = encoder_fallbacks;
+            stats.source_failures = source_failures;
+            stats.viewers = viewers;
+            stats.snapshot_active = self.snapshot.is_some();
+        }
     }
 }
 

@@ -35,6 +35,9 @@ pub enum CameraError {
     /// The viewer's own session broke (ICE, DTLS, its branch): only that viewer is affected.
     #[error("{0}")]
     ViewerFailed(String),
+    /// The camera has no pictures to take a JPEG of (its H.264 is passed through undecoded).
+    #[error("{0}")]
+    NoSnapshot(String),
     /// Its branch could not be added to the running pipeline.
     #[error("{0}")]
     Branch(String),
@@ -51,6 +54,7 @@ impl CameraError {
             Self::NotStreaming | Self::Offline(_) | Self::Busy | Self::TooMany { .. } => 503,
             Self::NegotiationTimeout(_) => 408,
             Self::ViewerFailed(_) | Self::Branch(_) => 500,
+            Self::NoSnapshot(_) => 501,
         }
     }
 }
@@ -71,6 +75,7 @@ mod tests {
         };
         assert_eq!(cap.http_status(), 503);
         assert_eq!(CameraError::Unanswerable("no video".into()).http_status(), 422);
+        assert_eq!(CameraError::NoSnapshot("passthrough".into()).http_status(), 501);
         let e = CameraError::NoCommonCodec {
             offered: "H.264".into(),
             wanted: "AV1".into(),

@@ -40,6 +40,11 @@ pub const MAX_NEGOTIATING: usize = 8;
 /// A viewer stays in its tier at least this long: every move costs it a new session (~0.2 s of video).
 pub const TIER_HOLD: Duration = Duration::from_secs(10);
 
+/// A snapshot branch stays this long after the last request for a JPEG: longer than Home Assistant's
+/// 10 s refresh of a camera card, so a dashboard keeps it attached rather than rebuilding it for every
+/// picture, and short enough that a camera nobody looks at soon stops paying for JPEGs.
+pub const SNAPSHOT_IDLE: Duration = Duration::from_secs(15);
+
 /// Settings every camera shares.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
@@ -111,6 +116,10 @@ pub enum Input {
         branch: BranchId,
         report: LinkReport,
     },
+    /// Someone asked for a JPEG of the latest picture.
+    SnapshotWanted,
+    /// The snapshot branch could not be added, or broke.
+    SnapshotFailed,
     /// Once a second, with what the running pipeline has done.
     Tick {
         health: Option<Health>,
@@ -174,6 +183,12 @@ pub enum Effect {
         conn: ConnId,
         error: CameraError,
     },
+    /// Hang the JPEG snapshot branch off the raw tee.
+    AttachSnapshot,
+    /// Nobody asked for a snapshot lately: take the branch off.
+    DetachSnapshot,
+    /// Tell whoever asked for a snapshot why there is none.
+    RefuseSnapshot(CameraError),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -227,10 +242,16 @@ pub struct Lifecycle {
     source_failures: u32,
     /// Whether the running pipeline has encoded anything (a source that streamed resets the backoff).
     encoded_any: bool,
+    /// Totals for the metrics: moves to the next encoder, and source failures of any kind.
+    encoder_fallbacks: u64,
+    source_failures_total: u64,
     viewers: BTreeMap<ConnId, Viewer>,
     branches_made: BranchId,
     /// The bitrate each running encoding was last told.
     rates: BTreeMap<EncodingKey, u32>,
+    /// Whether the snapshot branch is on the running pipeline, and when a snapshot was last asked for.
+    snapshot_attached: bool,
+    snapshot_wanted_at: Option<Instant>,
 }
 
 impl Lifecycle {
@@ -243,9 +264,13 @@ impl Lifecycle {
             fallback_reason: None,
             source_failures: 0,
             encoded_any: false,
+            encoder_fallbacks: 0,
+            source_failures_total: 0,
             viewers: BTreeMap::new(),
             branches_made: 0,
             rates: BTreeMap::new(),
+            snapshot_attached: false,
+            snapshot_wanted_at: None,
         }
     }
 
@@ -273,6 +298,7 @@ impl Lifecycle {
                 let profile = self.current_plan().map(|p| p.profile.clone()).unwrap_or_default();
                 self.fallback_reason = Some(format!("fell back from {profile}: {reason}"));
                 self.encoder_index += 1;
+                self.encoder_fallbacks += 1;
                 self.start_or_fail(&mut out, || "no encoder could start for this camera".into());
             }
             Input::Failed {
@@ -325,9 +351,55 @@ impl Lifecycle {
                     self.adapt(now, &mut out);
                 }
             }
+            Input::SnapshotWanted => self.snapshot_wanted(now, &mut out),
+            // Asked for again, it is tried again; unasked, the camera goes idle as usual (`tick`).
+            Input::SnapshotFailed => self.snapshot_attached = false,
             Input::Tick { health } => self.tick(now, health, &mut out),
         }
         out
+    }
+
+    fn snapshot_wanted(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        if let Some(reason) = self.offline_reason() {
+            return out.push(Effect::RefuseSnapshot(CameraError::Offline(reason)));
+        }
+        if self.current_plan().is_some_and(|p| p.raw_input.is_none()) {
+            return out.push(Effect::RefuseSnapshot(CameraError::NoSnapshot(
+                "this camera's H.264 is passed through undecoded: there are no pictures to take a JPEG of".into(),
+            )));
+        }
+        self.snapshot_wanted_at = Some(now);
+        match self.phase {
+            // Idle policy "stop": the camera starts for it, and attaches the branch once playing.
+            Phase::Idle => self.start_or_fail(out, || "no usable encoder for this camera".into()),
+            Phase::Streaming { .. } if !self.snapshot_attached => {
+                self.snapshot_attached = true;
+                out.push(Effect::AttachSnapshot);
+            }
+            _ => {}
+        }
+    }
+
+    fn snapshot_wanted_lately(&self, now: Instant) -> bool {
+        self.snapshot_wanted_at
+            .is_some_and(|at| now.duration_since(at) < SNAPSHOT_IDLE)
+    }
+
+    /// After `SNAPSHOT_IDLE` without a request the branch goes; a camera that runs only for snapshots
+    /// (idle policy `stop`, no viewers) goes idle instead, and the branch with its pipeline.
+    fn snapshot_idle(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        if self.snapshot_wanted_at.is_none() || self.snapshot_wanted_lately(now) {
+            return;
+        }
+        self.snapshot_wanted_at = None;
+        let running = matches!(self.phase, Phase::Streaming { .. } | Phase::Starting);
+        if running && self.policy.idle == IdlePolicy::Stop && self.viewers.is_empty() {
+            self.stop(out);
+            self.phase = Phase::Idle;
+        } else if self.snapshot_attached {
+            self.snapshot_attached = false;
+            out.push(Effect::DetachSnapshot);
+        }
     }
 
     fn online(&mut self, setup: Setup, out: &mut Vec<Effect>) {
@@ -443,7 +515,8 @@ impl Lifecycle {
             return;
         }
         let running = matches!(self.phase, Phase::Streaming { .. } | Phase::Starting);
-        if self.viewers.len() == 1 && self.policy.idle == IdlePolicy::Stop && running {
+        let last = self.viewers.len() == 1 && !self.snapshot_wanted_lately(now);
+        if last && self.policy.idle == IdlePolicy::Stop && running {
             // The branch stops with the pipeline. Detaching it first would leave an unlink pending on a
             // pad that stops flowing, and the branch would never be freed.
             self.viewers.remove(&conn);
@@ -506,6 +579,10 @@ impl Lifecycle {
         for conn in waiting {
             self.attach(now, conn, out);
         }
+        if self.snapshot_wanted_lately(now) {
+            self.snapshot_attached = true;
+            out.push(Effect::AttachSnapshot);
+        }
     }
 
     fn attach(&mut self, now: Instant, conn: ConnId, out: &mut Vec<Effect>) {
@@ -538,6 +615,7 @@ impl Lifecycle {
         if self.encoded_any {
             self.source_failures = 0;
         }
+        self.source_failures_total += 1;
         self.stop(out);
         if self.setup.is_none() {
             self.phase = Phase::Offline(Some(reason.to_string()));
@@ -555,6 +633,7 @@ impl Lifecycle {
         let failed = self.current_plan().map(|p| p.profile.clone()).unwrap_or_default();
         self.stop(out);
         self.encoder_index += 1;
+        self.encoder_fallbacks += 1;
         if self.current_plan().is_some() {
             self.fallback_reason = Some(format!("fell back from {failed}: {reason}"));
         }
@@ -586,6 +665,7 @@ impl Lifecycle {
         if matches!(self.phase, Phase::Retrying { at, .. } if now >= at) {
             self.start_or_fail(out, || "no usable encoder for this camera".into());
         }
+        self.snapshot_idle(now, out);
     }
 
     /// Applies the bitrate policy (`bitrate::decide`) to the latest link reports: each encoding's
@@ -678,6 +758,11 @@ impl Lifecycle {
         &self.rates
     }
 
+    /// Encoder fallbacks and source failures since the camera appeared (for the metrics).
+    pub fn failures(&self) -> (u64, u64) {
+        (self.encoder_fallbacks, self.source_failures_total)
+    }
+
     /// Whether a viewer's session is up (ICE and DTLS done).
     pub fn connected(&self, conn: ConnId) -> bool {
         self.viewers
@@ -712,6 +797,8 @@ impl Lifecycle {
     /// a branch now gone: nothing can carry a new answer to them, so they are told and dropped.
     fn stop(&mut self, out: &mut Vec<Effect>) {
         self.rates.clear();
+        // The snapshot branch goes with the pipeline; a later request (or start) attaches a new one.
+        self.snapshot_attached = false;
         if matches!(self.phase, Phase::Streaming { .. } | Phase::Starting) {
             out.push(Effect::StopPipeline);
         }

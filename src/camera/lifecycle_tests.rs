@@ -179,6 +179,7 @@ fn an_encoder_that_does_not_start_falls_through_to_the_next() {
     assert_eq!(effects, [Effect::StartPipeline { encoder: 1 }]);
     camera.input(Input::Started);
     assert_eq!(camera.detail(), "fell back from nvh264enc: no NVENC");
+    assert_eq!(camera.lc.failures(), (1, 0));
     assert_eq!(camera.lc.current_plan().unwrap().profile, "x264");
 }
 
@@ -207,6 +208,7 @@ fn an_encoder_failing_at_run_time_falls_back_then_fails_when_none_is_left() {
         "a failed camera takes viewers but starts nothing"
     );
     assert_eq!(camera.tick(Duration::from_secs(120)), [], "and never retries by itself");
+    assert_eq!(camera.lc.failures(), (2, 0), "two fallbacks counted, no source failure");
 
     // A replug (or a new plan) starts over from the best encoder.
     assert_eq!(
@@ -267,6 +269,11 @@ fn a_failing_source_is_retried_with_a_doubling_delay_and_never_costs_an_encoder(
     });
     camera.input(failed(FailureOrigin::Source, "unplugged"));
     assert_eq!(camera.detail(), "unplugged; retrying in 3 s");
+    assert_eq!(
+        camera.lc.failures(),
+        (0, 8),
+        "every source failure counted (the backoff's reset does not reset the total), no fallback"
+    );
 }
 
 #[test]
@@ -979,4 +986,81 @@ fn fec_goes_off_when_the_link_stays_clean() {
         ));
     }
     assert_eq!(off, [(1, 0)]);
+}
+
+#[test]
+fn a_snapshot_attaches_its_branch_once_and_it_goes_after_a_quiet_while() {
+    let mut camera = Camera::streaming(&["x264"]);
+    assert_eq!(camera.input(Input::SnapshotWanted), [Effect::AttachSnapshot]);
+    assert_eq!(
+        camera.input(Input::SnapshotWanted),
+        [],
+        "one branch serves every request"
+    );
+    assert_eq!(camera.tick(SNAPSHOT_IDLE - Duration::from_secs(5)), []);
+    assert_eq!(camera.input(Input::SnapshotWanted), [], "a request keeps it");
+    assert_eq!(camera.tick(SNAPSHOT_IDLE - Duration::from_secs(1)), []);
+    assert_eq!(camera.tick(Duration::from_secs(1)), [Effect::DetachSnapshot]);
+    assert_eq!(camera.tick(SNAPSHOT_IDLE), [], "detached once");
+    assert_eq!(
+        camera.state(),
+        CameraState::Streaming,
+        "keep-encoding: the camera runs on"
+    );
+    assert_eq!(camera.input(Input::SnapshotWanted), [Effect::AttachSnapshot]);
+
+    // A branch that failed is tried again on the next request.
+    assert_eq!(camera.input(Input::SnapshotFailed), []);
+    assert_eq!(camera.input(Input::SnapshotWanted), [Effect::AttachSnapshot]);
+
+    // A rebuilt pipeline (encoder fallback) gets a new branch while snapshots are wanted.
+    let mut camera = Camera::streaming(&["a", "b"]);
+    camera.input(Input::SnapshotWanted);
+    camera.input(failed(FailureOrigin::Encoder, "boom"));
+    assert_eq!(camera.input(Input::Started), [Effect::AttachSnapshot]);
+}
+
+#[test]
+fn under_idle_stop_a_snapshot_starts_the_camera_which_goes_idle_again_without_requests() {
+    let mut camera = Camera::new(IdlePolicy::Stop);
+    camera.input(Input::Online(setup(&["x264"])));
+    assert_eq!(
+        camera.input(Input::SnapshotWanted),
+        [Effect::StartPipeline { encoder: 0 }]
+    );
+    assert_eq!(camera.input(Input::Started), [Effect::AttachSnapshot]);
+    assert_eq!(
+        camera.tick(SNAPSHOT_IDLE),
+        [Effect::StopPipeline],
+        "the branch goes with it"
+    );
+    assert_eq!(camera.state(), CameraState::Idle);
+
+    // A viewer leaving while snapshots are still wanted leaves the camera running for them.
+    assert_eq!(camera.input(join(1)), [Effect::StartPipeline { encoder: 0 }]);
+    camera.input(Input::Started);
+    assert_eq!(camera.input(Input::SnapshotWanted), [Effect::AttachSnapshot]);
+    assert_eq!(camera.input(Input::Leave { conn: 1 }), [Effect::Detach { conn: 1 }]);
+    assert_eq!(camera.state(), CameraState::Streaming);
+    assert_eq!(camera.tick(SNAPSHOT_IDLE), [Effect::StopPipeline]);
+    assert_eq!(camera.state(), CameraState::Idle);
+}
+
+#[test]
+fn a_snapshot_is_refused_by_a_camera_that_is_down_or_has_no_pictures() {
+    let mut camera = Camera::new(IdlePolicy::KeepEncoding);
+    assert_eq!(
+        camera.input(Input::SnapshotWanted),
+        [Effect::RefuseSnapshot(CameraError::Offline("not plugged in".into()))]
+    );
+    let mut passthrough = setup(&["passthrough"]);
+    passthrough.encoders[0].raw_input = None;
+    camera.input(Input::Online(passthrough));
+    camera.input(Input::Started);
+    let refused = camera.input(Input::SnapshotWanted);
+    assert!(
+        matches!(refused.as_slice(), [Effect::RefuseSnapshot(CameraError::NoSnapshot(_))]),
+        "{refused:?}"
+    );
+    assert_eq!(camera.tick(SNAPSHOT_IDLE), [], "nothing to detach");
 }

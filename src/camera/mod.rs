@@ -16,7 +16,6 @@ mod sink;
 mod status;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -25,10 +24,14 @@ pub use bitrate::{Limits, LinkReport};
 pub use error::CameraError;
 pub use lifecycle::Policy;
 pub use registry::Registry;
-pub use sink::{ConnId, ToViewer, ViewerPort, ViewerSink};
-pub use status::{CameraInfo, CameraState, ViewerLink};
+pub use sink::{ConnId, ToViewer, Transport, ViewerPort, ViewerSink};
+pub use status::{CameraInfo, CameraState, CameraStats, ViewerLink};
 
-use crate::media::{EncoderPlan, IceSettings, SourceSpec};
+use crate::media::{EncoderPlan, IceSettings, Jpeg, SourceSpec};
+
+/// The answer to `Command::Snapshot`: where the camera's latest JPEG will be (`None` until the
+/// branch's first picture), or why there is none.
+pub type SnapshotReply = oneshot::Sender<Result<tokio::sync::watch::Receiver<Option<Jpeg>>, CameraError>>;
 
 /// Commands queued per camera. Browsers send a handful of messages per session; 64 leaves room for
 /// bursts of candidates while bounding what a flooding client can pile up.
@@ -54,6 +57,10 @@ pub enum Command {
     },
     Leave {
         conn: ConnId,
+    },
+    /// Someone wants a JPEG of the latest picture (`GET /api/cameras/{id}/snapshot`).
+    Snapshot {
+        reply: SnapshotReply,
     },
     /// The device is (back) on this machine: start streaming it.
     Online(Box<Setup>),
@@ -96,7 +103,7 @@ pub struct Shared {
 pub struct CameraHandle {
     pub id: String,
     tx: mpsc::Sender<Command>,
-    encoded_frames: Arc<AtomicU64>,
+    stats: Arc<Mutex<CameraStats>>,
     /// Each viewer's link, refreshed once a second; for the API (pages get their own over their transport).
     links: Arc<Mutex<BTreeMap<ConnId, ViewerLink>>>,
 }
@@ -127,7 +134,7 @@ impl CameraHandle {
         let handle = Self {
             id: id.to_string(),
             tx,
-            encoded_frames: Arc::default(),
+            stats: Arc::default(),
             links: Arc::default(),
         };
         (handle, rx)
@@ -143,7 +150,12 @@ impl CameraHandle {
 
     /// Frames encoded since the daemon started (across pipeline rebuilds).
     pub fn encoded_frames(&self) -> u64 {
-        self.encoded_frames.load(Ordering::Relaxed)
+        self.stats().encoded_frames
+    }
+
+    /// What the camera has done so far, as of its last tick.
+    pub fn stats(&self) -> CameraStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
 
@@ -163,7 +175,7 @@ pub fn spawn(identity: Identity, shared: Shared) -> CameraHandle {
     let handle = CameraHandle {
         id: identity.id.clone(),
         tx,
-        encoded_frames: Arc::default(),
+        stats: Arc::default(),
         links: Arc::default(),
     };
     actor::spawn(identity, shared, handle.clone(), rx);

@@ -5,6 +5,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::CameraError;
 
 /// Identifies one viewer connection (a websocket, an HTTP session); it has at most one session per camera.
@@ -31,16 +33,41 @@ pub trait ViewerSink: Send + Sync {
     fn deliver(&self, message: ToViewer);
 }
 
-/// One viewer as a camera sees it: who (for routing) and where its messages go.
+/// What carries a viewer's signalling, for the metrics and the API (the camera treats them all alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// edgecam's own page: `ready` on `/ws` with the page's extensions (`codecs`, `links`).
+    Page,
+    /// A `POST /whep/{camera}` session.
+    Whep,
+    /// The original dual-camera protocol on `/ws`: `ready` with none of the extensions.
+    Original,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Page, Transport::Whep, Transport::Original];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Page => "page",
+            Self::Whep => "whep",
+            Self::Original => "original",
+        }
+    }
+}
+
+/// One viewer as a camera sees it: who (for routing), what carries it and where its messages go.
 #[derive(Clone)]
 pub struct ViewerPort {
     pub conn: ConnId,
+    pub transport: Transport,
     sink: Arc<dyn ViewerSink>,
 }
 
 impl ViewerPort {
-    pub fn new(conn: ConnId, sink: Arc<dyn ViewerSink>) -> Self {
-        Self { conn, sink }
+    pub fn new(conn: ConnId, transport: Transport, sink: Arc<dyn ViewerSink>) -> Self {
+        Self { conn, transport, sink }
     }
 
     pub fn send(&self, message: ToViewer) {
@@ -50,6 +77,9 @@ impl ViewerPort {
 
 impl fmt::Debug for ViewerPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ViewerPort").field("conn", &self.conn).finish()
+        f.debug_struct("ViewerPort")
+            .field("conn", &self.conn)
+            .field("transport", &self.transport)
+            .finish()
     }
 }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::Transport;
+
 /// What a page (and GET /api/cameras) knows about one camera.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CameraInfo {
@@ -33,6 +35,7 @@ pub struct CameraInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ViewerLink {
     pub conn: u64,
+    pub transport: Transport,
     /// "main" or "low".
     pub tier: String,
     /// The congestion controller's estimate of what its path carries.
@@ -43,6 +46,27 @@ pub struct ViewerLink {
     pub rtt_ms: Option<u32>,
     /// The FEC redundancy it gets now (0: none; camera/fec.rs).
     pub fec_percent: u32,
+}
+
+/// What a camera has done, for `/metrics` and the API; its actor refreshes it on every tick and change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CameraStats {
+    /// Frames out of the main encoder since the daemon started (across pipeline rebuilds).
+    pub encoded_frames: u64,
+    /// Their bytes.
+    pub encoded_bytes: u64,
+    /// Frames per second out of the main encoder over the last tick (0 while it is stopped).
+    pub fps: f64,
+    /// Bits per second out of the main encoder over the last tick.
+    pub bitrate_bps: u64,
+    /// Moves to the next encoder profile (one failed to start or failed while running).
+    pub encoder_fallbacks: u64,
+    /// Times its source failed (could not start, errored, went silent).
+    pub source_failures: u64,
+    /// Viewers held, by what carries them.
+    pub viewers: BTreeMap<Transport, usize>,
+    /// Whether its snapshot branch is attached (someone asked for a JPEG lately).
+    pub snapshot_active: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,4 +82,24 @@ pub enum CameraState {
     Offline,
     /// Every usable encoder failed, or the device cannot be opened.
     Failed,
+}
+
+impl CameraState {
+    pub const ALL: [CameraState; 5] = [
+        CameraState::Starting,
+        CameraState::Streaming,
+        CameraState::Idle,
+        CameraState::Offline,
+        CameraState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Streaming => "streaming",
+            Self::Idle => "idle",
+            Self::Offline => "offline",
+            Self::Failed => "failed",
+        }
+    }
 }

@@ -22,7 +22,7 @@ pub(super) struct CameraStatus {
     links: Vec<ViewerLink>,
 }
 
-fn forbidden(principal: &Principal) -> Response {
+pub(super) fn forbidden(principal: &Principal) -> Response {
     (
         StatusCode::FORBIDDEN,
         format!("{} may not read the API (api: true in the config)\n", principal.name),

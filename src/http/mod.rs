@@ -8,7 +8,9 @@
 mod api;
 pub mod auth;
 mod guard;
+mod metrics;
 pub mod server;
+mod snapshot;
 mod static_files;
 pub mod tls;
 mod turn;
@@ -43,6 +45,7 @@ pub struct AppState {
     /// Viewer connection ids, shared by websockets and WHEP sessions: a camera tells viewers apart by them.
     next_conn: Arc<AtomicU64>,
     whep: whep::Sessions,
+    snapshot_rates: snapshot::SnapshotRates,
 }
 
 impl AppState {
@@ -59,6 +62,7 @@ impl AppState {
             sockets: ws_limits::Sockets::default(),
             next_conn: Arc::default(),
             whep: whep::Sessions::default(),
+            snapshot_rates: snapshot::SnapshotRates::default(),
         }
     }
 }
@@ -67,9 +71,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/api/cameras", get(api::cameras))
+        .route("/api/cameras/:id/snapshot", get(snapshot::snapshot))
         .route("/api/config", get(api::page_config))
         .route("/api/profiles", get(api::profiles))
         .route("/api/ticket", get(api::ticket))
+        .route("/metrics", get(metrics::metrics))
         .route("/", get(static_files::index))
         // The original system's viewer URL keeps working.
         .route("/dual_camera_viewer.html", get(static_files::index))

@@ -17,12 +17,13 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
+use axum::{Extension, Router};
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
+use super::auth::Principal;
 use super::AppState;
-use crate::camera::{CameraError, CameraHandle, Command, ConnId, ToViewer, ViewerPort, ViewerSink};
+use crate::camera::{CameraError, CameraHandle, Command, ConnId, ToViewer, Transport, ViewerPort, ViewerSink};
 use crate::config::IceServer;
 use crate::media::ClientOffer;
 
@@ -144,7 +145,20 @@ impl Drop for LeaveUnlessAnswered {
     }
 }
 
-async fn offer(State(state): State<AppState>, Path(camera): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn offer(
+    State(state): State<AppState>,
+    Path(camera): Path<String>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // As on the websocket: `watch` decides, before anything says whether the camera exists.
+    if !principal.watch.allows(&camera) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            &format!("{} may not watch camera {camera:?}", principal.name),
+        );
+    }
     if !has_content_type(&headers, SDP) {
         return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, &format!("send the offer as {SDP}"));
     }
@@ -174,7 +188,7 @@ async fn offer(State(state): State<AppState>, Path(camera): Path<String>, header
         sessions: state.whep.clone(),
         id: id.clone(),
     };
-    let port = ViewerPort::new(conn, Arc::new(sink));
+    let port = ViewerPort::new(conn, Transport::Whep, Arc::new(sink));
     let session = Session {
         camera: camera.clone(),
         conn,

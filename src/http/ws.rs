@@ -18,9 +18,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::auth::{ticket_from_query, Principal};
-use super::ws_limits::{self, ReadyRate, Refused, Slot};
+use super::ws_limits::{self, Refused, Slot, TokenBucket};
 use super::AppState;
-use crate::camera::{CameraError, Command, ConnId, ToViewer, ViewerPort, ViewerSink};
+use crate::camera::{CameraError, Command, ConnId, ToViewer, Transport, ViewerPort, ViewerSink};
 use crate::signalling::protocol::{ClientMessage, ServerMessage, MAX_MESSAGE_BYTES};
 
 /// Messages queued towards one browser. A page gets an offer and a few dozen candidates per camera;
@@ -47,9 +47,10 @@ impl Outbox {
     }
 
     /// This connection as a viewer of `camera`: camera messages become signalling messages tagged with it.
-    fn viewer_of(&self, camera: &str, links: bool) -> ViewerPort {
+    fn viewer_of(&self, camera: &str, transport: Transport, links: bool) -> ViewerPort {
         ViewerPort::new(
             self.conn,
+            transport,
             Arc::new(CameraChannel {
                 camera: camera.to_string(),
                 outbox: self.clone(),
@@ -89,7 +90,7 @@ impl ViewerSink for CameraChannel {
 /// A viewer port that writes to `tx` as the websocket does, for tests of the camera actor.
 #[cfg(test)]
 pub(crate) fn test_viewer(camera: &str, conn: ConnId, tx: mpsc::Sender<ServerMessage>) -> ViewerPort {
-    Outbox { conn, tx }.viewer_of(camera, false)
+    Outbox { conn, tx }.viewer_of(camera, Transport::Page, false)
 }
 
 /// The page authenticates with a ticket from `/api/ticket` (browsers cannot set headers on a
@@ -150,7 +151,7 @@ struct Socket {
     joined: HashSet<String>,
     /// Candidates sent per camera since its last `ready` (only cameras that exist get here).
     candidates: HashMap<String, u32>,
-    ready_rate: ReadyRate,
+    ready_rate: TokenBucket,
 }
 
 async fn serve(socket: WebSocket, state: AppState, conn: ConnId, principal: Principal, _slot: Slot) {
@@ -164,7 +165,7 @@ async fn serve(socket: WebSocket, state: AppState, conn: ConnId, principal: Prin
         principal,
         joined: HashSet::new(),
         candidates: HashMap::new(),
-        ready_rate: ReadyRate::default(),
+        ready_rate: TokenBucket::new(ws_limits::READY_BURST, ws_limits::READY_PER_SECOND),
     };
     let mut ping = tokio::time::interval(ws_limits::PING_INTERVAL);
     let mut heard = Instant::now();
@@ -218,6 +219,19 @@ async fn serve(socket: WebSocket, state: AppState, conn: ConnId, principal: Prin
     info!("page disconnected");
 }
 
+/// A client that uses none of the page's extensions speaks the original protocol. Only the port of a
+/// `ready` is kept by the camera, so other messages' transport does not matter.
+fn transport_of(message: &ClientMessage) -> Transport {
+    match message {
+        ClientMessage::Ready {
+            codecs: None,
+            links: false,
+            ..
+        } => Transport::Original,
+        _ => Transport::Page,
+    }
+}
+
 fn handle_text(state: &AppState, outbox: &Outbox, me: &mut Socket, text: &str) {
     let message = match ClientMessage::parse(text) {
         Ok(m) => m,
@@ -239,7 +253,7 @@ fn handle_text(state: &AppState, outbox: &Outbox, me: &mut Socket, text: &str) {
         return;
     }
     let links = matches!(message, ClientMessage::Ready { links: true, .. });
-    let viewer = outbox.viewer_of(&camera, links);
+    let viewer = outbox.viewer_of(&camera, transport_of(&message), links);
     let Some(handle) = state.registry.handle(&camera) else {
         viewer.send(ToViewer::Error(CameraError::Unknown(camera)));
         return;
@@ -295,5 +309,28 @@ fn handle_text(state: &AppState, outbox: &Outbox, me: &mut Socket, text: &str) {
     };
     if !handle.try_send(command) {
         viewer.send(ToViewer::Error(CameraError::Busy));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_original_protocols_ready_is_told_from_the_pages() {
+        let transport = |text: &str| transport_of(&ClientMessage::parse(text).unwrap());
+        assert_eq!(transport(r#"{"type":"ready","camera":"camera1"}"#), Transport::Original);
+        assert_eq!(
+            transport(r#"{"type":"ready","camera":"c","links":true,"codecs":["H264"]}"#),
+            Transport::Page
+        );
+        assert_eq!(
+            transport(r#"{"type":"ready","camera":"c","codecs":["VP8"]}"#),
+            Transport::Page
+        );
+        assert_eq!(
+            transport(r#"{"type":"ready","camera":"c","links":true}"#),
+            Transport::Page
+        );
     }
 }

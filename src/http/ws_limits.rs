@@ -45,6 +45,11 @@ pub struct Slot {
 }
 
 impl Sockets {
+    /// Websockets open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap().values().sum()
+    }
+
     pub fn admit(&self, client: IpAddr) -> Result<Slot, Refused> {
         let mut open = self.open.lock().unwrap();
         let total: usize = open.values().sum();
@@ -75,29 +80,31 @@ impl Drop for Slot {
     }
 }
 
-/// A token bucket for `ready`.
-pub struct ReadyRate {
+/// A token bucket: `burst` at once, then `per_second` (for `ready` per socket, snapshots per camera).
+pub struct TokenBucket {
+    burst: f64,
+    per_second: f64,
     tokens: f64,
     last: Instant,
 }
 
-impl Default for ReadyRate {
-    fn default() -> Self {
+impl TokenBucket {
+    pub fn new(burst: u32, per_second: u32) -> Self {
         Self {
-            tokens: READY_BURST.into(),
+            burst: burst.into(),
+            per_second: per_second.into(),
+            tokens: burst.into(),
             last: Instant::now(),
         }
     }
-}
 
-impl ReadyRate {
     pub fn allow(&mut self) -> bool {
         self.allow_at(Instant::now())
     }
 
     fn allow_at(&mut self, now: Instant) -> bool {
-        let refill = now.duration_since(self.last).as_secs_f64() * f64::from(READY_PER_SECOND);
-        self.tokens = (self.tokens + refill).min(READY_BURST.into());
+        let refill = now.duration_since(self.last).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(self.burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -165,7 +172,7 @@ mod tests {
 
     #[test]
     fn ready_rate_allows_a_burst_then_the_refill_rate() {
-        let mut r = ReadyRate::default();
+        let mut r = TokenBucket::new(READY_BURST, READY_PER_SECOND);
         let t0 = r.last;
         assert!((0..READY_BURST).all(|_| r.allow_at(t0)));
         assert!(!r.allow_at(t0));

@@ -130,7 +130,7 @@ impl Attached {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::time::Duration;
 
@@ -174,18 +174,11 @@ mod tests {
         pipeline.set_state(gst::State::Null).unwrap();
     }
 
-    #[test]
-    fn a_broken_branch_does_not_stop_the_tee() {
-        gst::init().unwrap();
-        let pipeline =
-            gst::parse::launch("videotestsrc num-buffers=60 ! tee name=t ! queue ! fakesink name=healthy sync=false")
-                .unwrap()
-                .downcast::<gst::Pipeline>()
-                .unwrap();
-        // A branch whose element errors after 5 buffers (as a webrtcbin does on a DTLS alert).
-        let broken = gst::Bin::with_name(&bin_name(7));
+    /// Links a branch named `name` to the pipeline's tee `t`, whose element errors after `after` buffers.
+    pub(in crate::media) fn link_failing_branch(pipeline: &gst::Pipeline, name: &str, after: i32) {
+        let broken = gst::Bin::with_name(name);
         let failing = gst::ElementFactory::make("identity")
-            .property("error-after", 5i32)
+            .property("error-after", after)
             .build()
             .unwrap();
         let sink = gst::ElementFactory::make("fakesink")
@@ -201,6 +194,18 @@ mod tests {
             .unwrap()
             .link(&broken.static_pad("sink").unwrap())
             .unwrap();
+    }
+
+    #[test]
+    fn a_broken_branch_does_not_stop_the_tee() {
+        gst::init().unwrap();
+        let pipeline =
+            gst::parse::launch("videotestsrc num-buffers=60 ! tee name=t ! queue ! fakesink name=healthy sync=false")
+                .unwrap()
+                .downcast::<gst::Pipeline>()
+                .unwrap();
+        // A branch whose element errors after 5 buffers (as a webrtcbin does on a DTLS alert).
+        link_failing_branch(&pipeline, &bin_name(7), 5);
         pipeline.set_state(gst::State::Playing).unwrap();
         let bus = pipeline.bus().unwrap();
         let mut errors_from = Vec::new();

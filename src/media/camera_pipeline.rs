@@ -12,6 +12,7 @@ use gst::prelude::*;
 
 use super::branch::{self, Tap};
 use super::events::{self, FailureOrigin, PipelineEvent};
+use super::snapshot::{SnapshotBranch, SnapshotSlot};
 use super::source::{Origin, SourceSpec};
 use super::stage::{self, Stage};
 use super::{bitrate, congestion};
@@ -157,6 +158,7 @@ impl Encoding {
 pub struct Counters {
     started: Instant,
     encoded_frames: AtomicU64,
+    encoded_bytes: AtomicU64,
     /// Milliseconds since `started` at the last buffer out of the source: a camera that silently stops
     /// delivering (some USB cameras do when yanked) is noticed by this going stale.
     last_source_buffer_ms: AtomicU64,
@@ -167,12 +169,17 @@ impl Counters {
         Self {
             started: Instant::now(),
             encoded_frames: AtomicU64::new(0),
+            encoded_bytes: AtomicU64::new(0),
             last_source_buffer_ms: AtomicU64::new(0),
         }
     }
 
     pub fn encoded_frames(&self) -> u64 {
         self.encoded_frames.load(Ordering::Relaxed)
+    }
+
+    pub fn encoded_bytes(&self) -> u64 {
+        self.encoded_bytes.load(Ordering::Relaxed)
     }
 
     /// How long since the source last produced a buffer (or since start, if it never did).
@@ -226,8 +233,11 @@ impl CameraPipeline {
         main.payloader
             .static_pad("sink")
             .ok_or_else(|| MediaError::Build("payloader has no sink pad".into()))?
-            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                 c.encoded_frames.fetch_add(1, Ordering::Relaxed);
+                if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
+                    c.encoded_bytes.fetch_add(buffer.size() as u64, Ordering::Relaxed);
+                }
                 gst::PadProbeReturn::Ok
             });
 
@@ -292,6 +302,14 @@ impl CameraPipeline {
             .map_err(|e| MediaError::Build(format!("could not start the {key} encoding: {e}")))?;
         self.extras.push((encoding, attached));
         Ok(())
+    }
+
+    /// Hangs a JPEG snapshot branch off the raw tee.
+    pub fn attach_snapshot(&self, slot: SnapshotSlot) -> Result<SnapshotBranch, MediaError> {
+        let raw_tee = self.raw_tee.as_ref().ok_or_else(|| {
+            MediaError::Build("this camera's stream is passed through undecoded; it has no pictures to snapshot".into())
+        })?;
+        SnapshotBranch::attach(raw_tee, slot)
     }
 
     /// Stops an extra encoding (its last viewer left).
@@ -588,6 +606,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(p.counters().encoded_frames() >= 10);
+        assert!(p.counters().encoded_bytes() > 10 * 100, "frames have bytes");
         assert!(p.counters().source_silence() < Duration::from_secs(5));
         p.shut_down();
     }

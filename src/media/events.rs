@@ -5,7 +5,7 @@
 
 use gst::prelude::*;
 
-use super::branch;
+use super::{branch, snapshot};
 
 /// Where a failure came from, which decides what the camera does about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +25,10 @@ pub enum PipelineEvent {
     /// One branch broke; the rest of the pipeline is unaffected (see `branch::firewalled_sink`).
     BranchFailed {
         branch: u64,
+        reason: String,
+    },
+    /// The snapshot branch broke (its sink is firewalled too): only snapshots are affected.
+    SnapshotFailed {
         reason: String,
     },
 }
@@ -55,6 +59,11 @@ pub fn classify(source: &gst::Element, message: &gst::Message) -> Option<Pipelin
             return Some(PipelineEvent::BranchFailed {
                 branch,
                 reason: format!("{element}: {error}"),
+            });
+        }
+        if o.name() == snapshot::BIN_NAME {
+            return Some(PipelineEvent::SnapshotFailed {
+                reason: with_path(from, &error),
             });
         }
         // v4l2src's buffer pool and other helpers post under the source, so ancestry counts.

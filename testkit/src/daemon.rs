@@ -44,6 +44,23 @@ fn edgecam_bin() -> Result<PathBuf> {
         .context("no edgecam binary: not a cargo test next to target/<profile>/edgecam, and EDGECAM_BIN is not set")
 }
 
+/// `edgecam hash-password`, the way a user makes the hashes for `auth:`: the password on stdin.
+pub fn hash_password(password: &str) -> Result<String> {
+    let mut child = Command::new(edgecam_bin()?)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("spawn edgecam hash-password")?;
+    writeln!(child.stdin.take().context("stdin")?, "{password}")?;
+    let out = child.wait_with_output()?;
+    let phc = String::from_utf8(out.stdout)?.trim().to_string();
+    if !out.status.success() || !phc.starts_with("$argon2id$") {
+        bail!("edgecam hash-password: {} {phc:?}", out.status);
+    }
+    Ok(phc)
+}
+
 enum Event {
     Listening,
     Exited,

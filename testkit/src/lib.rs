@@ -80,29 +80,94 @@ where
     }
 }
 
-/// Plain HTTP/1.0 GET (so the server closes the connection and uses no chunked encoding): returns
-/// (status, body). Enough for /api/... and static files without pulling an HTTP client into the tests.
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+/// One HTTP response: its status, its head (lower-cased, for matching headers) and its body.
+pub struct HttpReply {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The value of header `name` (lower-case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim() == name).then(|| value.trim())
+        })
+    }
+}
+
+/// Plain HTTP/1.0 GET (so the server closes the connection and uses no chunked encoding) with extra
+/// header lines (a `Host` of the caller's replaces the default). Enough for /api/..., /metrics and
+/// static files without pulling an HTTP client into the tests.
+pub async fn http_request(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<HttpReply> {
+    http_call(addr, "GET", path, headers, b"").await
+}
+
+/// The same with any method and a body (sent with its `Content-Length`).
+pub async fn http_call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<HttpReply> {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect {addr}"))?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
+    let mut request = format!("{method} {path} HTTP/1.0\r\n");
+    if !body.is_empty() {
+        request += &format!("Content-Length: {}\r\n", body.len());
+    }
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request += &format!("Host: {addr}\r\n");
+    }
+    for (k, v) in headers {
+        request += &format!("{k}: {v}\r\n");
+    }
+    request += "\r\n";
+    stream.write_all(request.as_bytes()).await?;
+    stream.write_all(body).await?;
     let mut raw = Vec::new();
     tokio::time::timeout(LIVENESS, stream.read_to_end(&mut raw))
         .await
-        .with_context(|| format!("GET {path}: no complete response"))??;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("GET {path}: malformed response {text:?}"))?;
+        .with_context(|| format!("{method} {path}: no complete response"))??;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| {
+        anyhow!(
+            "{method} {path}: malformed response {:?}",
+            String::from_utf8_lossy(&raw)
+        )
+    })?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("GET {path}: no status in {head:?}"))?;
-    Ok((status, body.to_string()))
+        .ok_or_else(|| anyhow!("{method} {path}: no status in {head:?}"))?;
+    Ok(HttpReply {
+        status,
+        head,
+        body: raw[split + 4..].to_vec(),
+    })
+}
+
+/// GET without extra headers: (status, body as text).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    let reply = http_request(addr, path, &[]).await?;
+    Ok((reply.status, reply.text()))
+}
+
+/// An `Authorization` header value for HTTP Basic.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
 }
 
 /// GET /api/cameras as JSON.
