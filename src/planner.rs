@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::camera::Limits;
-use crate::config::{CameraConfig, Config, Selector, TestPattern};
+use crate::config::{self, CameraConfig, Config, Selector, TestPattern};
 use crate::devices::bus::Bus;
 use crate::devices::caps::{CaptureMode, FormatCaps, Fraction, PixelFormat};
 use crate::devices::mode::{choose_mode, Wanted};
@@ -45,6 +45,8 @@ pub struct Plan {
     /// The adaptive bitrate's bounds; the ceiling is the configured bitrate.
     pub limits: Limits,
     pub reason: EncoderReason,
+    /// The media server the camera is pushed to, if its config says so.
+    pub push: Option<config::Push>,
 }
 
 /// Why the first H.264 encoder is the one it is.
@@ -240,6 +242,7 @@ pub fn plan(
         low_tier,
         limits,
         reason,
+        push: entry.and_then(|c| c.push.clone()),
     })
 }
 

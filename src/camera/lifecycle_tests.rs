@@ -29,6 +29,7 @@ fn setup(encoders: &[&str]) -> Box<Setup> {
             ..plan("x264", Codec::H264)
         }),
         limits: Limits::for_ceiling(1000),
+        push: None,
     })
 }
 

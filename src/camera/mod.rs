@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use bitrate::{Limits, LinkReport};
 pub use error::CameraError;
-pub use lifecycle::Policy;
+pub use lifecycle::{Policy, PushStatus};
 pub use registry::Registry;
 pub use sink::{ConnId, ToViewer, ViewerPort, ViewerSink};
-pub use status::{CameraInfo, CameraState, ViewerLink};
+pub use status::{CameraInfo, CameraState, PushInfo, PushState, ViewerLink};
 
 use crate::media::{EncoderPlan, IceSettings, SourceSpec};
 
@@ -54,6 +54,12 @@ pub enum Command {
     Leave {
         conn: ConnId,
     },
+    /// The viewer's transport failed its current session (a WHIP server refused the offer or could not
+    /// be reached).
+    TransportFailed {
+        conn: ConnId,
+        reason: String,
+    },
     /// The device is (back) on this machine: start streaming it.
     Online(Box<Setup>),
     /// The device is gone: tear the pipeline down, keep the card.
@@ -78,6 +84,9 @@ pub struct Setup {
     pub low_tier: Option<EncoderPlan>,
     /// Bitrate bounds of the adaptive policy (`bitrate`); the ceiling is the configured bitrate.
     pub limits: Limits,
+    /// Where the camera pushes its stream (a WHIP client, `push::whip`): a viewer the camera keeps
+    /// joined itself and reconnects with backoff.
+    pub push: Option<ViewerPort>,
 }
 
 /// Settings shared by every camera.

@@ -47,6 +47,7 @@ fn setup(encoders: Vec<EncoderPlan>) -> Box<Setup> {
         vp8: Some(plan("vp8", "vp8enc deadline=1 cpu-used=8", Codec::Vp8)),
         low_tier: None,
         limits: Limits::for_ceiling(500),
+        push: None,
     })
 }
 
