@@ -141,6 +141,7 @@ impl Client {
         match self.post(&offer).await {
             Ok((session, answer)) => {
                 info!(resource = %session.resource, "WHIP session created");
+                debug!(%answer, "WHIP answer");
                 self.session = Some(session);
                 let answer = Command::Answer {
                     viewer: self.port.clone(),

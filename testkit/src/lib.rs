@@ -1,7 +1,8 @@
 //! The harness shared by the end-to-end tests (tests/*.rs), the VM viewer (tests/vm/viewer.rs) and the
 //! benchmarks (bench/): a real edgecam daemon (`daemon`), a real headless Chromium driven over the DevTools
 //! protocol (`chromium`), Firefox ESR over WebDriver BiDi (`firefox`), network namespaces (`netns`), a
-//! GStreamer webrtcbin receiver speaking the original signalling protocol (`webrtc_client`), and small
+//! GStreamer webrtcbin receiver speaking the original signalling protocol (`webrtc_client`), Janus with its
+//! WHIP front as a media server to push to (`janus`), and small
 //! helpers for polling, HTTP and the websocket.
 //!
 //! Every wait is a liveness bound (generous, `LIVENESS`), never a timing assertion: tests assert behaviour
@@ -11,6 +12,7 @@ pub mod browser_process;
 pub mod chromium;
 pub mod daemon;
 pub mod firefox;
+pub mod janus;
 pub mod netns;
 pub mod shaped_link;
 pub mod viewer;
@@ -82,25 +84,43 @@ where
 /// Plain HTTP/1.0 GET (so the server closes the connection and uses no chunked encoding): returns
 /// (status, body). Enough for /api/... and static files without pulling an HTTP client into the tests.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    http_request(addr, "GET", path, None).await
+}
+
+/// Plain HTTP/1.0 POST of a JSON body, as `http_get`.
+pub async fn http_post_json(addr: std::net::SocketAddr, path: &str, body: &Value) -> Result<(u16, String)> {
+    http_request(addr, "POST", path, Some(body.to_string())).await
+}
+
+async fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<String>,
+) -> Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect {addr}"))?;
+    let body = match &json {
+        Some(j) => format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{j}", j.len()),
+        None => "\r\n".to_string(),
+    };
     stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .write_all(format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{body}").as_bytes())
         .await?;
     let mut raw = Vec::new();
     tokio::time::timeout(LIVENESS, stream.read_to_end(&mut raw))
         .await
-        .with_context(|| format!("GET {path}: no complete response"))??;
+        .with_context(|| format!("{method} {path}: no complete response"))??;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("GET {path}: malformed response {text:?}"))?;
+        .ok_or_else(|| anyhow!("{method} {path}: malformed response {text:?}"))?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("GET {path}: no status in {head:?}"))?;
+        .ok_or_else(|| anyhow!("{method} {path}: no status in {head:?}"))?;
     Ok((status, body.to_string()))
 }
 
