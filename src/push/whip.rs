@@ -282,6 +282,105 @@ fn fragment_head(offer: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    use axum::extract::State;
+    use axum::http::{HeaderMap, Method, Uri};
+    use axum::response::IntoResponse;
+
+    /// What the test server saw: method, path, Authorization, Content-Type, body.
+    type Seen = Arc<Mutex<Vec<(Method, String, String, String, String)>>>;
+
+    /// A WHIP server on 127.0.0.1:0 that answers its first POST with 503 and later ones with 201, a
+    /// relative Location and an answer; PATCH and DELETE get 204/200.
+    async fn server() -> (Url, Seen) {
+        let seen = Seen::default();
+        async fn handle(
+            State(seen): State<Seen>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            body: String,
+        ) -> axum::response::Response {
+            let header = |name: header::HeaderName| {
+                headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+            };
+            let posts = {
+                let mut seen = seen.lock().unwrap();
+                seen.push((method.clone(), uri.path().to_string(), header(header::AUTHORIZATION), header(header::CONTENT_TYPE), body));
+                seen.iter().filter(|s| s.0 == Method::POST).count()
+            };
+            match method {
+                Method::POST if posts == 1 => (StatusCode::SERVICE_UNAVAILABLE, "Janus unavailable").into_response(),
+                Method::POST => (
+                    StatusCode::CREATED,
+                    [(header::LOCATION, "../resource/cam"), (header::ETAG, "\"e1\"")],
+                    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n",
+                )
+                    .into_response(),
+                Method::PATCH => StatusCode::NO_CONTENT.into_response(),
+                _ => StatusCode::OK.into_response(),
+            }
+        }
+        let app = axum::Router::new().fallback(handle).with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (Url::parse(&format!("http://{addr}/whip/endpoint/cam")).unwrap(), seen)
+    }
+
+    #[tokio::test]
+    async fn offers_are_posted_with_the_token_answers_reach_the_camera_and_sessions_are_deleted() {
+        let (url, seen) = server().await;
+        let (camera, mut commands) = CameraHandle::detached("cam");
+        let target = config::Push {
+            whip: url.to_string(),
+            token: Some("s3cret".into()),
+        };
+        let pusher = Pusher::spawn(camera, target).unwrap();
+        let port = pusher.port();
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\na=mid:video0\r\n";
+
+        // The server is not ready: the camera hears why (its lifecycle retries).
+        port.send(ToViewer::Offer(offer.into()));
+        match commands.recv().await.unwrap() {
+            Command::TransportFailed { conn: PUSH_CONN, reason } => assert!(reason.contains("503"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // The next offer gets a session; its answer goes to the camera as the push's.
+        port.send(ToViewer::Offer(offer.into()));
+        match commands.recv().await.unwrap() {
+            Command::Answer { viewer, sdp } => {
+                assert_eq!(viewer.conn, PUSH_CONN);
+                assert!(sdp.starts_with("v=0"));
+            }
+            other => panic!("{other:?}"),
+        }
+        port.send(ToViewer::Candidate {
+            mline: 0,
+            candidate: "candidate:1 1 UDP 2015363327 127.0.0.1 40000 typ host".into(),
+        });
+        // The camera ends the session; the daemon stops.
+        port.send(ToViewer::Error(crate::camera::CameraError::ViewerFailed("ICE failed".into())));
+        pusher.stop().await;
+
+        let seen = seen.lock().unwrap().clone();
+        let methods: Vec<&Method> = seen.iter().map(|s| &s.0).collect();
+        assert_eq!(methods, [&Method::POST, &Method::POST, &Method::PATCH, &Method::DELETE], "{seen:?}");
+        for (method, path, auth, _, _) in &seen {
+            assert_eq!(auth, "Bearer s3cret", "{method} carries the token");
+            let expected = if *method == Method::POST { "/whip/endpoint/cam" } else { "/whip/resource/cam" };
+            assert_eq!(path, expected, "{method}: Location resolved against the endpoint");
+        }
+        assert_eq!(seen[0].3, "application/sdp");
+        assert_eq!(seen[0].4, offer);
+        assert_eq!(seen[2].3, "application/trickle-ice-sdpfrag");
+        assert!(
+            seen[2].4.starts_with("a=ice-ufrag:u\r\na=ice-pwd:p\r\nm=video 9") && seen[2].4.ends_with("a=candidate:1 1 UDP 2015363327 127.0.0.1 40000 typ host\r\n"),
+            "{:?}",
+            seen[2].4
+        );
+    }
 
     #[test]
     fn a_trickle_fragment_repeats_the_offers_credentials_and_first_media() {
