@@ -605,13 +605,19 @@ impl Actor {
             .map(|(k, kbps)| (k.to_string(), *kbps))
             .collect();
         let was_push = self.info.push.as_ref().map(|p| p.state);
-        self.info.push = self.lifecycle.push_status(Instant::now()).map(|p| PushInfo {
+        let status = self.lifecycle.push_status(Instant::now());
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.info.push = status.as_ref().map(|p| PushInfo {
             state: p.state,
-            last_error: p.last_error,
-            retry_in_s: p.retry_in.map(|d| d.as_secs_f64().ceil() as u64),
+            last_error: p.last_error.clone(),
+            next_retry_at: p.retry_in.map(|d| (unix_now + d).as_secs_f64().round() as u64),
         });
-        if let Some(push) = self.info.push.as_ref().filter(|p| Some(p.state) != was_push) {
-            self.push_span.in_scope(|| info!(state = ?push.state, last_error = ?push.last_error, retry_in_s = ?push.retry_in_s, "push state"));
+        if let Some(push) = status.filter(|p| Some(p.state) != was_push) {
+            let retry_in_s = push.retry_in.map(|d| d.as_secs_f64());
+            self.push_span
+                .in_scope(|| info!(state = ?push.state, last_error = ?push.last_error, ?retry_in_s, "push state"));
         }
         self.shared.registry.update(self.info.clone());
     }

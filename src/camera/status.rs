@@ -39,9 +39,10 @@ pub struct PushInfo {
     /// Why the last session ended (kept after a reconnect, for the record).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// While retrying: seconds until the next session is tried.
+    /// While retrying: when the next session is tried, in Unix seconds (a deadline rather than a
+    /// countdown, so the camera's info does not change every second while it waits).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_in_s: Option<u64>,
+    pub next_retry_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +53,7 @@ pub enum PushState {
     /// A session is being negotiated (offer posted, ICE and DTLS under way).
     Connecting,
     Connected,
-    /// The last session failed; the next is tried after `retry_in_s`.
+    /// The last session failed; the next is tried at `next_retry_at`.
     Retrying,
 }
 

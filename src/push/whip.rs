@@ -30,7 +30,7 @@ const ERROR_BODY_LIMIT: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 enum WhipError {
-    #[error("WHIP endpoint {url} unreachable: {source}")]
+    #[error("WHIP endpoint {url} unreachable: {}", root_cause(source))]
     Request { url: String, source: reqwest::Error },
     #[error("WHIP endpoint answered {status}: {body}")]
     Status { status: StatusCode, body: String },
@@ -252,6 +252,20 @@ impl Client {
             Some(token) => request.bearer_auth(token),
             None => request,
         }
+    }
+}
+
+/// reqwest's own message is "error sending request for url (...)"; the reason (connection refused,
+/// timed out, bad certificate) is at the end of its source chain.
+fn root_cause(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    if error.is_timeout() {
+        format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
+    } else {
+        cause.to_string()
     }
 }
 
