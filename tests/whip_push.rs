@@ -15,15 +15,17 @@ use edgecam_testkit as common;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use common::chromium::{Browser, Page};
+use common::chromium::Browser;
 use common::daemon::Daemon;
-use common::janus::Janus;
+use common::janus::{wait_watching, Janus};
 use common::netns::{self, NetnsPair, ADDR_A};
 use common::viewer::page_context;
 use common::{api_camera, heavy_lock, wait_until, LIVENESS};
 
 /// Frames one Janus subscription must decode to count as watching: a second of video.
 const FRAMES: u64 = 30;
+/// The demo camera's width: what each tab must decode.
+const WIDTH: u64 = 640;
 const VIEWERS: usize = 3;
 const TOKEN: &str = "push-secret";
 
@@ -66,7 +68,7 @@ async fn scenario() -> Result<()> {
         pages.push(chromium.open(&url).await?);
     }
     for (n, page) in pages.iter().enumerate() {
-        wait_watching(page, 1)
+        wait_watching(page, 1, FRAMES, WIDTH)
             .await
             .with_context(|| format!("tab {n}:\n{}\n{}", page_context(page), context(&daemon, &janus)))?;
     }
@@ -84,7 +86,7 @@ async fn scenario() -> Result<()> {
     .with_context(|| context(&daemon, &janus))?;
     eprintln!("push after the restart: {push}");
     for (n, page) in pages.iter().enumerate() {
-        wait_watching(page, 2)
+        wait_watching(page, 2, FRAMES, WIDTH)
             .await
             .with_context(|| format!("tab {n} after the restart:\n{}\n{}", page_context(page), context(&daemon, &janus)))?;
     }
@@ -108,22 +110,6 @@ async fn wait_push(daemon: &Daemon, state: &str, also: impl Fn(&Value) -> bool) 
             bail!("{push}");
         }
         Ok(push.clone())
-    })
-    .await
-}
-
-/// Waits until the tab's `subscription`-th (or a later) Janus subscription has decoded `FRAMES` frames
-/// of 640 pixels wide video.
-async fn wait_watching(page: &Page, subscription: u64) -> Result<()> {
-    wait_until(&format!("subscription {subscription} decoding"), LIVENESS, || async {
-        let view = page.eval("window.janusView()").await?;
-        let ok = view["subscriptions"].as_u64() >= Some(subscription)
-            && view["frames"].as_u64() >= Some(FRAMES)
-            && view["width"] == 640;
-        if !ok {
-            bail!("{view}");
-        }
-        Ok(())
     })
     .await
 }

@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::browser_process::last_lines;
+use crate::chromium::Page;
 use crate::{http_get, http_post_json, wait_until, LIVENESS};
 
 /// Where install-deps.sh puts simple-whip-server's code (`src/`) and its Node modules.
@@ -177,6 +178,22 @@ impl Drop for Janus {
         }
         stop(&mut self.whip);
     }
+}
+
+/// Waits until the viewer page's `subscription`-th (or a later) Janus subscription has decoded `frames`
+/// frames of video `width` pixels wide.
+pub async fn wait_watching(page: &Page, subscription: u64, frames: u64, width: u64) -> Result<()> {
+    wait_until(&format!("Janus subscription {subscription} decoding"), LIVENESS, || async {
+        let view = page.eval("window.janusView()").await?;
+        let ok = view["subscriptions"].as_u64() >= Some(subscription)
+            && view["frames"].as_u64() >= Some(frames)
+            && view["width"].as_u64() == Some(width);
+        if !ok {
+            bail!("{view}");
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// SIGTERM, then SIGKILL if it has not exited within `STOP_GRACE`.
