@@ -694,7 +694,10 @@ cameras:
         let yard = c.cameras[&CameraId::new("yard").unwrap()].push.clone().unwrap();
         assert_eq!(yard.token, None);
         let e = error("cameras:\n  door:\n    push: {whip: \"ftp://x/y\"}\n");
-        assert!(e.starts_with("test.yaml:3:") && e.contains("http:// or https://"), "{e}");
+        assert!(
+            e.starts_with("test.yaml:3:") && e.contains("http:// or https://"),
+            "{e}"
+        );
         let e = error("cameras:\n  door:\n    push: {whip: \"http://x/\", tokn: a}\n");
         assert!(e.contains("unknown field `tokn`"), "{e}");
     }

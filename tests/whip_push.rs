@@ -86,9 +86,13 @@ async fn scenario() -> Result<()> {
     .with_context(|| context(&daemon, &janus))?;
     eprintln!("push after the restart: {push}");
     for (n, page) in pages.iter().enumerate() {
-        wait_watching(page, 2, FRAMES, WIDTH)
-            .await
-            .with_context(|| format!("tab {n} after the restart:\n{}\n{}", page_context(page), context(&daemon, &janus)))?;
+        wait_watching(page, 2, FRAMES, WIDTH).await.with_context(|| {
+            format!(
+                "tab {n} after the restart:\n{}\n{}",
+                page_context(page),
+                context(&daemon, &janus)
+            )
+        })?;
     }
     assert!(janus.endpoint_enabled("door").await?, "the WHIP session is up");
 

@@ -33,7 +33,9 @@ const FRAMES: u64 = 30;
 const SETTLE: Duration = Duration::from_secs(3);
 
 fn config(push: Option<&str>) -> String {
-    let push = push.map(|url| format!(", push: {{whip: \"{url}\"}}")).unwrap_or_default();
+    let push = push
+        .map(|url| format!(", push: {{whip: \"{url}\"}}"))
+        .unwrap_or_default();
     format!("discovery: false\ncameras:\n  {CAMERA}: {{test_pattern: ball{push}}}\n")
 }
 
@@ -93,7 +95,9 @@ async fn phases(seconds: u64, viewers: usize) -> Result<Vec<Value>> {
         pages.push(browser.open(&url).await?);
     }
     for page in &pages {
-        wait_watching(page, 1, FRAMES, WIDTH).await.with_context(|| janus.logs())?;
+        wait_watching(page, 1, FRAMES, WIDTH)
+            .await
+            .with_context(|| janus.logs())?;
     }
     tokio::time::sleep(SETTLE).await;
     let before: Vec<u64> = frames(&pages).await?;

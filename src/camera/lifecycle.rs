@@ -513,7 +513,10 @@ impl Lifecycle {
     }
 
     fn drop_viewer(&mut self, now: Instant, conn: ConnId, error: CameraError, out: &mut Vec<Effect>) {
-        out.push(Effect::Notify { conn, error: error.clone() });
+        out.push(Effect::Notify {
+            conn,
+            error: error.clone(),
+        });
         self.remove_viewer(conn, out);
         self.push_failed(now, conn, error);
     }

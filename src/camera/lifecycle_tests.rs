@@ -936,7 +936,11 @@ impl Camera {
         let mut camera = Self::new(IdlePolicy::KeepEncoding);
         camera.input(Input::Online(pushing(&["x264"])));
         assert_eq!(camera.push().state, PushState::Waiting, "no stream yet");
-        assert_eq!(camera.input(Input::Started), [push_attach(1)], "the push offers once streaming");
+        assert_eq!(
+            camera.input(Input::Started),
+            [push_attach(1)],
+            "the push offers once streaming"
+        );
         assert_eq!(camera.push().state, PushState::Connecting);
         camera.input(Input::ViewerConnected { conn: PUSH, branch: 1 });
         assert_eq!(camera.push().state, PushState::Connected);
@@ -955,7 +959,15 @@ fn the_push_joins_by_itself_and_counts_as_a_viewer() {
     let mut camera = Camera::pushing();
     assert_eq!(camera.lc.viewers(), 1);
     // Others join beside it; the push keeps its branch.
-    assert_eq!(camera.input(join(1)), [Effect::Attach { conn: 1, branch: 2, encoding: EncodingKey::MAIN, offer: None }]);
+    assert_eq!(
+        camera.input(join(1)),
+        [Effect::Attach {
+            conn: 1,
+            branch: 2,
+            encoding: EncodingKey::MAIN,
+            offer: None
+        }]
+    );
     assert_eq!(camera.lc.branch_of(PUSH, "test"), Ok(1));
     assert_eq!(camera.push().last_error, None);
 }
@@ -979,7 +991,11 @@ fn a_failed_push_is_retried_with_a_doubling_delay_reset_by_a_connected_session()
     let mut branch = 1;
     let mut delay = PUSH_RETRY;
     for _ in 0..10 {
-        assert_eq!(camera.tick(delay - Duration::from_millis(100)), [], "not before {delay:?}");
+        assert_eq!(
+            camera.tick(delay - Duration::from_millis(100)),
+            [],
+            "not before {delay:?}"
+        );
         branch += 1;
         assert_eq!(camera.tick(Duration::from_millis(100)), [push_attach(branch)]);
         camera.input(Input::AttachFailed {
@@ -997,7 +1013,10 @@ fn a_failed_push_is_retried_with_a_doubling_delay_reset_by_a_connected_session()
     assert_eq!(camera.tick(delay), [push_attach(branch)]);
     camera.input(Input::ViewerConnected { conn: PUSH, branch });
     assert_eq!(camera.push().state, PushState::Connected);
-    assert!(camera.push().last_error.is_some(), "the last error stays for the record");
+    assert!(
+        camera.push().last_error.is_some(),
+        "the last error stays for the record"
+    );
     camera.input(push_failed(branch, "connection failed (DTLS)"));
     assert_eq!(camera.push().retry_in, Some(PUSH_RETRY));
 }
@@ -1007,12 +1026,24 @@ fn a_push_whose_server_goes_silent_is_ended_and_retried() {
     let mut camera = Camera::pushing();
     // RTCP keeps coming for a while: nothing happens.
     for n in 1..=10 {
-        camera.after(Duration::from_secs(1), Input::PushHeard { branch: 1, rtcp_packets: n });
+        camera.after(
+            Duration::from_secs(1),
+            Input::PushHeard {
+                branch: 1,
+                rtcp_packets: n,
+            },
+        );
         assert_eq!(camera.tick(Duration::ZERO), []);
     }
     // The server is gone: the count stops growing.
     for _ in 1..PUSH_SILENCE_LIMIT.as_secs() {
-        camera.after(Duration::from_secs(1), Input::PushHeard { branch: 1, rtcp_packets: 10 });
+        camera.after(
+            Duration::from_secs(1),
+            Input::PushHeard {
+                branch: 1,
+                rtcp_packets: 10,
+            },
+        );
         assert_eq!(camera.tick(Duration::ZERO), []);
     }
     let effects = camera.tick(Duration::from_secs(1));
@@ -1057,5 +1088,9 @@ fn the_push_keeps_an_idle_stop_camera_running_and_waits_through_an_unplug() {
     assert_eq!(camera.push().state, PushState::Waiting, "no retry: nothing to push");
     assert_eq!(camera.tick(PUSH_RETRY_MAX), []);
     camera.input(Input::Online(pushing(&["x264"])));
-    assert_eq!(camera.input(Input::Started), [push_attach(2)], "a new session on the new pipeline");
+    assert_eq!(
+        camera.input(Input::Started),
+        [push_attach(2)],
+        "a new session on the new pipeline"
+    );
 }

@@ -317,11 +317,21 @@ mod tests {
             body: String,
         ) -> axum::response::Response {
             let header = |name: header::HeaderName| {
-                headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
             };
             let posts = {
                 let mut seen = seen.lock().unwrap();
-                seen.push((method.clone(), uri.path().to_string(), header(header::AUTHORIZATION), header(header::CONTENT_TYPE), body));
+                seen.push((
+                    method.clone(),
+                    uri.path().to_string(),
+                    header(header::AUTHORIZATION),
+                    header(header::CONTENT_TYPE),
+                    body,
+                ));
                 seen.iter().filter(|s| s.0 == Method::POST).count()
             };
             match method {
@@ -358,7 +368,10 @@ mod tests {
         // The server is not ready: the camera hears why (its lifecycle retries).
         port.send(ToViewer::Offer(offer.into()));
         match commands.recv().await.unwrap() {
-            Command::TransportFailed { conn: PUSH_CONN, reason } => assert!(reason.contains("503"), "{reason}"),
+            Command::TransportFailed {
+                conn: PUSH_CONN,
+                reason,
+            } => assert!(reason.contains("503"), "{reason}"),
             other => panic!("{other:?}"),
         }
         // The next offer gets a session; its answer goes to the camera as the push's.
@@ -375,22 +388,35 @@ mod tests {
             candidate: "candidate:1 1 UDP 2015363327 127.0.0.1 40000 typ host".into(),
         });
         // The camera ends the session; the daemon stops.
-        port.send(ToViewer::Error(crate::camera::CameraError::ViewerFailed("ICE failed".into())));
+        port.send(ToViewer::Error(crate::camera::CameraError::ViewerFailed(
+            "ICE failed".into(),
+        )));
         pusher.stop().await;
 
         let seen = seen.lock().unwrap().clone();
         let methods: Vec<&Method> = seen.iter().map(|s| &s.0).collect();
-        assert_eq!(methods, [&Method::POST, &Method::POST, &Method::PATCH, &Method::DELETE], "{seen:?}");
+        assert_eq!(
+            methods,
+            [&Method::POST, &Method::POST, &Method::PATCH, &Method::DELETE],
+            "{seen:?}"
+        );
         for (method, path, auth, _, _) in &seen {
             assert_eq!(auth, "Bearer s3cret", "{method} carries the token");
-            let expected = if *method == Method::POST { "/whip/endpoint/cam" } else { "/whip/resource/cam" };
+            let expected = if *method == Method::POST {
+                "/whip/endpoint/cam"
+            } else {
+                "/whip/resource/cam"
+            };
             assert_eq!(path, expected, "{method}: Location resolved against the endpoint");
         }
         assert_eq!(seen[0].3, "application/sdp");
         assert_eq!(seen[0].4, offer);
         assert_eq!(seen[2].3, "application/trickle-ice-sdpfrag");
         assert!(
-            seen[2].4.starts_with("a=ice-ufrag:u\r\na=ice-pwd:p\r\nm=video 9") && seen[2].4.ends_with("a=candidate:1 1 UDP 2015363327 127.0.0.1 40000 typ host\r\n"),
+            seen[2].4.starts_with("a=ice-ufrag:u\r\na=ice-pwd:p\r\nm=video 9")
+                && seen[2]
+                    .4
+                    .ends_with("a=candidate:1 1 UDP 2015363327 127.0.0.1 40000 typ host\r\n"),
             "{:?}",
             seen[2].4
         );

@@ -156,7 +156,10 @@ impl Janus {
         let script = VIEWER_JS
             .replace("@JANUS@", &format!("http://{}/janus", self.http))
             .replace("@ROOM@", &ROOM.to_string());
-        std::fs::write(&path, format!("<!doctype html><title>janus viewer</title><script>{script}</script>"))?;
+        std::fs::write(
+            &path,
+            format!("<!doctype html><title>janus viewer</title><script>{script}</script>"),
+        )?;
         Ok(format!("file://{}", path.display()))
     }
 
@@ -183,16 +186,20 @@ impl Drop for Janus {
 /// Waits until the viewer page's `subscription`-th (or a later) Janus subscription has decoded `frames`
 /// frames of video `width` pixels wide.
 pub async fn wait_watching(page: &Page, subscription: u64, frames: u64, width: u64) -> Result<()> {
-    wait_until(&format!("Janus subscription {subscription} decoding"), LIVENESS, || async {
-        let view = page.eval("window.janusView()").await?;
-        let ok = view["subscriptions"].as_u64() >= Some(subscription)
-            && view["frames"].as_u64() >= Some(frames)
-            && view["width"].as_u64() == Some(width);
-        if !ok {
-            bail!("{view}");
-        }
-        Ok(())
-    })
+    wait_until(
+        &format!("Janus subscription {subscription} decoding"),
+        LIVENESS,
+        || async {
+            let view = page.eval("window.janusView()").await?;
+            let ok = view["subscriptions"].as_u64() >= Some(subscription)
+                && view["frames"].as_u64() >= Some(frames)
+                && view["width"].as_u64() == Some(width);
+            if !ok {
+                bail!("{view}");
+            }
+            Ok(())
+        },
+    )
     .await
 }
 

@@ -102,7 +102,10 @@ async fn http_request(
         .await
         .with_context(|| format!("connect {addr}"))?;
     let body = match &json {
-        Some(j) => format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{j}", j.len()),
+        Some(j) => format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{j}",
+            j.len()
+        ),
         None => "\r\n".to_string(),
     };
     stream
