@@ -37,14 +37,7 @@ fn a_camera_pushed_to_janus_reaches_three_browsers_and_survives_a_janus_restart(
     }
     let _heavy = heavy_lock();
     let ns = NetnsPair::create().expect("create the test's network namespaces");
-    ns.run_in(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(scenario()).unwrap();
-    });
+    ns.block_on(scenario).unwrap();
 }
 
 async fn scenario() -> Result<()> {

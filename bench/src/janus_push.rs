@@ -50,18 +50,9 @@ pub async fn run(opt: &Options) -> Result<Value> {
     } else {
         "debug"
     };
-    tokio::task::spawn_blocking(move || {
-        let ns = NetnsPair::create()?;
-        ns.run_in(move || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?
-                .block_on(phases(seconds, viewers))
-        })
-    })
-    .await?
-    .map(|phases| json!({"daemon_build": daemon_build, "camera": "640x480@30 ball, x264", "phases": phases}))
+    tokio::task::spawn_blocking(move || NetnsPair::create()?.block_on(move || phases(seconds, viewers)))
+        .await?
+        .map(|phases| json!({"daemon_build": daemon_build, "camera": "640x480@30 ball, x264", "phases": phases}))
 }
 
 async fn phases(seconds: u64, viewers: usize) -> Result<Vec<Value>> {
