@@ -19,7 +19,7 @@ use common::chromium::Browser;
 use common::daemon::Daemon;
 use common::janus::{wait_watching, Janus};
 use common::netns::{self, NetnsPair, ADDR_A};
-use common::viewer::page_context;
+use common::viewer::{page_context, wait_js_true};
 use common::{api_camera, heavy_lock, wait_until, LIVENESS};
 
 /// Frames one Janus subscription must decode to count as watching: a second of video.
@@ -88,6 +88,16 @@ async fn scenario() -> Result<()> {
         })?;
     }
     assert!(janus.endpoint_enabled("door").await?, "the WHIP session is up");
+    // The camera's card says so, with why the previous session ended.
+    let card = chromium.open(&daemon.url("/")).await?;
+    wait_js_true(
+        &card,
+        "the card showing the push",
+        "(t => t.includes('Push to media server: connected') && t.includes('no RTCP'))\
+         ((document.querySelector('.push:not([hidden])') || {}).textContent || '')",
+    )
+    .await
+    .with_context(|| page_context(&card))?;
 
     daemon.stop()?;
     assert!(
