@@ -147,7 +147,20 @@ impl Actor {
                         }
                         Err(e) => {
                             self.in_viewer_span(viewer.conn, || warn!(error = %e, "answer rejected"));
-                            viewer.send(ToViewer::Error(CameraError::BadSdp(e.to_string())));
+                            let error = CameraError::BadSdp(e.to_string());
+                            if self.push_port().is_some_and(|p| p.conn == viewer.conn) {
+                                // A page can answer again; a media server's one answer failed its session,
+                                // which the push retries rather than waiting out the negotiation timeout.
+                                let conn = viewer.conn;
+                                self.step(Input::ViewerFailed {
+                                    conn,
+                                    branch: branch_id,
+                                    error,
+                                })
+                                .await;
+                            } else {
+                                viewer.send(ToViewer::Error(error));
+                            }
                         }
                     }
                 }
