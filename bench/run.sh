@@ -12,6 +12,7 @@
 #   first_frame      ready -> first decoded frame, 20 tries each for idle keep-encoding and stop  (~3 min)
 #   idle_cost        CPU/RSS with 2 demo cameras and 0 viewers, per idle policy                   (~40 s)
 #   viewer_cost      CPU/RSS with 2 demo cameras at 0, 1 and 3 viewer tabs                        (~1 min)
+#   janus_push       CPU/RSS, 1 camera: 1 tab direct vs 3 tabs through Janus (WHIP push; root)   (~1 min)
 #   leaks            1000 scripted join/leave cycles (keep-encoding), 300 with idle stop          (~3 min)
 #   bitrate          Chromium getStats bytesReceived over 20 s, ball and smpte                    (~40 s)
 #   peer_comparison  aiortc side by side (venv in target/aiortc-venv: pip install aiortc numpy)   (~2 min)
@@ -62,6 +63,7 @@ run "$bench" latency --frames $frames --out "$out"
 run "$bench" first_frame --tries $tries --out "$out"
 run "$bench" idle_cost --seconds $seconds --out "$out"
 run "$bench" viewer_cost --seconds $seconds --out "$out"
+run "$bench" janus_push --seconds $seconds --out "$out"
 run "$bench" leaks --cycles $cycles --stop-cycles $stop_cycles --settle 5 --out "$out"
 run "$bench" bitrate --seconds $bitrate_s --out "$out"
 run "$bench" peer_comparison --tries $peer_tries --seconds $seconds --python "$venv/bin/python" --out "$out"

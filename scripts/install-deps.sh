@@ -16,10 +16,18 @@ runtime=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugin
 # must be reported unusable; systemd: systemd-analyze rates the unit's sandbox; iproute2 (ip, tc) and
 # nftables: the shaped links of tests/lossy_link.rs (network namespaces, tbf rate caps, random drop).
 # (tests/vm/build-image.sh installs the VM's own tools itself.)
-test=(chromium firefox-esr gstreamer1.0-libav gstreamer1.0-vaapi python3 python3-websocket iproute2 nftables procps curl systemd)
+# janus: the SFU that tests/whip_push.rs pushes a camera to (Debian 12's 1.1.2), with Node for its WHIP
+# front (below).
+test=(chromium firefox-esr gstreamer1.0-libav gstreamer1.0-vaapi python3 python3-websocket iproute2 nftables procps curl systemd
+      janus)
 
 packages=("${build[@]}" "${runtime[@]}")
-[ "$what" = test ] && packages+=("${test[@]}")
+if [ "$what" = test ]; then
+  packages+=("${test[@]}")
+  # Debian's nodejs and npm, unless a Node is there already (another vendor's nodejs carries its own npm).
+  command -v node >/dev/null || packages+=(nodejs)
+  command -v npm >/dev/null || packages+=(npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -43,4 +51,24 @@ if [ "$what" = test ] && command -v rustup >/dev/null; then
   for component in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
   done
+fi
+
+# Janus's WHIP front, simple-whip-server, for tests/whip_push.rs and bench/ (testkit/src/janus.rs). Debian's
+# package depends on Debian's node-websocket, which conflicts with newer Node, so only its code is taken
+# from the .deb and its Node modules come from npm, into WHIP_SERVER_DIR.
+WHIP_SERVER_DIR=${EDGECAM_WHIP_SERVER_DIR:-/var/cache/edgecam-test/simple-whip-server}
+if [ "$what" = test ] && [ ! -f "$WHIP_SERVER_DIR/.installed" ]; then
+  echo "installing simple-whip-server into $WHIP_SERVER_DIR" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download simple-whip-server 2>/dev/null && dpkg-deb -x simple-whip-server_*.deb root)
+  $sudo mkdir -p "$WHIP_SERVER_DIR"
+  $sudo rm -rf "$WHIP_SERVER_DIR/src"
+  $sudo cp -r "$tmp/root/usr/share/simple-whip-server/src" "$WHIP_SERVER_DIR/"
+  # The packaged config.js is a link into /etc; each test writes its own next to a copy of the code.
+  $sudo rm -f "$WHIP_SERVER_DIR/src/config.js"
+  rm -rf "$tmp"
+  (cd "$WHIP_SERVER_DIR" && $sudo npm install --no-audit --no-fund --no-save --loglevel=error \
+      async body-parser colors cors debug express@4 websocket)
+  $sudo touch "$WHIP_SERVER_DIR/.installed"
 fi

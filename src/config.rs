@@ -296,6 +296,42 @@ pub struct CameraConfig {
     pub max_encodings: Option<MaxEncodings>,
     pub profile: Option<String>,
     pub enabled: bool,
+    /// Send this camera to a media server as well (`push: {whip: URL, token: ...}`).
+    pub push: Option<Push>,
+}
+
+/// Where a camera is pushed: a WHIP endpoint (RFC 9725) and the bearer token it wants, if any.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Push {
+    #[serde(deserialize_with = "whip_url")]
+    pub whip: String,
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// The token is a credential: it never reaches a log line through `{:?}`.
+impl std::fmt::Debug for Push {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Push")
+            .field("whip", &self.whip)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+fn whip_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let url = String::deserialize(d)?;
+    let host = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .map(|rest| rest.split(['/', '?']).next().unwrap_or_default());
+    match host {
+        Some(host) if !host.is_empty() => Ok(url),
+        _ => Err(serde::de::Error::custom(format!(
+            "push.whip must be an http:// or https:// URL with a host, got {url:?}"
+        ))),
+    }
 }
 
 impl CameraConfig {
@@ -312,6 +348,7 @@ impl CameraConfig {
             max_encodings: None,
             profile: None,
             enabled: true,
+            push: None,
         }
     }
 }
@@ -341,6 +378,7 @@ struct RawCameraConfig {
     profile: Option<String>,
     #[serde(default = "yes")]
     enabled: bool,
+    push: Option<Push>,
 }
 
 fn yes() -> bool {
@@ -389,6 +427,7 @@ impl TryFrom<RawCameraConfig> for CameraConfig {
             max_encodings: raw.max_encodings,
             profile: raw.profile,
             enabled: raw.enabled,
+            push: raw.push,
         })
     }
 }
@@ -705,6 +744,27 @@ cameras:
             e.contains("test.yaml:2:3: defaults: max_encodings must be between 1 and 3, got 0"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_camera_pushes_over_whip_with_an_optional_token() {
+        let c = parse(
+            "cameras:\n  door:\n    test_pattern: ball\n    push: {whip: \"http://127.0.0.1:7080/whip/endpoint/door\", token: s3cret}\n  yard: {test_pattern: smpte, push: {whip: \"https://sfu.example.org/w\"}}\n",
+        )
+        .unwrap();
+        let door = c.cameras[&CameraId::new("door").unwrap()].push.clone().unwrap();
+        assert_eq!(door.whip, "http://127.0.0.1:7080/whip/endpoint/door");
+        assert_eq!(door.token.as_deref(), Some("s3cret"));
+        assert!(!format!("{door:?}").contains("s3cret"), "the token stays out of logs");
+        let yard = c.cameras[&CameraId::new("yard").unwrap()].push.clone().unwrap();
+        assert_eq!(yard.token, None);
+        let e = error("cameras:\n  door:\n    push: {whip: \"ftp://x/y\"}\n");
+        assert!(
+            e.starts_with("test.yaml:3:") && e.contains("http:// or https://"),
+            "{e}"
+        );
+        let e = error("cameras:\n  door:\n    push: {whip: \"http://x/\", tokn: a}\n");
+        assert!(e.contains("unknown field `tokn`"), "{e}");
     }
 
     #[test]

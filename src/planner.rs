@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::camera::Limits;
-use crate::config::{CameraConfig, Config, Selector, TestPattern};
+use crate::config::{self, CameraConfig, Config, Selector, TestPattern};
 use crate::devices::bus::Bus;
 use crate::devices::caps::{CaptureMode, FormatCaps, Fraction, PixelFormat};
 use crate::devices::mode::{choose_mode, Wanted};
@@ -47,6 +47,8 @@ pub struct Plan {
     /// Encodings the camera may run at once.
     pub max_encodings: usize,
     pub reason: EncoderReason,
+    /// The media server the camera is pushed to, if its config says so.
+    pub push: Option<config::Push>,
 }
 
 /// Why the first H.264 encoder is the one it is.
@@ -245,6 +247,7 @@ pub fn plan(
         limits,
         max_encodings,
         reason,
+        push: entry.and_then(|c| c.push.clone()),
     })
 }
 

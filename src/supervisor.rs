@@ -13,6 +13,7 @@ use crate::config::{CameraConfig, Config, Selector, TestPattern};
 use crate::devices::{Camera as Device, DeviceEvent};
 use crate::encoders::Catalog;
 use crate::planner::{self, DeviceKeys, NotStreamed, Plan, Source};
+use crate::push::Pusher;
 use crate::service::Service;
 
 /// How long stopping may wait for every camera's pipeline to reach NULL: each is bounded by its own
@@ -26,6 +27,8 @@ pub struct Supervisor {
     cameras: HashMap<String, CameraHandle>,
     /// Camera id given to each device id seen, so a remove (which carries little) finds its camera.
     device_cameras: HashMap<String, String>,
+    /// Each pushing camera's WHIP client; it outlives unplugs, like the camera's card.
+    pushers: HashMap<String, Pusher>,
 }
 
 impl Supervisor {
@@ -36,6 +39,7 @@ impl Supervisor {
             catalog,
             cameras: HashMap::new(),
             device_cameras: HashMap::new(),
+            pushers: HashMap::new(),
         }
     }
 
@@ -99,6 +103,8 @@ impl Supervisor {
                 SHUTDOWN_TIMEOUT.as_secs()
             );
         }
+        // After the cameras: their push sessions are DELETEd once nothing is sent on them any more.
+        futures_util::future::join_all(self.pushers.into_values().map(Pusher::stop)).await;
     }
 
     fn status_line(&self) -> String {
@@ -186,7 +192,7 @@ impl Supervisor {
 
     fn start(&mut self, identity: Identity, plan: Plan) {
         info!(camera = %identity.id, mode = %plan.source, encoders = ?plan.encoders.iter().map(|e| &e.profile).collect::<Vec<_>>(), reason = %plan.reason, "camera set up");
-        let setup = Setup {
+        let mut setup = Setup {
             source: plan.source,
             encoders: plan.encoders,
             encoder_reason: plan.reason.to_string(),
@@ -194,6 +200,7 @@ impl Supervisor {
             low_tier: plan.low_tier,
             limits: plan.limits,
             max_encodings: plan.max_encodings,
+            push: None,
         };
         let handle = match self.cameras.get(&identity.id) {
             Some(handle) => handle.clone(),
@@ -203,6 +210,17 @@ impl Supervisor {
                 handle
             }
         };
+        if let Some(target) = plan.push {
+            if !self.pushers.contains_key(&identity.id) {
+                match Pusher::spawn(handle.clone(), target) {
+                    Ok(pusher) => {
+                        self.pushers.insert(identity.id.clone(), pusher);
+                    }
+                    Err(e) => warn!(camera = %identity.id, error = %e, "not pushed"),
+                }
+            }
+            setup.push = self.pushers.get(&identity.id).map(Pusher::port);
+        }
         if !handle.try_send(Command::Online(Box::new(setup))) {
             warn!(camera = %identity.id, "camera queue full; setup dropped");
         }

@@ -36,6 +36,15 @@ const LINK_TEXT = {
   [Link.CLOSED]: (retryMs) => `Disconnected, retrying in ${seconds(retryMs)}`,
 };
 
+/** The camera's push to a media server (WHIP): its state, when it retries, and why the last session ended. */
+export function pushText({ state, last_error: lastError, next_retry_at: nextRetryAt }) {
+  const parts = [`Push to media server: ${state}`];
+  // A time rather than a countdown: the card is drawn when the daemon's info changes, not every second.
+  if (state === 'retrying' && nextRetryAt) parts.push(`next try at ${new Date(nextRetryAt * 1000).toLocaleTimeString()}`);
+  if (lastError) parts.push(`last error: ${lastError}`);
+  return parts.join(' · ');
+}
+
 /** One camera's card. */
 export class Card {
   /**
@@ -59,6 +68,7 @@ export class Card {
       toggle: $('.toggle'),
       id: $('.cam-id'),
       daemon: $('.daemon'),
+      push: $('.push'),
     };
     this.mode = '';
     this.el.toggle.addEventListener('click', on.toggle);
@@ -78,6 +88,12 @@ export class Card {
     el.badge.textContent = status === Status.OFFLINE && info.state !== 'offline' ? 'idle' : status;
     const viewers = Number.isInteger(info.viewers) ? `${info.viewers} viewer${info.viewers === 1 ? '' : 's'}` : '';
     el.daemon.textContent = [info.state, info.mode, info.encoder, viewers].filter(Boolean).join(' · ');
+    el.push.hidden = !info.push;
+    if (info.push) {
+      el.push.dataset.state = info.push.state;
+      el.push.textContent = pushText(info.push);
+      el.push.title = info.push.last_error ? `last error: ${info.push.last_error}` : '';
+    }
     el.overlay.textContent = sessionText(session);
     if (status !== Status.LIVE) el.hud.textContent = '';
     el.toggle.textContent = wanted ? 'Disconnect' : 'Connect';

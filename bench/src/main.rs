@@ -6,6 +6,7 @@
 //!   edgecam-bench first_frame     [--tries 20]        `ready` -> first decoded frame, idle keep-encoding and stop
 //!   edgecam-bench idle_cost       [--seconds 10]      CPU/RSS, 2 demo cameras, 0 viewers, each idle policy
 //!   edgecam-bench viewer_cost     [--seconds 10]      CPU/RSS, 2 demo cameras, 0, 1 and 3 viewer tabs
+//!   edgecam-bench janus_push      [--seconds 10] [--viewers 3]   CPU/RSS, 1 viewer direct vs N through Janus (root)
 //!   edgecam-bench leaks           [--cycles 1000] [--stop-cycles 300] [--settle 5]   join/leave cycles
 //!   edgecam-bench bitrate         [--seconds 20]      kbit/s received per camera at the defaults
 //!   edgecam-bench scaling         [--seconds 10] [--grid 1x1,2x1,...]   cameras x viewers: CPU, fps
@@ -21,6 +22,7 @@ mod daemon_proc;
 mod first_frame;
 mod harness;
 mod idle_cost;
+mod janus_push;
 mod latency;
 mod leaks;
 mod page_stats;
@@ -42,11 +44,12 @@ const RESULTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/results");
 const REPORT: &str = "REPORT.md";
 
 /// Every measurement and the options it takes (`--out` besides).
-const MEASUREMENTS: [(&str, &[&str]); 8] = [
+const MEASUREMENTS: [(&str, &[&str]); 9] = [
     (latency::NAME, latency::OPTIONS),
     (first_frame::NAME, first_frame::OPTIONS),
     (idle_cost::NAME, idle_cost::OPTIONS),
     (viewer_cost::NAME, viewer_cost::OPTIONS),
+    (janus_push::NAME, janus_push::OPTIONS),
     (leaks::NAME, leaks::OPTIONS),
     (bitrate::NAME, bitrate::OPTIONS),
     (scaling::NAME, scaling::OPTIONS),
@@ -88,6 +91,7 @@ async fn main() -> Result<()> {
         first_frame::NAME => first_frame::run(&opt).await?,
         idle_cost::NAME => idle_cost::run(&opt).await?,
         viewer_cost::NAME => viewer_cost::run(&opt).await?,
+        janus_push::NAME => janus_push::run(&opt).await?,
         leaks::NAME => leaks::run(&opt).await?,
         bitrate::NAME => bitrate::run(&opt).await?,
         scaling::NAME => scaling::run(&opt, &out).await?,

@@ -15,8 +15,8 @@ use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 use super::lifecycle::{BranchId, Effect, Health, Input, Lifecycle};
 use super::{
-    CameraError, CameraHandle, CameraInfo, CameraState, Command, ConnId, Identity, Shared, SnapshotReply, ToViewer,
-    ViewerPort,
+    CameraError, CameraHandle, CameraInfo, CameraState, Command, ConnId, Identity, PushInfo, Shared, SnapshotReply,
+    ToViewer, ViewerPort,
 };
 use super::{LinkReport, ViewerLink};
 
@@ -45,6 +45,7 @@ pub(super) fn spawn(identity: Identity, shared: Shared, handle: CameraHandle, co
         bitrate_kbps: 0,
         viewers: 0,
         encodings: Default::default(),
+        push: None,
     };
     shared.registry.insert(handle.clone(), info.clone());
     let actor = Actor {
@@ -65,6 +66,7 @@ pub(super) fn spawn(identity: Identity, shared: Shared, handle: CameraHandle, co
         snapshot_slot: Arc::new(tokio::sync::watch::Sender::new(None)),
         snapshot: None,
         snapshot_reply: None,
+        push_span: info_span!(parent: &span, "push"),
     };
     tokio::spawn(actor.run(commands, events).instrument(span));
 }
@@ -104,6 +106,8 @@ struct Actor {
     snapshot: Option<SnapshotBranch>,
     /// The request being stepped through the lifecycle, answered once it has decided.
     snapshot_reply: Option<SnapshotReply>,
+    /// The log span of the camera's push (a viewer with no `Command::Join` of its own).
+    push_span: Span,
 }
 
 impl Actor {
@@ -155,7 +159,20 @@ impl Actor {
                         }
                         Err(e) => {
                             self.in_viewer_span(viewer.conn, || warn!(error = %e, "answer rejected"));
-                            viewer.send(ToViewer::Error(CameraError::BadSdp(e.to_string())));
+                            let error = CameraError::BadSdp(e.to_string());
+                            if self.push_port().is_some_and(|p| p.conn == viewer.conn) {
+                                // A page can answer again; a media server's one answer failed its session,
+                                // which the push retries rather than waiting out the negotiation timeout.
+                                let conn = viewer.conn;
+                                self.step(Input::ViewerFailed {
+                                    conn,
+                                    branch: branch_id,
+                                    error,
+                                })
+                                .await;
+                            } else {
+                                viewer.send(ToViewer::Error(error));
+                            }
                         }
                     }
                 }
@@ -179,6 +196,15 @@ impl Actor {
                 // Not refused: the JPEG comes once the branch (and maybe the pipeline) is up.
                 if let Some(reply) = self.snapshot_reply.take() {
                     let _ = reply.send(Ok(self.snapshot_slot.subscribe()));
+                }
+            }
+            Command::TransportFailed { conn, reason } => {
+                // The transport reports on its latest session; a branch made since is the one it meant
+                // or a newer one that the failure ends too (the push then retries).
+                if let Ok(branch) = self.lifecycle.branch_of(conn, "failure") {
+                    self.in_viewer_span(conn, || warn!(%reason, "viewer's transport failed"));
+                    let error = CameraError::ViewerFailed(reason);
+                    self.step(Input::ViewerFailed { conn, branch, error }).await;
                 }
             }
             Command::Online(setup) => {
@@ -250,6 +276,10 @@ impl Actor {
         };
         if let Some(bytes) = stats.bytes_sent {
             self.sent.insert(conn, (bytes, now));
+        }
+        if self.push_port().is_some_and(|p| p.conn == conn) {
+            let rtcp_packets = stats.rtcp_received;
+            self.step(Input::PushHeard { branch, rtcp_packets }).await;
         }
         if let Some(estimate_bps) = stats.estimate_bps {
             let report = LinkReport {
@@ -571,12 +601,8 @@ impl Actor {
             EncodingKey::LOW => setup.low_tier.clone(),
             _ => None,
         };
+        let span = self.span_of(conn);
         let pipeline = self.pipeline.as_mut()?;
-        let span = self
-            .viewers
-            .get(&conn)
-            .map(|v| v.span.clone())
-            .unwrap_or_else(Span::none);
         let _enter = span.enter();
         if pipeline.tee(encoding, Tap::Rtp).is_none() {
             let Some(plan) = extra else {
@@ -641,14 +667,30 @@ impl Actor {
                 viewer.span.in_scope(|| info!("{log}"));
             }
             viewer.port.send(message);
+        } else if let Some(push) = self.push_port().filter(|p| p.conn == conn) {
+            if !log.is_empty() {
+                self.push_span.in_scope(|| info!("{log}"));
+            }
+            push.send(message);
         }
     }
 
     fn in_viewer_span(&self, conn: ConnId, f: impl FnOnce()) {
+        self.span_of(conn).in_scope(f)
+    }
+
+    /// A viewer's log span (the push's for the push); none for a viewer already gone.
+    fn span_of(&self, conn: ConnId) -> Span {
         match self.viewers.get(&conn) {
-            Some(viewer) => viewer.span.in_scope(f),
-            None => f(),
+            Some(viewer) => viewer.span.clone(),
+            None if self.push_port().is_some_and(|p| p.conn == conn) => self.push_span.clone(),
+            None => Span::none(),
         }
+    }
+
+    /// The camera's push, a viewer that joins by itself (no `Command::Join`, so not in `viewers`).
+    fn push_port(&self) -> Option<&ViewerPort> {
+        self.lifecycle.setup().and_then(|s| s.push.as_ref())
     }
 
     fn event_sink(&self, conn: ConnId, branch: BranchId) -> EventSink {
@@ -684,6 +726,21 @@ impl Actor {
             .iter()
             .map(|(k, kbps)| (k.to_string(), *kbps))
             .collect();
+        let was_push = self.info.push.as_ref().map(|p| p.state);
+        let status = self.lifecycle.push_status(Instant::now());
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.info.push = status.as_ref().map(|p| PushInfo {
+            state: p.state,
+            last_error: p.last_error.clone(),
+            next_retry_at: p.retry_in.map(|d| (unix_now + d).as_secs_f64().round() as u64),
+        });
+        if let Some(push) = status.filter(|p| Some(p.state) != was_push) {
+            let retry_in_s = push.retry_in.map(|d| d.as_secs_f64());
+            self.push_span
+                .in_scope(|| info!(state = ?push.state, last_error = ?push.last_error, ?retry_in_s, "push state"));
+        }
         self.shared.registry.update(self.info.clone());
         let (encoder_fallbacks, source_failures) = self.lifecycle.failures();
         let mut viewers = std::collections::BTreeMap::new();

@@ -12,7 +12,7 @@ use super::bitrate::{self, LinkReport};
 use super::fec::{self, Fec};
 use super::probe::Probe;
 use super::sink::ConnId;
-use super::{CameraError, CameraState, Setup};
+use super::{CameraError, CameraState, PushState, Setup};
 use crate::config::IdlePolicy;
 use crate::encoders::Codec;
 use crate::media::{EncoderPlan, EncodingKey, FailureOrigin, Tier};
@@ -39,6 +39,15 @@ pub const MAX_VIEWERS: usize = 32;
 pub const MAX_NEGOTIATING: usize = 8;
 /// A viewer stays in its tier at least this long: every move costs it a new session (~0.2 s of video).
 pub const TIER_HOLD: Duration = Duration::from_secs(10);
+/// After a failed push session (server down, refused, connection lost) the next is tried after this
+/// long, doubling while sessions keep failing without connecting, up to `PUSH_RETRY_MAX`: a media
+/// server that restarts is back within seconds, one that is gone for good costs a POST a minute.
+pub const PUSH_RETRY: Duration = Duration::from_secs(1);
+pub const PUSH_RETRY_MAX: Duration = Duration::from_secs(60);
+/// A connected push that hears no RTCP from its server for this long has lost it: a media server
+/// sends receiver reports (and congestion feedback) every second or more often, and one that was
+/// killed or restarted sends nothing at all, not even an ICE or DTLS error.
+pub const PUSH_SILENCE_LIMIT: Duration = Duration::from_secs(5);
 
 /// A snapshot branch stays this long after the last request for a JPEG: longer than Home Assistant's
 /// 10 s refresh of a camera card, so a dashboard keeps it attached rather than rebuilding it for every
@@ -120,6 +129,11 @@ pub enum Input {
     SnapshotWanted,
     /// The snapshot branch could not be added, or broke.
     SnapshotFailed,
+    /// The push's branch has heard this many RTCP packets from its server so far (once a second).
+    PushHeard {
+        branch: BranchId,
+        rtcp_packets: u64,
+    },
     /// Once a second, with what the running pipeline has done.
     Tick {
         health: Option<Health>,
@@ -231,8 +245,32 @@ struct Viewer {
     offer: Option<String>,
 }
 
+/// The camera's push to a media server: a viewer the camera keeps joined by itself, whose failures
+/// are retried with backoff instead of being told to anyone.
+#[derive(Debug)]
+struct Push {
+    conn: ConnId,
+    /// Sessions failed in a row without connecting (sets the retry delay).
+    failures: u32,
+    last_error: Option<String>,
+    /// While waiting after a failure: when the next session is tried.
+    retry_at: Option<Instant>,
+    /// RTCP packets heard from the server at the last report, and when that count last grew.
+    heard: (u64, Instant),
+}
+
+/// What the card and the API show about a push.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushStatus {
+    pub state: PushState,
+    pub last_error: Option<String>,
+    /// While retrying: how long until the next session.
+    pub retry_in: Option<Duration>,
+}
+
 pub struct Lifecycle {
     policy: Policy,
+    push: Option<Push>,
     setup: Option<Setup>,
     phase: Phase,
     encoder_index: usize,
@@ -258,6 +296,7 @@ impl Lifecycle {
     pub fn new(policy: Policy) -> Self {
         Self {
             policy,
+            push: None,
             setup: None,
             phase: Phase::Offline(None),
             encoder_index: 0,
@@ -277,7 +316,7 @@ impl Lifecycle {
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Effect> {
         let mut out = Vec::new();
         match input {
-            Input::Online(setup) => self.online(*setup, &mut out),
+            Input::Online(setup) => self.online(now, *setup, &mut out),
             Input::Offline => {
                 self.setup = None;
                 self.source_failures = 0;
@@ -313,10 +352,10 @@ impl Lifecycle {
             Input::AttachFailed { conn, branch, error } if self.is_current(conn, branch) => {
                 // Nothing to detach: the branch never came to be.
                 self.viewers.entry(conn).and_modify(|v| v.branch = None);
-                self.drop_viewer(conn, error, &mut out)
+                self.drop_viewer(now, conn, error, &mut out)
             }
             Input::ViewerFailed { conn, branch, error } if self.is_current(conn, branch) => {
-                self.drop_viewer(conn, error, &mut out)
+                self.drop_viewer(now, conn, error, &mut out)
             }
             Input::AttachFailed { .. } | Input::ViewerFailed { .. } => {}
             Input::ViewerConnected { conn, branch } => {
@@ -324,6 +363,16 @@ impl Lifecycle {
                     if viewer.negotiating_since.take().is_some() {
                         out.push(Effect::RequestKeyframe(viewer.encoding));
                     }
+                    if let Some(push) = self.push.as_mut().filter(|p| p.conn == conn) {
+                        push.failures = 0;
+                        push.heard = (0, now);
+                    }
+                }
+            }
+            Input::PushHeard { branch, rtcp_packets } => {
+                let current = self.push.as_ref().is_some_and(|p| self.is_current(p.conn, branch));
+                if let Some(push) = self.push.as_mut().filter(|p| current && rtcp_packets > p.heard.0) {
+                    push.heard = (rtcp_packets, now);
                 }
             }
             Input::LinkReport { conn, branch, report } => {
@@ -402,12 +451,33 @@ impl Lifecycle {
         }
     }
 
-    fn online(&mut self, setup: Setup, out: &mut Vec<Effect>) {
+    fn online(&mut self, now: Instant, setup: Setup, out: &mut Vec<Effect>) {
+        let push = setup.push.as_ref().map(|p| p.conn);
         self.setup = Some(setup);
         self.encoder_index = 0;
         self.fallback_reason = None;
         self.source_failures = 0;
         self.stop(out);
+        // The push joins like a viewer (and so keeps an `idle: stop` camera running) unless it is
+        // waiting out a failure.
+        match (push, &self.push) {
+            (Some(conn), None) => {
+                self.push = Some(Push {
+                    conn,
+                    failures: 0,
+                    last_error: None,
+                    retry_at: None,
+                    heard: (0, now),
+                });
+                self.add_viewer(conn, Codec::H264, None);
+            }
+            (None, Some(push)) => {
+                let conn = push.conn;
+                self.push = None;
+                self.remove_viewer(conn, out);
+            }
+            _ => {}
+        }
         if self.policy.idle == IdlePolicy::KeepEncoding || !self.viewers.is_empty() {
             self.start_or_fail(out, || "no usable encoder for this camera".into());
         } else {
@@ -442,6 +512,12 @@ impl Lifecycle {
         if let Some(error) = self.over_limit() {
             return out.push(Effect::Notify { conn, error });
         }
+        self.add_viewer(conn, codec, offer);
+        self.serve(now, conn, out);
+    }
+
+    /// A new viewer, waiting for a branch.
+    fn add_viewer(&mut self, conn: ConnId, codec: Codec, offer: Option<String>) {
         self.viewers.insert(
             conn,
             Viewer {
@@ -458,6 +534,11 @@ impl Lifecycle {
                 offer,
             },
         );
+    }
+
+    /// Gives a new viewer its branch now if the camera streams, starts an idle camera for it, or lets it
+    /// wait for the pipeline.
+    fn serve(&mut self, now: Instant, conn: ConnId, out: &mut Vec<Effect>) {
         match self.phase {
             // Idle policy "stop": the first viewer starts the camera (which attaches every viewer).
             Phase::Idle => self.start_or_fail(out, || "no usable encoder for this camera".into()),
@@ -529,9 +610,24 @@ impl Lifecycle {
         }
     }
 
-    fn drop_viewer(&mut self, conn: ConnId, error: CameraError, out: &mut Vec<Effect>) {
-        out.push(Effect::Notify { conn, error });
+    fn drop_viewer(&mut self, now: Instant, conn: ConnId, error: CameraError, out: &mut Vec<Effect>) {
+        out.push(Effect::Notify {
+            conn,
+            error: error.clone(),
+        });
         self.remove_viewer(conn, out);
+        self.push_failed(now, conn, error);
+    }
+
+    /// A push session that failed (its viewer already removed) is tried again after a backoff.
+    fn push_failed(&mut self, now: Instant, conn: ConnId, error: CameraError) {
+        let Some(push) = self.push.as_mut().filter(|p| p.conn == conn) else {
+            return;
+        };
+        let delay = (PUSH_RETRY * 2u32.saturating_pow(push.failures)).min(PUSH_RETRY_MAX);
+        push.failures += 1;
+        push.retry_at = Some(now + delay);
+        push.last_error = Some(error.to_string());
     }
 
     /// Frees a viewer's branch, and the extra encoding it watched if nobody else does.
@@ -649,12 +745,15 @@ impl Lifecycle {
             .map(|(conn, _)| *conn)
             .collect();
         for conn in overdue {
-            out.push(Effect::Notify {
-                conn,
-                error: CameraError::NegotiationTimeout(timeout.as_secs()),
-            });
-            self.leave(now, conn, out);
+            let error = CameraError::NegotiationTimeout(timeout.as_secs());
+            if self.push.as_ref().is_some_and(|p| p.conn == conn) {
+                self.drop_viewer(now, conn, error, out);
+            } else {
+                out.push(Effect::Notify { conn, error });
+                self.leave(now, conn, out);
+            }
         }
+        self.tick_push(now, out);
         if let Some(health) = health.filter(|_| self.is_streaming()) {
             self.encoded_any |= health.encoded_frames > 0;
             if health.source_silence > SOURCE_SILENCE_LIMIT {
@@ -666,6 +765,43 @@ impl Lifecycle {
             self.start_or_fail(out, || "no usable encoder for this camera".into());
         }
         self.snapshot_idle(now, out);
+    }
+
+    /// Ends a connected push whose server went silent; starts the next session once a retry is due.
+    fn tick_push(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let Some(push) = &self.push else { return };
+        let conn = push.conn;
+        if self.connected(conn) && now.duration_since(push.heard.1) >= PUSH_SILENCE_LIMIT {
+            let error = CameraError::ViewerFailed(format!(
+                "no RTCP from the media server for {} s (restarted or gone)",
+                PUSH_SILENCE_LIMIT.as_secs()
+            ));
+            return self.drop_viewer(now, conn, error, out);
+        }
+        if push.retry_at.is_some_and(|at| now >= at) && !self.viewers.contains_key(&conn) {
+            if let Some(push) = self.push.as_mut() {
+                push.retry_at = None;
+            }
+            self.add_viewer(conn, Codec::H264, None);
+            self.serve(now, conn, out);
+        }
+    }
+
+    /// The push's state for the card and the API; None for a camera that pushes nowhere.
+    pub fn push_status(&self, now: Instant) -> Option<PushStatus> {
+        let push = self.push.as_ref()?;
+        let viewer = self.viewers.get(&push.conn);
+        let state = match (push.retry_at, viewer) {
+            (Some(_), _) => PushState::Retrying,
+            (None, Some(v)) if v.branch.is_some() && v.negotiating_since.is_none() => PushState::Connected,
+            (None, Some(v)) if v.branch.is_some() => PushState::Connecting,
+            _ => PushState::Waiting,
+        };
+        Some(PushStatus {
+            state,
+            last_error: push.last_error.clone(),
+            retry_in: push.retry_at.map(|at| at.saturating_duration_since(now)),
+        })
     }
 
     /// Applies the bitrate policy (`bitrate::decide`) to the latest link reports: each encoding's

@@ -30,6 +30,7 @@ fn setup(encoders: &[&str]) -> Box<Setup> {
         }),
         limits: Limits::new(50, 1000),
         max_encodings: 2,
+        push: None,
     })
 }
 
@@ -1063,4 +1064,211 @@ fn a_snapshot_is_refused_by_a_camera_that_is_down_or_has_no_pictures() {
         "{refused:?}"
     );
     assert_eq!(camera.tick(SNAPSHOT_IDLE), [], "nothing to detach");
+}
+
+// ---- The push to a media server (`push:`): a viewer the camera keeps joined itself.
+
+/// The push's viewer id, as `push::whip` gives it.
+const PUSH: ConnId = 0;
+
+struct Nowhere;
+
+impl crate::camera::ViewerSink for Nowhere {
+    fn deliver(&self, _: crate::camera::ToViewer) {}
+}
+
+fn pushing(encoders: &[&str]) -> Box<Setup> {
+    let mut setup = setup(encoders);
+    setup.push = Some(crate::camera::ViewerPort::new(
+        PUSH,
+        crate::camera::Transport::Whip,
+        std::sync::Arc::new(Nowhere),
+    ));
+    setup
+}
+
+fn push_attach(branch: BranchId) -> Effect {
+    Effect::Attach {
+        conn: PUSH,
+        branch,
+        encoding: EncodingKey::MAIN,
+        offer: None,
+    }
+}
+
+fn push_failed(branch: BranchId, why: &str) -> Input {
+    Input::ViewerFailed {
+        conn: PUSH,
+        branch,
+        error: CameraError::ViewerFailed(why.into()),
+    }
+}
+
+impl Camera {
+    fn push(&self) -> PushStatus {
+        self.lc.push_status(self.now).expect("the camera pushes")
+    }
+
+    /// Online with a push, started, the push's first branch connected.
+    fn pushing() -> Self {
+        let mut camera = Self::new(IdlePolicy::KeepEncoding);
+        camera.input(Input::Online(pushing(&["x264"])));
+        assert_eq!(camera.push().state, PushState::Waiting, "no stream yet");
+        assert_eq!(
+            camera.input(Input::Started),
+            [push_attach(1)],
+            "the push offers once streaming"
+        );
+        assert_eq!(camera.push().state, PushState::Connecting);
+        camera.input(Input::ViewerConnected { conn: PUSH, branch: 1 });
+        assert_eq!(camera.push().state, PushState::Connected);
+        camera
+    }
+}
+
+#[test]
+fn a_camera_without_push_reports_none() {
+    let camera = Camera::streaming(&["x264"]);
+    assert_eq!(camera.lc.push_status(camera.now), None);
+}
+
+#[test]
+fn the_push_joins_by_itself_and_counts_as_a_viewer() {
+    let mut camera = Camera::pushing();
+    assert_eq!(camera.lc.viewers(), 1);
+    // Others join beside it; the push keeps its branch.
+    assert_eq!(
+        camera.input(join(1)),
+        [Effect::Attach {
+            conn: 1,
+            branch: 2,
+            encoding: EncodingKey::MAIN,
+            offer: None
+        }]
+    );
+    assert_eq!(camera.lc.branch_of(PUSH, "test"), Ok(1));
+    assert_eq!(camera.push().last_error, None);
+}
+
+#[test]
+fn a_failed_push_is_retried_with_a_doubling_delay_reset_by_a_connected_session() {
+    let mut camera = Camera::pushing();
+    let effects = camera.input(push_failed(1, "ICE failed"));
+    assert!(effects.contains(&Effect::Detach { conn: PUSH }), "{effects:?}");
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Notify { conn: PUSH, .. })),
+        "the transport is told, so it ends its session: {effects:?}"
+    );
+    let status = camera.push();
+    assert_eq!(status.state, PushState::Retrying);
+    assert_eq!(status.retry_in, Some(PUSH_RETRY));
+    assert!(status.last_error.as_deref().unwrap().contains("ICE failed"));
+    assert_eq!(camera.lc.viewers(), 0, "no branch while waiting");
+
+    // Sessions that never connect: 1 s, 2 s, 4 s, ... up to the cap.
+    let mut branch = 1;
+    let mut delay = PUSH_RETRY;
+    for _ in 0..10 {
+        assert_eq!(
+            camera.tick(delay - Duration::from_millis(100)),
+            [],
+            "not before {delay:?}"
+        );
+        branch += 1;
+        assert_eq!(camera.tick(Duration::from_millis(100)), [push_attach(branch)]);
+        camera.input(Input::AttachFailed {
+            conn: PUSH,
+            branch,
+            error: CameraError::Branch("refused".into()),
+        });
+        delay = (delay * 2).min(PUSH_RETRY_MAX);
+        assert_eq!(camera.push().retry_in, Some(delay));
+    }
+    assert_eq!(delay, PUSH_RETRY_MAX);
+
+    // A session that connects resets the backoff.
+    branch += 1;
+    assert_eq!(camera.tick(delay), [push_attach(branch)]);
+    camera.input(Input::ViewerConnected { conn: PUSH, branch });
+    assert_eq!(camera.push().state, PushState::Connected);
+    assert!(
+        camera.push().last_error.is_some(),
+        "the last error stays for the record"
+    );
+    camera.input(push_failed(branch, "connection failed (DTLS)"));
+    assert_eq!(camera.push().retry_in, Some(PUSH_RETRY));
+}
+
+#[test]
+fn a_push_whose_server_goes_silent_is_ended_and_retried() {
+    let mut camera = Camera::pushing();
+    // RTCP keeps coming for a while: nothing happens.
+    for n in 1..=10 {
+        camera.after(
+            Duration::from_secs(1),
+            Input::PushHeard {
+                branch: 1,
+                rtcp_packets: n,
+            },
+        );
+        assert_eq!(camera.tick(Duration::ZERO), []);
+    }
+    // The server is gone: the count stops growing.
+    for _ in 1..PUSH_SILENCE_LIMIT.as_secs() {
+        camera.after(
+            Duration::from_secs(1),
+            Input::PushHeard {
+                branch: 1,
+                rtcp_packets: 10,
+            },
+        );
+        assert_eq!(camera.tick(Duration::ZERO), []);
+    }
+    let effects = camera.tick(Duration::from_secs(1));
+    assert!(effects.contains(&Effect::Detach { conn: PUSH }), "{effects:?}");
+    let status = camera.push();
+    assert_eq!(status.state, PushState::Retrying);
+    assert!(status.last_error.unwrap().contains("no RTCP"));
+    assert_eq!(camera.tick(PUSH_RETRY), [push_attach(2)]);
+}
+
+#[test]
+fn a_push_still_negotiating_is_not_judged_silent_but_times_out_and_retries() {
+    let mut camera = Camera::new(IdlePolicy::KeepEncoding);
+    camera.input(Input::Online(pushing(&["x264"])));
+    camera.input(Input::Started);
+    assert_eq!(camera.tick(PUSH_SILENCE_LIMIT * 2 - Duration::from_secs(1)), []);
+    let effects = camera.tick(TIMEOUT);
+    assert!(effects.contains(&Effect::Detach { conn: PUSH }), "{effects:?}");
+    assert_eq!(camera.push().state, PushState::Retrying);
+    assert_eq!(camera.tick(PUSH_RETRY), [push_attach(2)]);
+}
+
+#[test]
+fn a_late_failure_of_an_old_push_branch_is_ignored() {
+    let mut camera = Camera::pushing();
+    camera.input(push_failed(1, "ICE failed"));
+    camera.tick(PUSH_RETRY);
+    assert_eq!(camera.input(push_failed(1, "ICE failed again")), []);
+    assert_eq!(camera.push().state, PushState::Connecting);
+}
+
+#[test]
+fn the_push_keeps_an_idle_stop_camera_running_and_waits_through_an_unplug() {
+    let mut camera = Camera::new(IdlePolicy::Stop);
+    assert_eq!(
+        camera.input(Input::Online(pushing(&["x264"]))),
+        [Effect::StartPipeline { encoder: 0 }],
+        "a pushed camera always has a viewer"
+    );
+    assert_eq!(camera.input(Input::Started), [push_attach(1)]);
+    assert_eq!(camera.input(Input::Offline), [Effect::StopPipeline]);
+    assert_eq!(camera.push().state, PushState::Waiting, "no retry: nothing to push");
+    assert_eq!(camera.tick(PUSH_RETRY_MAX), []);
+    camera.input(Input::Online(pushing(&["x264"])));
+    assert_eq!(
+        camera.input(Input::Started),
+        [push_attach(2)],
+        "a new session on the new pipeline"
+    );
 }

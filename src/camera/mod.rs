@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use bitrate::{Limits, LinkReport};
 pub use error::CameraError;
-pub use lifecycle::Policy;
+pub use lifecycle::{Policy, PushStatus};
 pub use registry::Registry;
 pub use sink::{ConnId, ToViewer, Transport, ViewerPort, ViewerSink};
-pub use status::{CameraInfo, CameraState, CameraStats, ViewerLink};
+pub use status::{CameraInfo, CameraState, CameraStats, PushInfo, PushState, ViewerLink};
 
 use crate::media::{EncoderPlan, IceSettings, Jpeg, SourceSpec};
 
@@ -62,6 +62,12 @@ pub enum Command {
     Snapshot {
         reply: SnapshotReply,
     },
+    /// The viewer's transport failed its current session (a WHIP server refused the offer or could not
+    /// be reached).
+    TransportFailed {
+        conn: ConnId,
+        reason: String,
+    },
     /// The device is (back) on this machine: start streaming it.
     Online(Box<Setup>),
     /// The device is gone: tear the pipeline down, keep the card.
@@ -88,6 +94,9 @@ pub struct Setup {
     pub limits: Limits,
     /// Encodings it may run at once (`max_encodings`).
     pub max_encodings: usize,
+    /// Where the camera pushes its stream (a WHIP client, `push::whip`): a viewer the camera keeps
+    /// joined itself and reconnects with backoff.
+    pub push: Option<ViewerPort>,
 }
 
 /// Settings shared by every camera.

@@ -129,7 +129,9 @@ impl Probe {
         }
         let mut to = ((f64::from(allowed) * step(self.held_in_a_row)) as u32).min(wanted);
         // Below a recent failure, halve the distance to it instead: a capped link is searched, not hit.
-        let recent = self.failed.filter(|(_, when)| now.duration_since(*when) < FAILURE_MEMORY);
+        let recent = self
+            .failed
+            .filter(|(_, when)| now.duration_since(*when) < FAILURE_MEMORY);
         if let Some((failed, _)) = recent {
             if failed > allowed {
                 to = to.min(allowed + (failed - allowed) / 2);

@@ -113,6 +113,7 @@ mod tests {
             bitrate_kbps: 1000,
             viewers: 0,
             encodings: Default::default(),
+            push: None,
         }
     }
 

@@ -43,16 +43,19 @@ pub enum Transport {
     Whep,
     /// The original dual-camera protocol on `/ws`: `ready` with none of the extensions.
     Original,
+    /// The camera's own WHIP push to a media server (`push:`).
+    Whip,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 3] = [Transport::Page, Transport::Whep, Transport::Original];
+    pub const ALL: [Transport; 4] = [Transport::Page, Transport::Whep, Transport::Original, Transport::Whip];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Page => "page",
             Self::Whep => "whep",
             Self::Original => "original",
+            Self::Whip => "whip",
         }
     }
 }

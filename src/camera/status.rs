@@ -29,6 +29,34 @@ pub struct CameraInfo {
     /// The bitrate each running encoding ("h264", "h264-low", "vp8") was last told, in kbit/s.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub encodings: BTreeMap<String, u32>,
+    /// The push to a media server, for a camera with `push:` in its config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushInfo>,
+}
+
+/// A camera's push (WHIP) as the card and `GET /api/cameras` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushInfo {
+    pub state: PushState,
+    /// Why the last session ended (kept after a reconnect, for the record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// While retrying: when the next session is tried, in Unix seconds (a deadline rather than a
+    /// countdown, so the camera's info does not change every second while it waits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_retry_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushState {
+    /// The camera has no stream to push yet (offline, starting, idle).
+    Waiting,
+    /// A session is being negotiated (offer posted, ICE and DTLS under way).
+    Connecting,
+    Connected,
+    /// The last session failed; the next is tried at `next_retry_at`.
+    Retrying,
 }
 
 /// One viewer's link as the daemon sees it: shown on that viewer's card and in `GET /api/cameras`.

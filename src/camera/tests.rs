@@ -48,6 +48,7 @@ fn setup(encoders: Vec<EncoderPlan>) -> Box<Setup> {
         low_tier: None,
         limits: Limits::new(50, 500),
         max_encodings: 2,
+        push: None,
     })
 }
 

@@ -2,6 +2,9 @@
 //! webrtcbin's `get-stats` the loss and round-trip time the browser's receiver reports give, and the bytes
 //! sent. Reported as `ViewerEvent::Stats` for the camera's bitrate policy and the API.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use gst::prelude::*;
 use gst_webrtc::WebRTCStatsType;
 
@@ -23,6 +26,9 @@ pub struct ViewerStats {
     pub round_trip_ms: Option<f64>,
     /// RTP bytes sent to this viewer since it joined.
     pub bytes_sent: Option<u64>,
+    /// RTCP packets received from the peer so far: a peer that stops sending them is gone, whatever
+    /// ICE and DTLS say (neither notices a peer that vanished).
+    pub rtcp_received: u64,
 }
 
 /// Reads the numbers for one viewer every `STATS_INTERVAL` until dropped.
@@ -33,6 +39,7 @@ pub struct StatsPoller {
 
 impl StatsPoller {
     pub fn start(webrtc: &gst::Element, estimator: Estimator, events: EventSink) -> Self {
+        let rtcp_received = count_rtcp(webrtc);
         let clock = gst::SystemClock::obtain();
         let first = clock.time().unwrap_or(gst::ClockTime::ZERO) + STATS_INTERVAL;
         let tick = clock.new_periodic_id(first, STATS_INTERVAL);
@@ -46,12 +53,14 @@ impl StatsPoller {
             };
             let events = events.clone();
             let estimator = reading.clone();
+            let rtcp_received = rtcp_received.clone();
             let promise = gst::Promise::with_change_func(move |reply| {
                 let mut stats = match reply {
                     Ok(Some(reply)) => parse(reply),
                     _ => ViewerStats::default(),
                 };
                 stats.estimate_bps = estimator.bitrate_bps();
+                stats.rtcp_received = rtcp_received.load(Ordering::Relaxed);
                 events(ViewerEvent::Stats(stats));
             });
             webrtc.emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
@@ -66,6 +75,29 @@ impl StatsPoller {
     pub fn estimator(&self) -> &Estimator {
         &self.estimator
     }
+}
+
+/// Counts the RTCP packets webrtcbin's RTP bin receives from the peer (its `on-ssrc-active` fires for
+/// each receiver or sender report from a remote source).
+fn count_rtcp(webrtc: &gst::Element) -> Arc<AtomicU64> {
+    let count = Arc::new(AtomicU64::new(0));
+    let rtpbin = webrtc.downcast_ref::<gst::Bin>().and_then(|bin| {
+        bin.iterate_elements()
+            .into_iter()
+            .filter_map(Result::ok)
+            .find(|e| e.factory().is_some_and(|f| f.name() == "rtpbin"))
+    });
+    match rtpbin {
+        Some(rtpbin) => {
+            let counter = count.clone();
+            rtpbin.connect("on-ssrc-active", false, move |_| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                None
+            });
+        }
+        None => tracing::warn!("webrtcbin has no rtpbin: the peer's RTCP is not counted"),
+    }
+    count
 }
 
 impl Drop for StatsPoller {

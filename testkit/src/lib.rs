@@ -1,7 +1,8 @@
 //! The harness shared by the end-to-end tests (tests/*.rs), the VM viewer (tests/vm/viewer.rs) and the
 //! benchmarks (bench/): a real edgecam daemon (`daemon`), a real headless Chromium driven over the DevTools
 //! protocol (`chromium`), Firefox ESR over WebDriver BiDi (`firefox`), network namespaces (`netns`), a
-//! GStreamer webrtcbin receiver speaking the original signalling protocol (`webrtc_client`), and small
+//! GStreamer webrtcbin receiver speaking the original signalling protocol (`webrtc_client`), Janus with its
+//! WHIP front as a media server to push to (`janus`), and small
 //! helpers for polling, HTTP and the websocket.
 //!
 //! Every wait is a liveness bound (generous, `LIVENESS`), never a timing assertion: tests assert behaviour
@@ -11,6 +12,7 @@ pub mod browser_process;
 pub mod chromium;
 pub mod daemon;
 pub mod firefox;
+pub mod janus;
 pub mod link_stats;
 pub mod netns;
 pub mod shaped_link;
@@ -168,6 +170,20 @@ pub fn basic_auth(user: &str, password: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     )
+}
+
+/// POST of a JSON body: (status, body as text).
+pub async fn http_post_json(addr: std::net::SocketAddr, path: &str, body: &Value) -> Result<(u16, String)> {
+    let json = body.to_string();
+    let reply = http_call(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        json.as_bytes(),
+    )
+    .await?;
+    Ok((reply.status, reply.text()))
 }
 
 /// GET /api/cameras as JSON.

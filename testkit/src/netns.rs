@@ -134,6 +134,25 @@ impl NetnsPair {
     }
 }
 
+impl NetnsPair {
+    /// Runs the future `make` returns to completion on a two-thread tokio runtime of its own inside
+    /// namespace a (see `run_in`), so whatever it starts (a daemon, browsers, a media server) lives there.
+    pub fn block_on<R, F>(&self, make: impl FnOnce() -> F + Send + 'static) -> R
+    where
+        R: Send + 'static,
+        F: std::future::Future<Output = R>,
+    {
+        self.run_in(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(make())
+        })
+    }
+}
+
 impl Drop for NetnsPair {
     fn drop(&mut self) {
         for ns in [&self.a, &self.b] {
