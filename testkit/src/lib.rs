@@ -12,6 +12,7 @@ pub mod chromium;
 pub mod daemon;
 pub mod firefox;
 pub mod netns;
+pub mod process;
 pub mod shaped_link;
 pub mod viewer;
 pub mod webrtc_client;
