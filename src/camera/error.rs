@@ -38,6 +38,9 @@ pub enum CameraError {
     /// Its branch could not be added to the running pipeline.
     #[error("{0}")]
     Branch(String),
+    /// Only a camera whose device is gone can be forgotten (`DELETE /api/cameras/{id}`).
+    #[error("camera {0:?} is still plugged in; only a camera whose device is gone can be forgotten")]
+    NotGone(String),
 }
 
 impl CameraError {
@@ -51,6 +54,7 @@ impl CameraError {
             Self::NotStreaming | Self::Offline(_) | Self::Busy | Self::TooMany { .. } => 503,
             Self::NegotiationTimeout(_) => 408,
             Self::ViewerFailed(_) | Self::Branch(_) => 500,
+            Self::NotGone(_) => 409,
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct CameraInfo {
     /// The bitrate each running encoding ("h264", "h264-low", "vp8") was last told, in kbit/s.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub encodings: BTreeMap<String, u32>,
+    /// Its device is gone, so `DELETE /api/cameras/{id}` may forget it (the card's Forget button).
+    #[serde(default)]
+    pub forgettable: bool,
 }
 
 /// One viewer's link as the daemon sees it: shown on that viewer's card and in `GET /api/cameras`.
