@@ -163,6 +163,25 @@ impl Signalling {
         Ok(Signalling { ws })
     }
 
+    /// The same from a given local address (127.0.0.2, ...): the daemon limits websockets per client
+    /// address, so a load of more than that needs several.
+    pub async fn connect_from(addr: std::net::SocketAddr, source: std::net::IpAddr) -> Result<Signalling> {
+        let socket = match source {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind((source, 0).into())?;
+        let stream = socket
+            .connect(addr)
+            .await
+            .with_context(|| format!("connect to {addr} from {source}"))?;
+        let url = format!("ws://{addr}/ws");
+        let (ws, _) = tokio_tungstenite::client_async(url.as_str(), tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .with_context(|| format!("websocket {url} from {source}"))?;
+        Ok(Signalling { ws })
+    }
+
     pub async fn send(&mut self, msg: &Value) -> Result<()> {
         self.send_text(msg.to_string()).await
     }
