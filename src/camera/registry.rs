@@ -124,7 +124,8 @@ impl Remembered {
         self.offline.retain(|o| o != id);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.offline.len()
     }
 }
