@@ -85,6 +85,12 @@ fn apply(text: &mut String, edit: &Edit) {
     }
 }
 
+/// Lines as YAML counts them for its error positions: a lone `\r` breaks a line too (`str::lines`
+/// does not).
+pub(crate) fn yaml_lines(text: &str) -> usize {
+    text.replace("\r\n", "\n").replace('\r', "\n").lines().count()
+}
+
 /// `seed` after 1 to 8 random edits, or (one case in eight) random text of its own.
 pub(crate) fn mutated(seed: &'static str) -> impl Strategy<Value = String> {
     prop_oneof![
@@ -119,5 +125,6 @@ mod tests {
         assert_eq!(text, "two\n[[\n");
         apply(&mut text, &Edit::Duplicate(4, 3));
         assert_eq!(text, "two\n[[\n[[\n");
+        assert_eq!(yaml_lines("a\rb\r\nc\n"), 3);
     }
 }

@@ -27,7 +27,7 @@ use common::chromium::Browser;
 use common::daemon::Daemon;
 use common::process::{proc_read, thread_names, Proc};
 use common::viewer::{open_viewer, wait_decoding, wait_rising};
-use common::{heavy_lock, wait_until, wait_viewers, Signalling, LIVENESS};
+use common::{heavy_lock, wait_until, wait_viewers, Signalling, LIVENESS, PLAUSIBLE_ANSWER};
 
 /// Messages in CI; the issue's live run of 100,000 is the same test with EDGECAM_HOSTILE_MESSAGES.
 const CI_MESSAGES: usize = 10_000;
@@ -48,13 +48,6 @@ const HUGE_FIELD: usize = 60 * 1024;
 const THREADS_TOLERANCE: u64 = 2;
 const FDS_TOLERANCE: u64 = 8;
 const RSS_TOLERANCE_KIB: u64 = 24 * 1024;
-
-/// Syntactically a plausible answer (so what is wrong with it is where and when it is sent).
-const PLAUSIBLE_ANSWER: &str = "v=0\r\no=- 1 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE video0\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:video0\r\na=recvonly\r\na=rtcp-mux\r\n\
-a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
-a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
-a=setup:active\r\na=rtpmap:96 H264/90000\r\n";
 
 const CANDIDATE: &str = "candidate:1 1 UDP 2122252543 127.0.0.1 40000 typ host";
 

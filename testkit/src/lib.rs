@@ -32,6 +32,14 @@ use tokio_tungstenite::tungstenite::Message;
 /// starting). Generous because two cores are shared by the daemon, a browser and parallel builds.
 pub const LIVENESS: Duration = Duration::from_secs(30);
 
+/// A syntactically plausible SDP answer, for tests where what is wrong with it is where or when it is
+/// sent (no such viewer, after `stop`), not the SDP parser.
+pub const PLAUSIBLE_ANSWER: &str = "v=0\r\no=- 1 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE video0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:video0\r\na=recvonly\r\na=rtcp-mux\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+a=setup:active\r\na=rtpmap:96 H264/90000\r\n";
+
 /// Tests that run a daemon plus a browser hold this lock: on 2 cores, several encoders, decoders and
 /// Chromium instances at once starve each other until ICE or DTLS time out, which would be flakiness
 /// rather than a finding. (Cargo runs test binaries one after another, so a per-binary lock suffices.)
