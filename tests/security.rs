@@ -387,7 +387,7 @@ async fn foreign_origin_and_unknown_host_are_refused() {
             "{host}"
         );
     }
-    assert!(daemon.log().contains("refused a websocket from a foreign page"));
+    assert!(daemon.log().contains("refused a request from a foreign page"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
