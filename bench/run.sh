@@ -17,6 +17,7 @@
 #   bitrate          Chromium getStats bytesReceived over 20 s, ball and smpte                    (~40 s)
 #   peer_comparison  aiortc side by side (venv in target/aiortc-venv: pip install aiortc numpy)   (~2 min)
 #   scaling          1,2,4,8 cameras x 1,2,4 viewers at 640x480 + 8x4 at 320x240                  (~10 min)
+#   full_load        one camera at its 32 viewers and 128 websockets: threads, fds, RSS (systemd)  (~1.5 min)
 #   encoders         bench/encoders.sh: each encoder profile in gst-launch-1.0, no daemon         (~2.5 min)
 #
 # Each measurement writes its own JSON, so a failed one leaves the others (and the exit status says it
@@ -68,6 +69,7 @@ run "$bench" leaks --cycles $cycles --stop-cycles $stop_cycles --settle 5 --out 
 run "$bench" bitrate --seconds $bitrate_s --out "$out"
 run "$bench" peer_comparison --tries $peer_tries --seconds $seconds --python "$venv/bin/python" --out "$out"
 run "$bench" scaling --seconds $seconds --grid $grid --out "$out"
+run "$bench" full_load --seconds $seconds --out "$out"
 run env DURATION=$encoder_s WARMUP=$warmup_s OUT="$out/encoders.json" bench/encoders.sh
 "$bench" report --out "$out" >/dev/null || status=1
 echo "== report: $out/REPORT.md" >&2

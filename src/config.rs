@@ -867,3 +867,70 @@ cameras:
         assert!(e.split(':').nth(1).unwrap().parse::<usize>().is_ok(), "{e}");
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fuzz::{mutated, yaml_lines};
+
+    /// Every kind of key, nested as in a real file.
+    const DENSE: &str = r#"listen: 0.0.0.0:8080
+auth:
+  users:
+    admin: {hash: '$argon2id$v=19$m=19456,t=2,p=1$DZhH+/v5bnWrmQrCgYOI2Q$McfyGBSsornKOrM9/Qx+nLh+uNcUjt1uEYam6GzxMdE', watch: all, api: true}
+    shop: {hash: '$argon2id$v=19$m=19456,t=2,p=1$DZhH+/v5bnWrmQrCgYOI2Q$McfyGBSsornKOrM9/Qx+nLh+uNcUjt1uEYam6GzxMdE', watch: [door, till]}
+  tokens:
+    nvr: {hash: '$argon2id$v=19$m=19456,t=2,p=1$4Gk8B7sPSNaYXj/kDlynhA$9HBo0rT7Vh2erMpr5Hux2WDAXjfxon0bCy5SxtKRo38', api: true}
+server_names: [cams.local]
+allowed_origins: ['https://nvr.example.org']
+tls: {cert: /etc/edgecam/cert.pem, key: /etc/edgecam/key.pem}
+discovery: false
+idle: stop
+negotiation_timeout: 20
+ice:
+  servers:
+    - urls: ['turn:turn.example.org:3478']
+      username: u
+      credential: p
+  local_addresses: [127.0.0.1]
+  turn_secret: north
+  turn_credential_ttl: 3600
+defaults: {width: 1280, height: 720, fps: 15, bitrate: 2000, profile: x264}
+cameras:
+  camera1: {device: /dev/video0}
+  door: {serial: ABC123, name: Door, bitrate: 1500}
+  yard: {path: 'platform-xhci-hcd.0-usb-0:1:1.0', enabled: false}
+  demo: {test_pattern: smpte}
+"#;
+
+    proptest! {
+        /// A hostile or broken config file is an error that says where (`file:line:col`) or at
+        /// least which file; a config that loads can be checked for exposure.
+        #[test]
+        fn fuzz_config_parse(text in prop_oneof![mutated(DENSE), mutated(include_str!("../packaging/debian/config.yaml"))]) {
+            match Config::parse(&text, Path::new("fuzz.yaml")) {
+                Ok(config) => {
+                    let _ = config.check_exposure();
+                }
+                Err(e) => {
+                    let shown = e.to_string();
+                    prop_assert!(shown.starts_with("fuzz.yaml:"), "{}", shown);
+                    prop_assert!(shown.len() > "fuzz.yaml: ".len(), "{}", shown);
+                    if let ConfigError::Invalid { line, column, .. } = e {
+                        prop_assert!(line >= 1 && column >= 1, "{}", shown);
+                        prop_assert!(line <= yaml_lines(&text) + 1, "{}", shown);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_dense_seed_is_a_valid_config() {
+        let c = Config::parse(DENSE, Path::new("dense.yaml")).unwrap();
+        assert_eq!(c.cameras.len(), 4);
+        assert!(c.ice.turn_secret.is_some() && c.tls.is_some());
+    }
+}

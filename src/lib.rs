@@ -10,6 +10,8 @@ pub mod camera;
 pub mod config;
 pub mod devices;
 pub mod encoders;
+#[cfg(test)]
+mod fuzz;
 pub mod http;
 pub mod media;
 mod planner;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn};
 
-use crate::camera::{self, CameraHandle, CameraState, Command, Identity, Setup, Shared};
+use crate::camera::{self, CameraHandle, CameraState, Command, Identity, Remembered, Setup, Shared};
 use crate::config::{CameraConfig, Config, Selector, TestPattern};
 use crate::devices::{Camera as Device, DeviceEvent};
 use crate::encoders::Catalog;
@@ -29,6 +29,8 @@ pub struct Supervisor {
     device_cameras: HashMap<String, String>,
     /// Each pushing camera's WHIP client; it outlives unplugs, like the camera's card.
     pushers: HashMap<String, Pusher>,
+    /// Cameras whose device is gone, oldest first, bounded (`camera::MAX_REMEMBERED_OFFLINE`).
+    remembered: Remembered,
 }
 
 impl Supervisor {
@@ -40,6 +42,7 @@ impl Supervisor {
             cameras: HashMap::new(),
             device_cameras: HashMap::new(),
             pushers: HashMap::new(),
+            remembered: Remembered::default(),
         }
     }
 
@@ -188,6 +191,29 @@ impl Supervisor {
         if let Some(handle) = self.cameras.get(&id) {
             handle.send(Command::Offline).await;
         }
+        // Cameras forgotten through the API no longer count against the bound.
+        let forgotten: Vec<String> = self
+            .cameras
+            .values()
+            .filter(|h| h.is_gone())
+            .map(|h| h.id.clone())
+            .collect();
+        for gone in &forgotten {
+            self.cameras.remove(gone);
+            self.remembered.drop_id(gone);
+        }
+        for oldest in self.remembered.went_offline(&id) {
+            let Some(handle) = self.cameras.remove(&oldest) else {
+                continue;
+            };
+            info!(camera = %oldest, limit = camera::MAX_REMEMBERED_OFFLINE, "forgetting the oldest unplugged camera");
+            // Its Offline is queued before this, so it is gone by then; a reply is not waited for.
+            tokio::spawn(async move {
+                if let Err(e) = handle.forget().await {
+                    warn!(camera = %handle.id, "could not forget it: {e}");
+                }
+            });
+        }
     }
 
     fn start(&mut self, identity: Identity, plan: Plan) {
@@ -202,7 +228,8 @@ impl Supervisor {
             max_encodings: plan.max_encodings,
             push: None,
         };
-        let handle = match self.cameras.get(&identity.id) {
+        self.remembered.drop_id(&identity.id);
+        let handle = match self.cameras.get(&identity.id).filter(|h| !h.is_gone()) {
             Some(handle) => handle.clone(),
             None => {
                 let handle = camera::spawn(identity.clone(), self.shared.clone());

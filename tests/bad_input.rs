@@ -14,14 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use common::chromium::{Browser, Page};
 use common::daemon::Daemon;
 use common::viewer::{open_viewer, sample, wait_decoding, wait_rising};
-use common::{heavy_lock, wait_viewers, Signalling, LIVENESS};
-
-/// Syntactically a plausible answer, so "no such viewer" is what gets it rejected, not the SDP parser.
-const PLAUSIBLE_ANSWER: &str = "v=0\r\no=- 1 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE video0\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:video0\r\na=recvonly\r\na=rtcp-mux\r\n\
-a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
-a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
-a=setup:active\r\na=rtpmap:96 H264/90000\r\n";
+use common::{heavy_lock, wait_viewers, Signalling, LIVENESS, PLAUSIBLE_ANSWER};
 
 /// Each must be answered with an error. `camera`: what the error's `camera` field must say
 /// (`None`: null or absent, since the message named no usable camera; `Some("*")`: not checked).

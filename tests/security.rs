@@ -50,7 +50,11 @@ struct Reply {
 }
 
 async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
-    let reply = common::http_request(addr, path, headers).await?;
+    request(addr, "GET", path, headers).await
+}
+
+async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+    let reply = common::http_call(addr, method, path, headers, b"").await?;
     Ok(Reply {
         status: reply.status,
         body: reply.text(),
@@ -92,6 +96,65 @@ async fn camera_ids(ws: &mut Signalling) -> Result<Vec<String>> {
         .iter()
         .map(|c| c["id"].as_str().unwrap().to_string())
         .collect())
+}
+
+/// `DELETE /api/cameras/{id}` forgets a camera whose device is gone (the VM test forgets a real
+/// one): it needs a login with `api: true`, a camera the user may watch, the daemon's own origin, and
+/// a camera that is not plugged in (a demo camera always is: 409, and it keeps streaming).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_a_camera_needs_the_api_permission_and_a_device_that_is_gone() {
+    let daemon = Daemon::start(&auth_config(), &["--demo", "2"]).unwrap();
+    let addr = daemon.addr;
+    let alice = basic("alice", ALICE_PASSWORD);
+    let bob = basic("bob", BOB_PASSWORD);
+    let token = format!("Bearer nvr:{TOKEN_SECRET}");
+    let delete = |path: &'static str, headers: Vec<(&'static str, String)>| async move {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        request(addr, "DELETE", path, &headers).await.unwrap()
+    };
+    assert_eq!(delete("/api/cameras/demo1", vec![]).await.status, 401);
+    let r = delete("/api/cameras/demo2", vec![("Authorization", bob.clone())]).await;
+    assert_eq!(r.status, 403, "bob may watch demo2 but not use the API: {}", r.body);
+    let r = delete("/api/cameras/demo1", vec![("Authorization", alice.clone())]).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("still plugged in"), "{}", r.body);
+    assert_eq!(
+        delete("/api/cameras/demo1", vec![("Authorization", token)])
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        delete("/api/cameras/nope", vec![("Authorization", alice.clone())])
+            .await
+            .status,
+        404
+    );
+    let foreign = vec![
+        ("Authorization", alice.clone()),
+        ("Origin", "http://evil.example".to_string()),
+    ];
+    assert_eq!(delete("/api/cameras/demo1", foreign).await.status, 403);
+    let own = vec![("Authorization", alice), ("Origin", format!("http://{addr}"))];
+    assert_eq!(
+        delete("/api/cameras/demo1", own).await.status,
+        409,
+        "the page's own origin gets through"
+    );
+
+    let r = get(
+        addr,
+        "/api/cameras",
+        &[("Authorization", &basic("alice", ALICE_PASSWORD))],
+    )
+    .await
+    .unwrap();
+    let cameras: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(cameras.as_array().unwrap().len(), 2, "{cameras}");
+    assert!(
+        cameras.as_array().unwrap().iter().all(|c| c["forgettable"] == false),
+        "{cameras}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,7 +351,7 @@ async fn foreign_origin_and_unknown_host_are_refused() {
             "{host}"
         );
     }
-    assert!(daemon.log().contains("refused a websocket from a foreign page"));
+    assert!(daemon.log().contains("refused a request from a foreign page"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

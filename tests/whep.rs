@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::chromium::Browser;
 use common::daemon::{Daemon, NO_DISCOVERY};
+use common::process;
 use common::viewer::{open_viewer, wait_decoding, wait_rising};
 use common::{heavy_lock, wait_until, wait_viewers, LIVENESS};
 
@@ -89,33 +90,17 @@ async fn post_offer(addr: SocketAddr, camera: &str, sdp: &str) -> Result<Reply> 
     .await
 }
 
-fn threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// The daemon's thread names, counted, for a failure message.
-fn thread_names(pid: u32) -> String {
-    let mut names: std::collections::BTreeMap<String, usize> = Default::default();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        *names.entry(name.trim().to_string()).or_default() += 1;
-    }
-    format!("{names:?}")
+fn threads(pid: u32) -> u64 {
+    process::proc_read(pid).map_or(0, |p| p.threads)
 }
 
 /// Waits until the daemon runs no more threads than `baseline`: every branch it made was freed.
-async fn wait_threads_back(daemon: &Daemon, baseline: usize) -> Result<()> {
+async fn wait_threads_back(daemon: &Daemon, baseline: u64) -> Result<()> {
     let pid = daemon.pid().context("daemon pid")?;
     wait_until("the daemon's threads back to their baseline", LIVENESS, || async move {
         let now = threads(pid);
         if now > baseline {
-            bail!("{now} threads, baseline {baseline}: {}", thread_names(pid));
+            bail!("{now} threads, baseline {baseline}: {}", process::thread_names(pid));
         }
         Ok(())
     })

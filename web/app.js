@@ -5,6 +5,7 @@
 import { PageView, sessionText } from './render.js';
 import { CameraSession, Status } from './session.js';
 import { STATS_INTERVAL_MS } from './stats.js';
+import { pageUrl } from './ticket.js';
 import { Transport } from './transport.js';
 
 const params = new URLSearchParams(location.search);
@@ -47,6 +48,7 @@ class Camera {
     this.id = info.id;
     this.card = view.newCard({
       toggle: () => (wanted(this.id) ? disconnectCamera(this.id) : connectCamera(this.id)),
+      forget: () => forgetCamera(this.id),
       playing: () => this.session.markLive(),
     });
     this.session = new CameraSession(info, {
@@ -121,6 +123,13 @@ function disconnectCamera(id) {
   cameras.get(id)?.session.disconnect();
 }
 
+/** Asks the daemon to drop the card of a camera whose device is gone; the next list removes it. */
+async function forgetCamera(id) {
+  const res = await fetch(pageUrl(`api/cameras/${encodeURIComponent(id)}`), { method: 'DELETE' }).catch((e) => e);
+  if (!(res instanceof Response)) view.notice(`Could not forget ${id}: ${res}`);
+  else if (!res.ok) view.notice(`Could not forget ${id}: ${(await res.text()).trim() || `HTTP ${res.status}`}`);
+}
+
 function connectAll() {
   for (const id of cameras.keys()) connectCamera(id);
 }
@@ -141,6 +150,7 @@ window.edgecam = {
   connect: connectCamera,
   disconnect: disconnectCamera,
   connectAll,
+  forget: forgetCamera,
   /** The page's own stats of camera `id`: {framesDecoded, frameWidth, frameHeight, fps, kbps, codec, ...}. */
   async stats(id) {
     const result = await cameras.get(id)?.session.readStats();

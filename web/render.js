@@ -51,6 +51,7 @@ export class Card {
    * @param {HTMLTemplateElement} template
    * @param {object} on
    * @param {() => void} on.toggle the Connect / Disconnect button was clicked
+   * @param {() => void} on.forget the Forget button (cards of unplugged devices) was clicked
    * @param {() => void} on.playing the video started playing
    */
   constructor(template, on) {
@@ -66,12 +67,14 @@ export class Card {
       name: $('.name'),
       badge: $('.badge'),
       toggle: $('.toggle'),
+      forget: $('.forget'),
       id: $('.cam-id'),
       daemon: $('.daemon'),
       push: $('.push'),
     };
     this.mode = '';
     this.el.toggle.addEventListener('click', on.toggle);
+    this.el.forget.addEventListener('click', on.forget);
     this.el.video.addEventListener('playing', on.playing);
     this.el.video.addEventListener('resize', () => this.fitAspect());
   }
@@ -99,6 +102,8 @@ export class Card {
     el.toggle.textContent = wanted ? 'Disconnect' : 'Connect';
     // Nothing to connect to while the device is gone; auto-connect still brings it back.
     el.toggle.hidden = info.state === 'offline' || info.state === 'failed';
+    // The daemon says when the device is gone for good enough to drop its card.
+    el.forget.hidden = info.forgettable !== true;
     this.mode = info.mode ?? '';
     this.fitAspect();
   }

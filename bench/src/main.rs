@@ -11,6 +11,7 @@
 //!   edgecam-bench bitrate         [--seconds 20]      kbit/s received per camera at the defaults
 //!   edgecam-bench scaling         [--seconds 10] [--grid 1x1,2x1,...]   cameras x viewers: CPU, fps
 //!   edgecam-bench peer_comparison [--tries 10] [--seconds 10] [--python python3]   against aiortc
+//!   edgecam-bench full_load       [--viewers 32] [--sockets 128] [--seconds 10]   the daemon at its limits
 //!   edgecam-bench report
 //!
 //! Every measurement also takes `--out DIR`. The daemon is EDGECAM_BIN (bench/run.sh: the release build).
@@ -20,6 +21,7 @@
 mod bitrate;
 mod daemon_proc;
 mod first_frame;
+mod full_load;
 mod harness;
 mod idle_cost;
 mod janus_push;
@@ -44,7 +46,7 @@ const RESULTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/results");
 const REPORT: &str = "REPORT.md";
 
 /// Every measurement and the options it takes (`--out` besides).
-const MEASUREMENTS: [(&str, &[&str]); 9] = [
+const MEASUREMENTS: [(&str, &[&str]); 10] = [
     (latency::NAME, latency::OPTIONS),
     (first_frame::NAME, first_frame::OPTIONS),
     (idle_cost::NAME, idle_cost::OPTIONS),
@@ -54,6 +56,7 @@ const MEASUREMENTS: [(&str, &[&str]); 9] = [
     (bitrate::NAME, bitrate::OPTIONS),
     (scaling::NAME, scaling::OPTIONS),
     (peer_comparison::NAME, peer_comparison::OPTIONS),
+    (full_load::NAME, full_load::OPTIONS),
 ];
 
 fn usage() -> String {
@@ -96,6 +99,7 @@ async fn main() -> Result<()> {
         bitrate::NAME => bitrate::run(&opt).await?,
         scaling::NAME => scaling::run(&opt, &out).await?,
         peer_comparison::NAME => peer_comparison::run(&opt).await?,
+        full_load::NAME => full_load::run(&opt).await?,
         _ => unreachable!("{name} is in MEASUREMENTS"),
     };
     let path = write_result(&out, &name, &result)?;

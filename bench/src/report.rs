@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::harness::{machine, read_result};
-use crate::{bitrate, first_frame, idle_cost, janus_push, latency, leaks, peer_comparison, scaling, viewer_cost};
+use crate::{
+    bitrate, first_frame, full_load, idle_cost, janus_push, latency, leaks, peer_comparison, scaling, viewer_cost,
+};
 
 /// The encoder measurement's result, written by bench/encoders.sh (a shell benchmark: one gst-launch-1.0
 /// per case, no daemon).
@@ -109,7 +111,7 @@ pub fn report(dir: &Path) -> Result<String> {
     if let Some(v) = read_result(dir, latency::NAME)? {
         md += &latency::section(&v, &earlier(dir, latency::NAME)?);
     }
-    let sections: [(&str, Section); 9] = [
+    let sections: [(&str, Section); 10] = [
         (first_frame::NAME, first_frame::section),
         (idle_cost::NAME, idle_cost::section),
         (viewer_cost::NAME, viewer_cost::section),
@@ -118,6 +120,7 @@ pub fn report(dir: &Path) -> Result<String> {
         (bitrate::NAME, bitrate::section),
         (scaling::NAME, scaling::section),
         (peer_comparison::NAME, peer_comparison::section),
+        (full_load::NAME, full_load::section),
         (ENCODERS, encoders_section),
     ];
     for (name, section) in sections {

@@ -46,6 +46,7 @@ pub(super) fn spawn(identity: Identity, shared: Shared, handle: CameraHandle, co
         viewers: 0,
         encodings: Default::default(),
         push: None,
+        forgettable: false,
     };
     shared.registry.insert(handle.clone(), info.clone());
     let actor = Actor {
@@ -122,6 +123,23 @@ impl Actor {
                 command = commands.recv() => match command {
                     None => break None,
                     Some(Command::Shutdown { done }) => break Some(done),
+                    Some(Command::Forget { done }) => match self.lifecycle.forgettable(&self.info.id) {
+                        Ok(()) => {
+                            // Closed first, so the supervisor sees this actor gone and a device that
+                            // returns gets a new one; then the card goes (only if it is still ours).
+                            commands.close();
+                            self.shared.registry.forget(&self.handle);
+                            for viewer in self.viewers.values() {
+                                viewer.port.send(ToViewer::Error(CameraError::Unknown(self.info.id.clone())));
+                            }
+                            info!("forgotten: its device is gone and its card removed");
+                            let _ = done.send(Ok(()));
+                            break None;
+                        }
+                        Err(e) => {
+                            let _ = done.send(Err(e));
+                        }
+                    },
                     Some(command) => self.on_command(command).await,
                 },
                 Some((conn, branch, event)) = events.recv() => self.on_viewer_event(conn, branch, event).await,
@@ -215,7 +233,7 @@ impl Actor {
                 info!("device gone; pipeline torn down, viewers wait for it to return");
                 self.step(Input::Offline).await;
             }
-            Command::Shutdown { .. } => unreachable!("handled by the loop"),
+            Command::Shutdown { .. } | Command::Forget { .. } => unreachable!("handled by the loop"),
         }
     }
 
@@ -720,6 +738,7 @@ impl Actor {
         self.info.state = state;
         self.info.detail = detail;
         self.info.viewers = self.lifecycle.viewers();
+        self.info.forgettable = self.lifecycle.forgettable(&self.info.id).is_ok();
         self.info.encodings = self
             .lifecycle
             .rates()

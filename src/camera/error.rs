@@ -41,6 +41,9 @@ pub enum CameraError {
     /// Its branch could not be added to the running pipeline.
     #[error("{0}")]
     Branch(String),
+    /// Only a camera whose device is gone can be forgotten (`DELETE /api/cameras/{id}`).
+    #[error("camera {0:?} is still plugged in; only a camera whose device is gone can be forgotten")]
+    NotGone(String),
 }
 
 impl CameraError {
@@ -55,6 +58,7 @@ impl CameraError {
             Self::NegotiationTimeout(_) => 408,
             Self::ViewerFailed(_) | Self::Branch(_) => 500,
             Self::NoSnapshot(_) => 501,
+            Self::NotGone(_) => 409,
         }
     }
 }

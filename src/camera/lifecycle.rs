@@ -980,6 +980,15 @@ impl Lifecycle {
         self.viewers.get(&conn).map(|v| v.encoding)
     }
 
+    /// Whether the camera may be forgotten: only once its device is gone (unplugged, no setup), so
+    /// forgetting never stops a stream; a device that returns later gets a new card.
+    pub fn forgettable(&self, id: &str) -> Result<(), CameraError> {
+        match (&self.phase, &self.setup) {
+            (Phase::Offline(_), None) => Ok(()),
+            _ => Err(CameraError::NotGone(id.to_string())),
+        }
+    }
+
     /// The state and its reason, as the card shows them.
     pub fn state(&self) -> (CameraState, Option<String>) {
         match &self.phase {

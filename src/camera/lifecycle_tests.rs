@@ -130,6 +130,32 @@ fn plug_unplug_replug() {
 }
 
 #[test]
+fn only_a_camera_whose_device_is_gone_may_be_forgotten() {
+    let mut camera = Camera::new(IdlePolicy::KeepEncoding);
+    camera.input(Input::Online(setup(&["x264"])));
+    assert!(
+        matches!(camera.lc.forgettable("c"), Err(CameraError::NotGone(_))),
+        "starting"
+    );
+    camera.input(Input::Started);
+    assert!(
+        matches!(camera.lc.forgettable("c"), Err(CameraError::NotGone(_))),
+        "streaming"
+    );
+    // A device that is there but failing (retried) is not gone either.
+    camera.input(failed(FailureOrigin::Source, "EIO"));
+    assert_eq!(camera.state(), CameraState::Offline);
+    assert!(
+        matches!(camera.lc.forgettable("c"), Err(CameraError::NotGone(_))),
+        "retrying"
+    );
+    camera.input(Input::Offline);
+    assert!(camera.lc.forgettable("c").is_ok(), "unplugged");
+    camera.input(Input::Online(setup(&["x264"])));
+    assert!(camera.lc.forgettable("c").is_err(), "plugged back in");
+}
+
+#[test]
 fn viewers_wait_for_an_unplugged_camera_and_get_a_branch_when_it_returns() {
     let mut camera = Camera::streaming(&["x264"]);
     assert_eq!(

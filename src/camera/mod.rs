@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use bitrate::{Limits, LinkReport};
 pub use error::CameraError;
 pub use lifecycle::{Policy, PushStatus};
-pub use registry::Registry;
+pub use registry::{Registry, Remembered, MAX_REMEMBERED_OFFLINE};
 pub use sink::{ConnId, ToViewer, Transport, ViewerPort, ViewerSink};
 pub use status::{CameraInfo, CameraState, CameraStats, PushInfo, PushState, ViewerLink};
 
@@ -72,6 +72,11 @@ pub enum Command {
     Online(Box<Setup>),
     /// The device is gone: tear the pipeline down, keep the card.
     Offline,
+    /// Forget a camera whose device is gone: it leaves the registry and the actor ends. Refused
+    /// (`CameraError::NotGone`) while the device is there.
+    Forget {
+        done: oneshot::Sender<Result<(), CameraError>>,
+    },
     /// Stop every branch and the pipeline; `done` is answered once they are in NULL (or gave up).
     Shutdown {
         done: oneshot::Sender<()>,
@@ -134,6 +139,27 @@ impl CameraHandle {
         if self.send(Command::Shutdown { done }).await {
             let _ = stopped.await;
         }
+    }
+
+    /// Forgets the camera if its device is gone (see `Command::Forget`).
+    pub async fn forget(&self) -> Result<(), CameraError> {
+        let (done, reply) = oneshot::channel();
+        if !self.send(Command::Forget { done }).await {
+            return Err(CameraError::Unknown(self.id.clone()));
+        }
+        reply
+            .await
+            .unwrap_or_else(|_| Err(CameraError::Unknown(self.id.clone())))
+    }
+
+    /// The actor behind it has ended (forgotten): a device with this id needs a new one.
+    pub fn is_gone(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Whether both handles reach the same actor (an id may get a new one after it was forgotten).
+    pub fn same_actor(&self, other: &CameraHandle) -> bool {
+        self.tx.same_channel(&other.tx)
     }
 
     /// A handle with no actor behind it, for tests of code that routes commands.

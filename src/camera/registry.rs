@@ -1,8 +1,9 @@
 //! The live set of cameras: who can be messaged (handles) and what the pages are shown (infos).
-//! Only the supervisor adds and removes entries; camera actors update their own info. Readers get a
-//! `watch` snapshot, so a slow page never holds anything up.
+//! Camera actors add themselves, update their own info and take themselves out when forgotten.
+//! Readers get a `watch` snapshot, so a slow page never holds anything up. `Remembered` bounds how
+//! many cards of unplugged devices are kept.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -54,11 +55,14 @@ impl Registry {
         self.publish(&entries);
     }
 
-    pub fn remove(&self, id: &str) -> Option<CameraHandle> {
+    /// Removes the camera `handle` reaches, if the entry is still that camera's (after a forget, a
+    /// device with the same id may already have a new actor and entry).
+    pub fn forget(&self, handle: &CameraHandle) {
         let mut entries = self.lock();
-        let entry = entries.remove(id);
-        self.publish(&entries);
-        entry.map(|e| e.handle)
+        if entries.get(&handle.id).is_some_and(|e| e.handle.same_actor(handle)) {
+            entries.remove(&handle.id);
+            self.publish(&entries);
+        }
     }
 
     /// Called by a camera actor whenever what the pages show about it changes.
@@ -95,6 +99,37 @@ impl Registry {
     }
 }
 
+/// Cards of unplugged devices kept at most, so a device that re-enumerates with a random serial (a
+/// new id each time) cannot grow the list without end. Well above the cameras one board has ports
+/// for, even behind hubs; the oldest unplugged is forgotten first.
+pub const MAX_REMEMBERED_OFFLINE: usize = 32;
+
+/// The unplugged devices' cameras in the order they went, oldest first (the supervisor's record).
+#[derive(Debug, Default)]
+pub struct Remembered {
+    offline: VecDeque<String>,
+}
+
+impl Remembered {
+    /// `id`'s device is gone; returns the cameras to forget now to stay within the bound.
+    pub fn went_offline(&mut self, id: &str) -> Vec<String> {
+        self.offline.retain(|o| o != id);
+        self.offline.push_back(id.to_string());
+        let over = self.offline.len().saturating_sub(MAX_REMEMBERED_OFFLINE);
+        self.offline.drain(..over).collect()
+    }
+
+    /// `id`'s device is back, or its camera was forgotten: it no longer counts.
+    pub fn drop_id(&mut self, id: &str) {
+        self.offline.retain(|o| o != id);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.offline.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +149,7 @@ mod tests {
             viewers: 0,
             encodings: Default::default(),
             push: None,
+            forgettable: false,
         }
     }
 
@@ -125,7 +161,7 @@ mod tests {
 
         let (a, _a_rx) = CameraHandle::detached("a");
         let (b, _b_rx) = CameraHandle::detached("b");
-        registry.insert(b, info("b", CameraState::Offline));
+        registry.insert(b.clone(), info("b", CameraState::Offline));
         registry.insert(a, info("a", CameraState::Starting));
         assert!(list.has_changed().unwrap());
         let ids: Vec<String> = list.borrow_and_update().iter().map(|i| i.id.clone()).collect();
@@ -140,7 +176,7 @@ mod tests {
         assert!(!list.has_changed().unwrap());
 
         // An update for a camera that is gone does not bring it back.
-        assert!(registry.remove("b").is_some());
+        registry.forget(&b);
         registry.update(info("b", CameraState::Streaming));
         assert_eq!(registry.infos().len(), 1);
         assert!(registry.handle("b").is_none());
@@ -156,5 +192,41 @@ mod tests {
         assert!(matches!(a_rx.try_recv(), Ok(Command::Leave { conn: 7 })));
         assert_eq!(registry.handles().len(), 1);
         assert!(registry.handle("nope").is_none());
+    }
+
+    #[test]
+    fn forget_removes_only_the_entry_of_that_actor() {
+        let registry = Registry::new();
+        let (old, _old_rx) = CameraHandle::detached("a");
+        registry.insert(old.clone(), info("a", CameraState::Offline));
+        let (new, _new_rx) = CameraHandle::detached("a");
+        registry.insert(new.clone(), info("a", CameraState::Streaming));
+        registry.forget(&old);
+        assert_eq!(
+            registry.infos().len(),
+            1,
+            "a new actor under the same id keeps its card"
+        );
+        registry.forget(&new);
+        assert!(registry.infos().is_empty() && registry.handle("a").is_none());
+    }
+
+    #[test]
+    fn unplugged_cameras_are_bounded_and_the_oldest_goes_first() {
+        let mut remembered = Remembered::default();
+        for n in 0..MAX_REMEMBERED_OFFLINE {
+            assert!(remembered.went_offline(&format!("cam{n}")).is_empty());
+        }
+        // Unplugged again: it moves to the back instead of counting twice.
+        assert!(remembered.went_offline("cam0").is_empty());
+        assert_eq!(remembered.len(), MAX_REMEMBERED_OFFLINE);
+        assert_eq!(remembered.went_offline("random-serial-1"), ["cam1"]);
+        remembered.drop_id("cam2");
+        assert!(
+            remembered.went_offline("random-serial-2").is_empty(),
+            "cam2 came back: room for one"
+        );
+        assert_eq!(remembered.went_offline("random-serial-3"), ["cam3"]);
+        assert_eq!(remembered.len(), MAX_REMEMBERED_OFFLINE);
     }
 }

@@ -29,6 +29,9 @@ pub struct CameraInfo {
     /// The bitrate each running encoding ("h264", "h264-low", "vp8") was last told, in kbit/s.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub encodings: BTreeMap<String, u32>,
+    /// Its device is gone, so `DELETE /api/cameras/{id}` may forget it (the card's Forget button).
+    #[serde(default)]
+    pub forgettable: bool,
     /// The push to a media server, for a camera with `push:` in its config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<PushInfo>,

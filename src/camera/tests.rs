@@ -154,6 +154,51 @@ async fn plug_unplug_replug_keeps_the_camera_and_its_frames_count() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_is_forgotten_only_once_its_device_is_gone() {
+    let (camera, registry) = streaming_with_x264().await;
+    let (tx, mut rx) = mpsc::channel(16);
+    let viewer = test_viewer("cam", 7, tx);
+    let refused = camera.handle.forget().await.unwrap_err();
+    assert!(matches!(refused, CameraError::NotGone(_)), "{refused}");
+    assert_eq!(
+        registry.infos()[0].state,
+        CameraState::Streaming,
+        "refusing stopped nothing"
+    );
+
+    camera.send(Command::Offline).await;
+    camera
+        .send(Command::Join {
+            viewer,
+            codecs: None,
+            offer: None,
+        })
+        .await;
+    wait_for(&registry, "a viewer waiting for the unplugged camera", |i| {
+        i.viewers == 1
+    })
+    .await;
+    camera.handle.forget().await.unwrap();
+    assert!(
+        registry.infos().is_empty() && registry.handle("cam").is_none(),
+        "its card is gone"
+    );
+    assert!(camera.handle.is_gone());
+    // The viewer that waited for it is told.
+    loop {
+        match next_message(&mut rx).await {
+            ServerMessage::Error { message, .. } => {
+                assert!(message.contains("unknown camera"), "{message}");
+                break;
+            }
+            ServerMessage::Candidate { .. } | ServerMessage::Offer { .. } => continue,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+    assert!(matches!(camera.handle.forget().await, Err(CameraError::Unknown(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_gets_an_offer_and_leaving_frees_it() {
     let (camera, registry) = streaming_with_x264().await;
 

@@ -485,3 +485,40 @@ pipeline: "h264parse config-interval=-1"
         assert!(!names_element("x264enc name=encoder", "enc"));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn profile_text() -> impl Strategy<Value = String> {
+        use crate::fuzz::mutated;
+        prop_oneof![
+            mutated(include_str!("../../profiles/x264.yaml")),
+            mutated(include_str!("../../profiles/vp8.yaml")),
+            mutated(include_str!("../../profiles/passthrough.yaml")),
+            mutated(include_str!("../../profiles/v4l2h264enc.yaml")),
+            mutated(include_str!("../../profiles/vah264enc.yaml")),
+        ]
+    }
+
+    proptest! {
+        /// A broken profile (users put their own in /etc/edgecam/profiles) is an error with a
+        /// position inside the file and a message; one that loads renders its fragment.
+        #[test]
+        fn fuzz_profile_from_yaml(text in profile_text()) {
+            match Profile::from_yaml(&text) {
+                Ok(profile) => {
+                    let _ = profile.render(&EncodeSettings::default());
+                    prop_assert!(!profile.name().is_empty());
+                }
+                Err(e) => {
+                    prop_assert!(!e.message.is_empty());
+                    prop_assert!(e.line >= 1 && e.column >= 1, "{}", e);
+                    prop_assert!(e.line <= crate::fuzz::yaml_lines(&text) + 1, "{}", e);
+                }
+            }
+        }
+    }
+}

@@ -1,8 +1,11 @@
 //! The JSON API: camera states, the encoder report and what the page needs for its peer connections.
-//! `/api/cameras` and `/api/profiles` need the `api` permission; the page's own two (`config`,
+//! `/api/cameras` and `/api/profiles` need the `api` permission, and so does forgetting a camera
+//! (`DELETE /api/cameras/{id}`, for cameras the user may watch); the page's own two (`config`,
 //! `ticket`) need only a login.
 
-use axum::extract::State;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -51,6 +54,40 @@ pub(super) async fn cameras(State(state): State<AppState>, Extension(principal):
         })
         .collect();
     Json(list).into_response()
+}
+
+/// How long a forget waits for the camera's actor: it answers between two commands.
+const FORGET_WAIT: Duration = Duration::from_secs(5);
+
+/// Forgets a camera whose device is gone: 204, or 409 while it is plugged in. A camera the user may
+/// not watch is as unknown to them as one that does not exist (404).
+pub(super) async fn forget_camera(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    if !principal.api {
+        return forbidden(&principal);
+    }
+    let handle = state.registry.handle(&id).filter(|_| principal.watch.allows(&id));
+    let Some(handle) = handle else {
+        return (StatusCode::NOT_FOUND, "no such camera\n").into_response();
+    };
+    match tokio::time::timeout(FORGET_WAIT, handle.forget()).await {
+        Ok(Ok(())) => {
+            tracing::info!(camera = %id, user = %principal.name, "camera forgotten");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Err(e)) => {
+            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, format!("{e}\n")).into_response()
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the camera did not answer; try again\n",
+        )
+            .into_response(),
+    }
 }
 
 /// What the page needs to build its RTCPeerConnection (TURN credentials included, so only after login).

@@ -1,15 +1,15 @@
 //! Checks on where a request comes from, before any credentials are looked at:
 //! - `Host` must name this device (an IP address, `localhost`, its host name or a configured name),
 //!   so a page whose DNS name is rebound to this device's address cannot read from it;
-//! - a browser's `Origin` on `/ws` must be this daemon's own page or an allowed one, so a page
-//!   elsewhere cannot open the websocket with the user's ambient credentials;
+//! - a browser's `Origin` on `/ws` and on API changes (`DELETE /api/...`) must be this daemon's own
+//!   page or an allowed one, so a page elsewhere cannot use the user's ambient credentials;
 //! - security headers on every response.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
@@ -93,13 +93,15 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
         )
             .into_response();
     }
-    if request.uri().path() == "/ws" {
+    let path = request.uri().path();
+    let api_change = request.method() == Method::DELETE && path.starts_with("/api/");
+    if path == "/ws" || api_change {
         if let Some(origin) = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
             if !guard.origin_allowed(origin, &host) {
-                warn!(origin = %origin.escape_debug(), "refused a websocket from a foreign page");
+                warn!(origin = %origin.escape_debug(), path, "refused a request from a foreign page");
                 return (
                     StatusCode::FORBIDDEN,
-                    "websocket from a foreign origin; add it to allowed_origins in the config\n",
+                    "request from a foreign origin; add it to allowed_origins in the config\n",
                 )
                     .into_response();
             }

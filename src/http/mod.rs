@@ -21,7 +21,7 @@ mod ws_limits;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::Router;
 
 use crate::camera::Registry;
@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/api/cameras", get(api::cameras))
         .route("/api/cameras/:id/snapshot", get(snapshot::snapshot))
+        .route("/api/cameras/:id", delete(api::forget_camera))
         .route("/api/config", get(api::page_config))
         .route("/api/profiles", get(api::profiles))
         .route("/api/ticket", get(api::ticket))

@@ -8,7 +8,7 @@
 //! Origin, Host) can wrap them too.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,13 +19,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
 use tokio::sync::oneshot;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::auth::Principal;
-use super::AppState;
+use super::{ws_limits, AppState};
 use crate::camera::{CameraError, CameraHandle, Command, ConnId, ToViewer, Transport, ViewerPort, ViewerSink};
 use crate::config::IceServer;
 use crate::media::ClientOffer;
+use crate::signalling::candidate;
 
 /// An SDP offer is a few KiB (Chrome's with audio and video: ~6 KiB); mediamtx caps them at 128 KiB.
 const MAX_OFFER_BYTES: usize = 64 * 1024;
@@ -57,6 +58,8 @@ struct Session {
     etag: String,
     port: ViewerPort,
     offer: Arc<ClientOffer>,
+    /// Candidates trickled so far, against `ws_limits::MAX_CANDIDATES_PER_VIEWER` as on `/ws`.
+    candidates: Arc<AtomicU32>,
 }
 
 impl Sessions {
@@ -195,6 +198,7 @@ async fn offer(
         etag: random_token(),
         port: port.clone(),
         offer: offer.clone(),
+        candidates: Arc::default(),
     };
     state.whep.lock().insert(id.clone(), session.clone());
     let mut guard = LeaveUnlessAnswered {
@@ -271,6 +275,22 @@ async fn trickle(
         Ok(candidates) => candidates,
         Err(why) => return refuse(StatusCode::UNPROCESSABLE_ENTITY, &why),
     };
+    let count = u32::try_from(candidates.len()).unwrap_or(u32::MAX);
+    if session
+        .candidates
+        .fetch_add(count, Ordering::Relaxed)
+        .saturating_add(count)
+        > ws_limits::MAX_CANDIDATES_PER_VIEWER
+    {
+        warn!(%camera, session = %id, "refused candidates over the limit");
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!(
+                "too many candidates for this session (limit {})",
+                ws_limits::MAX_CANDIDATES_PER_VIEWER
+            ),
+        );
+    }
     let Some(handle) = state.registry.handle(&camera) else {
         state.whep.remove(&id);
         return refuse(StatusCode::NOT_FOUND, "the camera is gone");
@@ -333,6 +353,14 @@ fn read_fragment(fragment: &str, offer: &ClientOffer) -> Result<Vec<(u32, String
             mid = Some(m);
         } else if let Some(candidate) = line.strip_prefix("a=") {
             if candidate.starts_with("candidate:") {
+                if candidate.len() > ws_limits::MAX_CANDIDATE_BYTES {
+                    return Err(format!(
+                        "candidate too long ({} bytes, limit {})",
+                        candidate.len(),
+                        ws_limits::MAX_CANDIDATE_BYTES
+                    ));
+                }
+                candidate::check(candidate)?;
                 out.push((offer.candidate_mline(mid), candidate.to_string()));
             } else if candidate == "end-of-candidates" {
                 out.push((offer.candidate_mline(mid), String::new()));
@@ -414,7 +442,7 @@ fn random_token() -> String {
 mod tests {
     use super::*;
 
-    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+    pub(super) const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=ice-ufrag:abcd\r\na=rtpmap:96 VP8/90000\r\n";
 
     #[test]
@@ -461,5 +489,47 @@ mod tests {
         let (a, b) = (random_token(), random_token());
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_fragment_with_a_malformed_candidate_is_refused_whole() {
+        gst::init().unwrap();
+        let offer = ClientOffer::parse(OFFER).unwrap();
+        let fragment = "a=mid:0\r\na=candidate:1 1 UDP 1 127.0.0.1 50000 typ host\r\na=candidate:garbage\r\n";
+        assert!(read_fragment(fragment, &offer).unwrap_err().contains("candidate has"));
+        let long = format!("a=candidate:1 1 UDP 1 127.0.0.1 5 typ host {}\r\n", "x".repeat(600));
+        assert!(read_fragment(&long, &offer).unwrap_err().contains("too long"));
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::tests::OFFER;
+    use super::*;
+    use crate::fuzz::mutated;
+
+    const FRAGMENT: &str = "a=ice-ufrag:abcd\r\na=ice-pwd:x\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n\
+        a=candidate:1 1 UDP 2015363327 127.0.0.1 50000 typ host\r\n\
+        a=candidate:2 1 UDP 1677729535 203.0.113.7 61034 typ srflx raddr 0.0.0.0 rport 0\r\na=end-of-candidates\r\n";
+
+    proptest! {
+        /// A trickled fragment is refused with a reason (the 422 body) or gives candidates that
+        /// each passed the candidate check, for an m-line the offer has.
+        #[test]
+        fn fuzz_whep_fragment(fragment in mutated(FRAGMENT)) {
+            gst::init().unwrap();
+            let offer = ClientOffer::parse(OFFER).unwrap();
+            match read_fragment(&fragment, &offer) {
+                Ok(candidates) => {
+                    for (mline, c) in candidates {
+                        prop_assert_eq!(mline, 0);
+                        prop_assert!(candidate::check(&c).is_ok() && c.len() <= ws_limits::MAX_CANDIDATE_BYTES);
+                    }
+                }
+                Err(why) => prop_assert!(!why.is_empty()),
+            }
+        }
     }
 }

@@ -1,10 +1,12 @@
 //! What one client may hold of the websocket side: sockets (in total and per address), the rate of
-//! `ready` messages and the ICE candidates it sends per viewer. Every limit is a named constant.
+//! `ready` messages and the ICE candidates it sends per viewer (count, size, m-line, syntax). Every limit is a named constant.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::signalling::candidate;
 
 /// Websockets open at once. Each page holds one; a 2-core board streams to a few dozen viewers
 /// (bench/), so this is headroom for idle pages while bounding tasks and file descriptors.
@@ -132,7 +134,7 @@ pub fn candidate_problem(sent_for_viewer: u32, candidate: &str, mline: u32) -> O
             MAX_MLINE_INDEX + 1
         ))
     } else {
-        None
+        candidate::check(candidate).err()
     }
 }
 
@@ -190,5 +192,8 @@ mod tests {
             .unwrap()
             .contains("too long"));
         assert!(candidate_problem(0, "c", 1).unwrap().contains("sdpMLineIndex 1"));
+        assert!(candidate_problem(0, "c", 0)
+            .unwrap()
+            .contains("starts with \"candidate:\""));
     }
 }

@@ -1,5 +1,5 @@
-//! A client's SDP offer (WHEP: the client offers, the daemon answers), read for what a camera can
-//! send into it: which video codecs it takes, and under which payload type. The camera's payloaders
+//! A client's SDP: its answer to the daemon's offer, checked before webrtcbin gets it, and its offer
+//! (WHEP: the client offers, the daemon answers), read for what a camera can send into it: which video codecs it takes, and under which payload type. The camera's payloaders
 //! always stamp `PAYLOAD_TYPE` (96); a client picks its own numbers (Chrome 102/103, whepsrc 103), so
 //! each answering branch rewrites to the client's type (`viewer::rewrite_payload_type`).
 
@@ -31,12 +31,7 @@ pub struct ChosenPayload {
 
 impl ClientOffer {
     pub fn parse(sdp: &str) -> Result<Self, MediaError> {
-        // GStreamer's SDP parser accepts nearly anything; an SDP body starts with its version line.
-        if !sdp.trim_start().starts_with("v=0") {
-            return Err(MediaError::Sdp("the offer is not SDP (no v=0 line)".into()));
-        }
-        let message = SDPMessage::parse_buffer(sdp.as_bytes())
-            .map_err(|_| MediaError::Sdp("the offer is not valid SDP".into()))?;
+        let message = parse_sdp(sdp, "offer")?;
         if message.medias_len() == 0 {
             return Err(MediaError::Sdp("the offer has no media (m=) lines".into()));
         }
@@ -116,7 +111,8 @@ impl ClientOffer {
             let (Some(ours), Some(theirs)) = (stream_profile, profile(s)) else {
                 return false;
             };
-            theirs.len() >= 4 && ours.len() >= 4 && theirs[..4].eq_ignore_ascii_case(&ours[..4])
+            // The profile is the first 4 hex digits; a client's may be anything, so no byte slicing.
+            matches!((theirs.get(..4), ours.get(..4)), (Some(t), Some(o)) if t.eq_ignore_ascii_case(o))
         };
         let (pt, s) = candidates
             .iter()
@@ -172,6 +168,28 @@ impl ClientOffer {
     }
 }
 
+/// A client's SDP body (`what`: "offer" or "answer", for the error).
+pub(super) fn parse_sdp(sdp: &str, what: &str) -> Result<SDPMessage, MediaError> {
+    // GStreamer's SDP parser accepts nearly anything; an SDP body starts with its version line.
+    if !sdp.trim_start().starts_with("v=0") {
+        return Err(MediaError::Sdp(format!("the {what} is not valid SDP (no v=0 line)")));
+    }
+    SDPMessage::parse_buffer(sdp.as_bytes()).map_err(|_| MediaError::Sdp(format!("the {what} is not valid SDP")))
+}
+
+/// A client's answer to the daemon's offer, checked before webrtcbin sees it.
+pub(super) fn parse_answer(sdp: &str) -> Result<SDPMessage, MediaError> {
+    let message = parse_sdp(sdp, "answer")?;
+    // A browser that cannot take the offered codec answers with port 0; renegotiating would loop
+    // (Chrome rejecting High profile made webrtcbin re-offer hundreds of times a second).
+    if message.medias().next().is_some_and(|media| media.port() == 0) {
+        return Err(MediaError::Sdp(
+            "the browser rejected the video (no codec in common: it may lack H.264)".into(),
+        ));
+    }
+    Ok(message)
+}
+
 /// The value of `a=<key>:<pt> <value>` for this payload type.
 fn format_attribute<'a>(media: &'a gst_sdp::SDPMediaRef, key: &str, pt: u32) -> Option<&'a str> {
     let prefix = format!("{pt} ");
@@ -191,7 +209,7 @@ mod tests {
     use super::*;
 
     /// The video half of what Chrome offers (trimmed), with an H.264 in mode 0 first.
-    const CHROME_LIKE: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+    pub(super) const CHROME_LIKE: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 96 102 106 45\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\n\
         a=rtpmap:96 VP8/90000\r\n\
         a=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f\r\n\
@@ -271,5 +289,63 @@ mod tests {
             ClientOffer::parse("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"),
             Err(MediaError::Sdp(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::tests::CHROME_LIKE;
+    use super::*;
+    use crate::fuzz::mutated;
+
+    /// What Chromium answered to a camera's offer (trimmed to what webrtcbin reads).
+    const ANSWER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        a=group:BUNDLE video0\r\na=msid-semantic: WMS\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97\r\n\
+        c=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:Kq4f\r\na=ice-pwd:ZXg2bjF1c3R1dnd4eXphYmNk\r\n\
+        a=ice-options:trickle\r\na=fingerprint:sha-256 0B:3E:6C:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD\r\n\
+        a=setup:active\r\na=mid:video0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:96 H264/90000\r\n\
+        a=rtcp-fb:96 nack pli\r\na=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+        a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n";
+
+    proptest! {
+        /// A client's offer, however broken, is refused with a reason or read for codecs, payload
+        /// types, its ICE username and the m-line of trickled candidates, without a panic.
+        #[test]
+        fn fuzz_client_offer(sdp in prop_oneof![mutated(CHROME_LIKE), mutated(ANSWER)], mid in ".{0,8}") {
+            gst::init().unwrap();
+            match ClientOffer::parse(&sdp) {
+                Ok(offer) => {
+                    let codecs = offer.video_codecs();
+                    for codec in [Codec::H264, Codec::Vp8] {
+                        match offer.payload_for(codec, Some("42e01f")) {
+                            Ok(_) => prop_assert!(codecs.contains(&codec.to_string().to_ascii_uppercase()), "{:?}", codecs),
+                            Err(e) => prop_assert!(e.to_string().contains(&codec.to_string()), "{}", e),
+                        }
+                        // The stream's own profile is device input too (a camera's H.264).
+                        for profile in ["", "4", "\u{20ac}\u{20ac}", "42\u{20ac}1f"] {
+                            let _ = offer.payload_for(codec, Some(profile));
+                        }
+                    }
+                    let _ = offer.ice_ufrag();
+                    prop_assert!(offer.candidate_mline(Some(&mid)) < offer.message().medias_len().max(1));
+                }
+                Err(e) => prop_assert!(e.to_string().contains("offer"), "{}", e),
+            }
+        }
+
+        /// An answer is refused with a reason that names it, or handed on as parsed SDP.
+        #[test]
+        fn fuzz_answer(sdp in prop_oneof![mutated(ANSWER), mutated(CHROME_LIKE)]) {
+            gst::init().unwrap();
+            match parse_answer(&sdp) {
+                Ok(message) => prop_assert!(message.medias().next().map_or(true, |m| m.port() != 0)),
+                Err(e) => {
+                    let shown = e.to_string();
+                    prop_assert!(shown.contains("answer") || shown.contains("rejected the video"), "{}", shown);
+                }
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ use gst_webrtc::WebRTCSDPType;
 
 use super::branch::{self, Attached, Detaching};
 use super::congestion::Estimator;
-use super::offer::ClientOffer;
+use super::offer::{self, ClientOffer};
 use super::viewer_stats::{StatsPoller, ViewerStats};
 use super::MediaError;
 use crate::config::IceServer;
@@ -205,21 +205,7 @@ impl ViewerBranch {
         if state != gst_webrtc::WebRTCSignalingState::HaveLocalOffer {
             return Err(MediaError::StaleAnswer);
         }
-        // GStreamer's SDP parser accepts nearly anything; an SDP body starts with its version line.
-        if !sdp.trim_start().starts_with("v=0") {
-            return Err(MediaError::Sdp("answer is not valid SDP (no v=0 line)".into()));
-        }
-        let message = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
-            .map_err(|_| MediaError::Sdp("answer is not valid SDP".into()))?;
-        // A browser that cannot take the offered codec answers with port 0; renegotiating would loop
-        // (Chrome rejecting High profile made webrtcbin re-offer hundreds of times a second).
-        if let Some(media) = message.medias().next() {
-            if media.port() == 0 {
-                return Err(MediaError::Sdp(
-                    "the browser rejected the video (no codec in common: it may lack H.264)".into(),
-                ));
-            }
-        }
+        let message = offer::parse_answer(sdp)?;
         let answer = gst_webrtc::WebRTCSessionDescription::new(WebRTCSDPType::Answer, message);
         let promise = gst::Promise::with_change_func(move |reply| {
             if let Ok(Some(reply)) = reply {

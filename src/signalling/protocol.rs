@@ -207,3 +207,89 @@ mod tests {
         assert_eq!(m.to_json(), r#"{"type":"offer","camera":"c","sdp":"v=0"}"#);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::fuzz::mutated;
+
+    /// Any JSON, nested a few levels, with the protocol's own keys among the random ones.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("type".to_string()),
+            Just("camera".to_string()),
+            Just("sdp".to_string()),
+            Just("candidate".to_string()),
+            Just("sdpMLineIndex".to_string()),
+            Just("codecs".to_string()),
+            ".{0,12}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop_oneof![
+                Just("ready"),
+                Just("answer"),
+                Just("candidate"),
+                Just("stop"),
+                Just("demo1")
+            ]
+            .prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::from),
+                prop::collection::btree_map(key.clone(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn frame() -> impl Strategy<Value = String> {
+        prop_oneof![
+            mutated(r#"{"type":"ready","camera":"camera1","codecs":["H264","VP8"],"links":true}"#),
+            mutated(r#"{"type":"answer","camera":"camera1","sdp":"v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\n"}"#),
+            mutated(
+                r#"{"type":"candidate","camera":"c2","candidate":"candidate:1 1 UDP 1 1.2.3.4 5 typ host","sdpMLineIndex":0}"#
+            ),
+            mutated(r#"{"type":"stop","camera":"camera1"}"#),
+            json_value().prop_map(|v| v.to_string()),
+            (
+                json_value(),
+                prop_oneof![Just("ready"), Just("answer"), Just("candidate"), Just("stop")]
+            )
+                .prop_map(|(v, ty)| {
+                    let mut v = if v.is_object() { v } else { json!({ "x": v }) };
+                    v["type"] = ty.into();
+                    v.to_string()
+                }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever arrives, `parse` answers: a message for the camera the frame named, or an error
+        /// that says what was wrong and names that camera, which is what the `error` reply carries.
+        #[test]
+        fn fuzz_signalling_parse(text in frame()) {
+            let named = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("camera").and_then(Value::as_str).map(str::to_string));
+            match ClientMessage::parse(&text) {
+                Ok(message) => prop_assert_eq!(Some(message.camera()), named.as_deref()),
+                Err(e) => {
+                    prop_assert!(!e.message.is_empty());
+                    prop_assert_eq!(&e.camera, &named);
+                    let reply: Value = serde_json::from_str(&ServerMessage::error(e.camera.as_deref(), e.message.clone()).to_json()).unwrap();
+                    prop_assert_eq!(reply["type"].as_str(), Some("error"));
+                    prop_assert_eq!(reply["message"].as_str(), Some(e.message.as_str()));
+                }
+            }
+        }
+    }
+}

@@ -15,6 +15,7 @@ pub mod firefox;
 pub mod janus;
 pub mod link_stats;
 pub mod netns;
+pub mod process;
 pub mod shaped_link;
 pub mod viewer;
 pub mod webrtc_client;
@@ -33,6 +34,14 @@ use tokio_tungstenite::tungstenite::Message;
 /// Upper bound for anything that should happen "soon" (a page connecting, frames arriving, a daemon
 /// starting). Generous because two cores are shared by the daemon, a browser and parallel builds.
 pub const LIVENESS: Duration = Duration::from_secs(30);
+
+/// A syntactically plausible SDP answer, for tests where what is wrong with it is where or when it is
+/// sent (no such viewer, after `stop`), not the SDP parser.
+pub const PLAUSIBLE_ANSWER: &str = "v=0\r\no=- 1 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE video0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:video0\r\na=recvonly\r\na=rtcp-mux\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+a=setup:active\r\na=rtpmap:96 H264/90000\r\n";
 
 /// Tests that run a daemon plus a browser hold this lock: on 2 cores, several encoders, decoders and
 /// Chromium instances at once starve each other until ICE or DTLS time out, which would be flakiness
@@ -241,6 +250,25 @@ impl Signalling {
         let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
             .await
             .with_context(|| format!("websocket {url}"))?;
+        Ok(Signalling { ws })
+    }
+
+    /// The same from a given local address (127.0.0.2, ...): the daemon limits websockets per client
+    /// address, so a load of more than that needs several.
+    pub async fn connect_from(addr: std::net::SocketAddr, source: std::net::IpAddr) -> Result<Signalling> {
+        let socket = match source {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind((source, 0).into())?;
+        let stream = socket
+            .connect(addr)
+            .await
+            .with_context(|| format!("connect to {addr} from {source}"))?;
+        let url = format!("ws://{addr}/ws");
+        let (ws, _) = tokio_tungstenite::client_async(url.as_str(), tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .with_context(|| format!("websocket {url} from {source}"))?;
         Ok(Signalling { ws })
     }
 

@@ -243,15 +243,20 @@ pub struct OriginalSession {
 
 impl OriginalSession {
     pub async fn connect(addr: std::net::SocketAddr) -> Result<OriginalSession> {
+        Ok(Self::over(Signalling::connect(addr).await?))
+    }
+
+    /// A session on a websocket already open (`Signalling::connect_from`).
+    pub fn over(sig: Signalling) -> OriginalSession {
         let (out_tx, out_rx) = mpsc::unbounded_channel();
-        Ok(OriginalSession {
-            sig: Signalling::connect(addr).await?,
+        OriginalSession {
+            sig,
             viewers: HashMap::new(),
             out_tx,
             out_rx,
             transcript: Vec::new(),
             rewrite_answer: None,
-        })
+        }
     }
 
     /// `{"type":"ready","camera":...}` exactly as the original viewer sent it, with a fresh receiver.

@@ -7,7 +7,8 @@
 #     v4l2loopback MJPEG and YUYV webcams), go offline when they stop delivering (a webcam's
 #     producer killed) or are unplugged (vivid unbound while streaming) while the others keep streaming; vivid bound again comes back under the same id
 #     and a WebRTC viewer left open (tests/vm/viewer.rs) gets its video again without asking; the
-#     daemon lets go of the device (rmmod); a USB camera keeps its id across unplug/replug.
+#     daemon lets go of the device (rmmod); a USB camera keeps its id across unplug/replug; the card
+#     of a device that is gone can be forgotten (and a forgotten USB camera plugged again is back).
 #     (usbcam cannot stream through usbip: it is checked for listing and id.)
 # Prints PASS/FAIL per check and "N passed, M failed"; exit status 0 only if all passed.
 # Timeouts are generous (the VM runs under TCG emulation); no timing is asserted.
@@ -162,6 +163,15 @@ else
   echo "  the daemon's open video fds: $(ls -l /proc/$daemon/fd 2>/dev/null | grep -o '/dev/video[^ ]*.*' | tr '\n' ' ')"
 fi
 
+# forget: the card of a camera whose device is gone can be dropped (DELETE /api/cameras/ID); a
+# camera that streams cannot
+forget() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X DELETE "$api/$1"; }
+check "vivid gone: $vivid0 may be forgotten" api_is "$(has $vivid0 '.forgettable == true')"
+check "a streaming camera cannot be forgotten (409)" test "$(forget $loop10)" = 409
+check "vivid gone: $vivid0 forgotten (204)" test "$(forget $vivid0)" = 204
+check "$vivid0's card is gone, $loop10 still streams" \
+  api_is "([.[] | select(.id == \"$vivid0\")] | length == 0) and ([.[] | select(.id == \"$loop10\" and .state == \"streaming\")] | length == 1)"
+
 usbcam add -n "Fake UVC Camera" -s FAKE0001 > /dev/null && udevadm settle
 wait_api "usbcam plugged: listed as $usb" 60 "$(has $usb 'true')"
 check "usbcam: one camera for the device (metadata node not a camera)" \
@@ -172,6 +182,11 @@ usbcam plug > /dev/null && udevadm settle
 # back = set up again from the new device (it cannot stream, so it may already be retrying)
 wait_api "usbcam replugged: same id $usb back" 60 "$(has $usb '.detail != "device unplugged"')"
 check "usbcam replugged: still one camera for it" api_is "[.[] | select(.id | startswith(\"$usb\"))] | length == 1"
+usbcam unplug
+wait_api "usbcam unplugged again: $usb may be forgotten" 60 "$(has $usb '.forgettable == true')"
+check "usbcam gone: $usb forgotten (204)" test "$(forget $usb)" = 204
+usbcam plug > /dev/null && udevadm settle
+wait_api "usbcam plugged after being forgotten: $usb gets a card again" 60 "$(has $usb '.detail != "device unplugged"')"
 
 kill -TERM $daemon
 stopped=1
