@@ -15,7 +15,6 @@
 
 use edgecam_testkit as common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
@@ -24,7 +23,7 @@ use common::chromium::Browser;
 use common::daemon::Daemon;
 use common::shaped_link::{self, ShapedLink};
 use common::viewer::{open_viewer, wait_decoding};
-use common::{heavy_lock, wait_until};
+use common::wait_until;
 
 /// Noise, so the encoder always spends its whole budget: 1.5 Mbit/s fits a 2 Mbit/s link and is five
 /// times what a 300 kbit/s one carries.
@@ -116,28 +115,14 @@ async fn wait_estimate(daemon: &Daemon, what: &str, ok: impl Fn(u32) -> bool) ->
 
 #[test]
 fn the_viewer_estimate_follows_a_rate_capped_link() {
-    if let Some(reason) = shaped_link::unavailable() {
-        eprintln!("SKIPPED the_viewer_estimate_follows_a_rate_capped_link: {reason}");
-        return;
-    }
-    let _heavy = heavy_lock();
     // The daemon inherits this; its stats lines are debug level. This binary has no other test.
     std::env::set_var("RUST_LOG", "info,edgecam::camera::actor=debug");
-    let link = Arc::new(ShapedLink::create().expect("create the shaped link"));
-    link.set_rate(Some(WIDE_KBIT)).expect("cap the link");
-    let ip = link.daemon_ip();
-    let daemon = link
-        .run_in_daemon(move || Daemon::start_on(ip, CONFIG, &[]))
-        .expect("start the daemon in its namespace");
-    let in_test = link.clone();
-    link.run_in_viewer(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(scenario(&daemon, &in_test)).unwrap();
-    });
+    shaped_link::run_scenario(
+        "the_viewer_estimate_follows_a_rate_capped_link",
+        CONFIG,
+        Some(WIDE_KBIT),
+        |daemon, link| async move { scenario(&daemon, &link).await },
+    );
 }
 
 async fn scenario(daemon: &Daemon, link: &ShapedLink) -> Result<()> {
