@@ -16,25 +16,25 @@ use super::bitrate::LinkReport;
 /// A link must be clean this long before the first probe (the estimate settles after a join or a drop).
 const CLEAN_BEFORE: Duration = Duration::from_secs(2);
 /// After a probe that did not hold, the next one waits this long.
-const RETRY: Duration = Duration::from_secs(4);
+const RETRY: Duration = Duration::from_secs(3);
 /// A probe is judged on the first report at least this long after it (reports come once a second).
 /// x264 takes about a second to fill a new bitrate and GCC about half of one to see the queue it
 /// builds: judged after one report, a 1.5x step over a 250 kbit/s cap "held", and the 2x after it lost
 /// a third of the packets (tests/shaped_policy.rs).
 const JUDGE_AFTER: Duration = Duration::from_millis(1900);
 /// Steps, by how many probes in a row held: 1.25x over a link's capacity builds a queue a home router
-/// holds without loss until the probe is judged; bigger steps are earned.
+/// holds without loss until the probe is judged; 1.5x is earned by two that held. 2x steps after a
+/// step that held just under a 250 kbit/s cap lost a tenth of the packets and froze the picture.
 fn step(held_in_a_row: u32) -> f64 {
     match held_in_a_row {
-        0 => 1.25,
-        1 => 1.5,
-        _ => 2.0,
+        0 | 1 => 1.25,
+        _ => 1.5,
     }
 }
-/// How long a failed probe bounds the next ones (halfway to it): after that the link may have changed.
-const FAILURE_MEMORY: Duration = Duration::from_secs(12);
-/// A probe smaller than this is not worth making (the link is about where it failed).
-const MIN_GAIN: f64 = 1.05;
+/// GCC's estimate falling by more than this share in a report is congestion, whatever loss and round
+/// trip say yet (receiver reports lag a second or more): the link is not clean. A probe right after
+/// the cap of a 2 Mbit/s link dropped to 300 kbit/s lost 60 % of the packets (tests/shaped_policy.rs).
+const FALLING: f64 = 0.9;
 /// A probe held if GCC's estimate is still at least this share of the probed rate.
 const HELD: f64 = 0.9;
 /// Loss at or above this is not a clean link.
@@ -63,8 +63,8 @@ pub struct Probe {
     held_in_a_row: u32,
     /// When the probe under way was made, the allowed estimate before it, and the probed one.
     pending: Option<(Instant, u32, u32)>,
-    /// The last probe that did not hold, and when.
-    failed: Option<(u32, Instant)>,
+    /// GCC's estimate in the last report.
+    last_gcc_kbps: Option<u32>,
 }
 
 impl Probe {
@@ -93,7 +93,12 @@ impl Probe {
         if let Some(rtt) = rtt {
             self.best_rtt_ms = Some(self.best_rtt_ms.map_or(rtt, |best| best.min(rtt)));
         }
-        let clean = report.loss < CLEAN_LOSS
+        let falling = self
+            .last_gcc_kbps
+            .is_some_and(|last| f64::from(report.estimate_kbps) < f64::from(last) * FALLING);
+        self.last_gcc_kbps = Some(report.estimate_kbps);
+        let clean = !falling
+            && report.loss < CLEAN_LOSS
             && rtt
                 .zip(self.best_rtt_ms)
                 .is_some_and(|(rtt, best)| rtt <= best + RTT_SLACK_MS);
@@ -107,12 +112,8 @@ impl Probe {
             self.pending = None;
             if held {
                 self.held_in_a_row += 1;
-                if self.failed.is_some_and(|(kbps, _)| probed >= kbps) {
-                    self.failed = None;
-                }
             } else {
                 self.held_in_a_row = 0;
-                self.failed = Some((probed, now));
                 self.not_before = Some(now + RETRY);
                 self.clean_since = None;
                 return (allowed.min(before), None);
@@ -127,19 +128,7 @@ impl Probe {
         if allowed >= wanted || !waited {
             return (allowed, None);
         }
-        let mut to = ((f64::from(allowed) * step(self.held_in_a_row)) as u32).min(wanted);
-        // Below a recent failure, halve the distance to it instead: a capped link is searched, not hit.
-        let recent = self
-            .failed
-            .filter(|(_, when)| now.duration_since(*when) < FAILURE_MEMORY);
-        if let Some((failed, _)) = recent {
-            if failed > allowed {
-                to = to.min(allowed + (failed - allowed) / 2);
-            }
-        }
-        if f64::from(to) < f64::from(allowed) * MIN_GAIN {
-            return (allowed, None);
-        }
+        let to = ((f64::from(allowed) * step(self.held_in_a_row)) as u32).min(wanted);
         self.pending = Some((now, allowed, to));
         let lift = (report.estimate_kbps < to).then_some((to, PROBING));
         (to, lift)
@@ -197,8 +186,8 @@ mod tests {
         );
         assert_eq!(
             got,
-            [200, 200, 250, 250, 375, 375, 750, 750, 1176, 1176, 1176],
-            "1.25x, 1.5x, then 2x steps"
+            [200, 200, 250, 250, 312, 312, 468, 468, 702, 702, 1053],
+            "1.25x, 1.25x, then 1.5x steps"
         );
     }
 
@@ -253,8 +242,8 @@ mod tests {
         );
         assert_eq!(
             got,
-            [240, 240, 240, 240, 270, 240],
-            "undone on the first report that shows it, then 4 s and a clean spell before the next, halfway to the failure"
+            [240, 240, 240, 240, 300, 240],
+            "undone on the first report that shows it; GCC's fall is not clean either; then a clean spell and the next"
         );
     }
 
@@ -282,6 +271,29 @@ mod tests {
         assert!(
             unknown.iter().all(|&k| k == 300),
             "no round trip known yet: {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn no_probe_right_after_gcc_fell() {
+        let mut probe = Probe::default();
+        // Loss and round trip still look clean (receiver reports lag), but GCC fell: a cap came down.
+        let got = run(
+            &mut probe,
+            Instant::now(),
+            &[
+                report(4000, 0.0, 1),
+                report(600, 0.0, 1),
+                report(600, 0.0, 1),
+                report(600, 0.0, 1),
+                report(600, 0.0, 1),
+            ],
+            1176,
+        );
+        assert_eq!(
+            got,
+            [4000, 600, 600, 600, 750],
+            "2 s without a fall before the first probe"
         );
     }
 
