@@ -10,6 +10,9 @@
 //!   edgecam-bench bitrate         [--seconds 20]      kbit/s received per camera at the defaults
 //!   edgecam-bench scaling         [--seconds 10] [--grid 1x1,2x1,...]   cameras x viewers: CPU, fps
 //!   edgecam-bench peer_comparison [--tries 10] [--seconds 10] [--python python3]   against aiortc
+//!   edgecam-bench shaped_comparison [--seconds 30] [--phase 20] [--python python3] [--senders ..] [--links ..]
+//!                                                     shaped links: edgecam, aiortc, a Chromium sender (root)
+//!   edgecam-bench tier_cost       [--seconds 20]      CPU/RSS of the low tier: 2 clean viewers vs 1 clean + 1 at 300 kbit/s (root)
 //!   edgecam-bench report
 //!
 //! Every measurement also takes `--out DIR`. The daemon is EDGECAM_BIN (bench/run.sh: the release build).
@@ -25,8 +28,11 @@ mod latency;
 mod leaks;
 mod page_stats;
 mod peer_comparison;
+mod remote_page;
 mod report;
 mod scaling;
+mod shaped_comparison;
+mod tier_cost;
 mod viewer_cost;
 
 use std::path::PathBuf;
@@ -42,7 +48,7 @@ const RESULTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/results");
 const REPORT: &str = "REPORT.md";
 
 /// Every measurement and the options it takes (`--out` besides).
-const MEASUREMENTS: [(&str, &[&str]); 8] = [
+const MEASUREMENTS: [(&str, &[&str]); 10] = [
     (latency::NAME, latency::OPTIONS),
     (first_frame::NAME, first_frame::OPTIONS),
     (idle_cost::NAME, idle_cost::OPTIONS),
@@ -51,6 +57,8 @@ const MEASUREMENTS: [(&str, &[&str]); 8] = [
     (bitrate::NAME, bitrate::OPTIONS),
     (scaling::NAME, scaling::OPTIONS),
     (peer_comparison::NAME, peer_comparison::OPTIONS),
+    (shaped_comparison::NAME, shaped_comparison::OPTIONS),
+    (tier_cost::NAME, tier_cost::OPTIONS),
 ];
 
 fn usage() -> String {
@@ -92,6 +100,8 @@ async fn main() -> Result<()> {
         bitrate::NAME => bitrate::run(&opt).await?,
         scaling::NAME => scaling::run(&opt, &out).await?,
         peer_comparison::NAME => peer_comparison::run(&opt).await?,
+        shaped_comparison::NAME => shaped_comparison::run(&opt).await?,
+        tier_cost::NAME => tier_cost::run(&opt).await?,
         _ => unreachable!("{name} is in MEASUREMENTS"),
     };
     let path = write_result(&out, &name, &result)?;

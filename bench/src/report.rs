@@ -8,7 +8,10 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::harness::{machine, read_result};
-use crate::{bitrate, first_frame, idle_cost, latency, leaks, peer_comparison, scaling, viewer_cost};
+use crate::{
+    bitrate, first_frame, idle_cost, latency, leaks, peer_comparison, scaling, shaped_comparison, tier_cost,
+    viewer_cost,
+};
 
 /// The encoder measurement's result, written by bench/encoders.sh (a shell benchmark: one gst-launch-1.0
 /// per case, no daemon).
@@ -109,7 +112,7 @@ pub fn report(dir: &Path) -> Result<String> {
     if let Some(v) = read_result(dir, latency::NAME)? {
         md += &latency::section(&v, &earlier(dir, latency::NAME)?);
     }
-    let sections: [(&str, Section); 8] = [
+    let sections: [(&str, Section); 10] = [
         (first_frame::NAME, first_frame::section),
         (idle_cost::NAME, idle_cost::section),
         (viewer_cost::NAME, viewer_cost::section),
@@ -117,6 +120,8 @@ pub fn report(dir: &Path) -> Result<String> {
         (bitrate::NAME, bitrate::section),
         (scaling::NAME, scaling::section),
         (peer_comparison::NAME, peer_comparison::section),
+        (shaped_comparison::NAME, shaped_comparison::section),
+        (tier_cost::NAME, tier_cost::section),
         (ENCODERS, encoders_section),
     ];
     for (name, section) in sections {

@@ -259,6 +259,14 @@ impl ShapedLink {
         run_in(&self.viewer_ns, VIEWER_ADDR, f)
     }
 
+    /// Starts `f` on a thread in the daemon's namespace (a sender that is not the daemon: bench/).
+    pub fn spawn_in_daemon<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> std::thread::JoinHandle<R> {
+        spawn_in(&self.daemon_ns, DAEMON_ADDR, f)
+    }
+
     /// Starts `f` on a thread in the viewers' namespace (behind the shaping).
     pub fn spawn_in_viewer<R: Send + 'static>(
         &self,
