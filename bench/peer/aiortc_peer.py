@@ -3,7 +3,8 @@ not a product component).
 
 A 640x480@30 synthetic stream (grey background, a white 64x64 square bouncing, like videotestsrc's ball;
 with `--pattern bars`, colour bars behind it and a 128x96 patch of fresh noise each frame, so the encoder
-spends its whole bitrate like edgecam's SMPTE test pattern does)
+spends its whole bitrate like edgecam's SMPTE test pattern does; `--max-kbps N` caps the bitrate its
+encoder follows the receiver's REMB estimate up to, 3 Mbit/s by default in aiortc)
 sent as H.264 (aiortc's libx264 encoder through PyAV; VP8 disabled by codec preferences so the codec
 matches edgecam's). One source for every peer connection, fanned out with aiortc's MediaRelay: each peer
 connection gets every raw frame and encodes it itself (aiortc's design, unlike edgecam's one encoder per
@@ -25,6 +26,7 @@ import time
 import numpy as np
 from av import VideoFrame
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, MediaStreamTrack
+from aiortc.codecs import h264
 from aiortc.contrib.media import MediaRelay
 from aiortc.rtcrtpsender import RTCRtpSender
 
@@ -80,7 +82,13 @@ def bars():
 async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--pattern", choices=["ball", "bars"], default="ball")
-    pattern = parser.parse_args().pattern
+    parser.add_argument("--max-kbps", type=int)
+    args = parser.parse_args()
+    pattern = args.pattern
+    if args.max_kbps:
+        # aiortc's H.264 encoder clamps every new target to this module constant; it has no API for it.
+        h264.MAX_BITRATE = args.max_kbps * 1000
+        h264.DEFAULT_BITRATE = min(h264.DEFAULT_BITRATE, h264.MAX_BITRATE)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

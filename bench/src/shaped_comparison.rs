@@ -12,8 +12,9 @@
 //! The senders (all encoders at most 1 Mbit/s, content that fills it):
 //! - edgecam: the release daemon, one camera `test_pattern: smpte` at `bitrate: 1000` (its ceiling), with
 //!   everything it does on real links (NACK/RTX, FEC, congestion control, tiers);
-//! - aiortc (bench/peer/aiortc_peer.py `--pattern bars`): PyAV libx264, colour bars, a moving square and a
-//!   patch of fresh noise;
+//! - aiortc (bench/peer/aiortc_peer.py `--pattern bars --max-kbps 1000`): PyAV libx264, colour bars, a
+//!   moving square and a patch of fresh noise; its encoder follows the viewer's REMB between 500 kbit/s
+//!   (aiortc's floor) and 1 Mbit/s;
 //! - Chromium: a second headless Chromium in the sender's namespace capturing a canvas with the same
 //!   picture (`captureStream(30)`), H.264 preferred, `maxBitrate` 1 Mbit/s; libwebrtc's own NACK, RTX,
 //!   congestion control and quality scaling.
@@ -53,7 +54,8 @@ const LOSS_PERCENT: u32 = 3;
 const NARROW_KBIT: u32 = 250;
 const WIDE_KBIT: u32 = 2000;
 const SQUEEZED_KBIT: u32 = 300;
-/// The Chromium sender's cap, edgecam's configured ceiling and aiortc's default target alike.
+/// Every sender's ceiling: edgecam's configured `bitrate`, aiortc's `--max-kbps`, the Chromium sender's
+/// `maxBitrate`.
 const SENDER_MAX_KBPS: u32 = 1000;
 
 /// Frames decoded before the loss starts: the join is not what the loss row measures.
@@ -137,7 +139,10 @@ impl Running {
             }
             "aiortc" => {
                 let python = p.python.clone();
-                Running::Aiortc(link.run_in_daemon(move || Aiortc::start(&python, &["--pattern", "bars"]))?)
+                let max = SENDER_MAX_KBPS.to_string();
+                Running::Aiortc(link.run_in_daemon(move || {
+                    Aiortc::start(&python, &["--pattern", "bars", "--max-kbps", &max])
+                })?)
             }
             "chromium" => Running::Chromium(RemotePage::open(&|f| link.spawn_in_daemon(f), "about:blank").await?),
             other => bail!("unknown sender {other} (one of {SENDERS:?})"),
@@ -381,7 +386,8 @@ pub async fn run(opt: &Options) -> Result<Value> {
             p.window.as_secs(), p.phase.as_secs()),
         "senders": {
             "edgecam": "release daemon, one camera test_pattern: smpte, bitrate: 1000 (x264)",
-            "aiortc": format!("{} (PyAV libx264), bench/peer/aiortc_peer.py --pattern bars", aiortc_version(&p.python)),
+            "aiortc": format!("{} (PyAV libx264), bench/peer/aiortc_peer.py --pattern bars --max-kbps {SENDER_MAX_KBPS}",
+                              aiortc_version(&p.python)),
             "chromium": format!("{} capturing a canvas (bars, ramp, square, noise), H.264 preferred, maxBitrate {SENDER_MAX_KBPS} kbit/s",
                                 crate::harness::machine()["chromium"].as_str().unwrap_or("chromium")),
         },
@@ -397,7 +403,11 @@ pub async fn run(opt: &Options) -> Result<Value> {
 fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::Number(n) => n.to_string(),
+        // Counts are read as floats: 3, not 3.0.
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if x.fract() == 0.0 => format!("{x:.0}"),
+            _ => n.to_string(),
+        },
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
@@ -421,9 +431,10 @@ fn window_cells(w: &Value) -> String {
 /// The report's section.
 pub fn section(v: &Value) -> String {
     let mut md = format!(
-        "## Shaped links: edgecam beside aiortc and a Chromium sender\n\n{}.\n\n\
-         | link | sender | fps | freezes (total s) | NACKs | kbit/s | first frame ms | kbit/s 2M / 300k / 2M again (last 5 s each) | back to 90 % after | load1 before |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "## Shaped links: edgecam beside aiortc and a Chromium sender\n\n{}. fps, freezes, NACKs and kbit/s \
+         over the window (the whole session for the capacity change); size: the last frame's.\n\n\
+         | link | sender | size | fps | freezes (total s) | NACKs | kbit/s | first frame ms | kbit/s 2M / 300k / 2M again (last 5 s each) | back to 90 % after | load1 before |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
         v["setup"].as_str().unwrap_or("")
     );
     for r in v["runs"].as_array().into_iter().flatten() {
@@ -439,7 +450,7 @@ pub fn section(v: &Value) -> String {
         };
         if let Some(e) = r["error"].as_str() {
             md += &format!(
-                "| {link} | {} | failed: {} | | | | | | | {load1} |\n",
+                "| {link} | {} | | failed: {} | | | | | | | {load1} |\n",
                 cell(&r["sender"]),
                 e.lines().next().unwrap_or("")
             );
@@ -460,8 +471,10 @@ pub fn section(v: &Value) -> String {
             "| ".into()
         };
         md += &format!(
-            "| {link} | {} | {} | {} | {recovery} | {load1} |\n",
+            "| {link} | {} | {}x{} | {} | {} | {recovery} | {load1} |\n",
             cell(&r["sender"]),
+            cell(&r["frame_size"][0]),
+            cell(&r["frame_size"][1]),
             window_cells(&r["window"]),
             match &r["first_frame_ms"] {
                 Value::Null => "none in 30 s".to_string(),

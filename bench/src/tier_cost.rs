@@ -105,7 +105,7 @@ async fn phases(link: Arc<ShapedLink>, daemon: Daemon, seconds: u64) -> Result<V
     let clean = Viewer::Clean(RemotePage::open(&|f| link.spawn_in_clean_viewer(f), &url).await?);
     let viewers = [("clean", &clean), ("shaped", &shaped)];
     for (name, v) in viewers {
-        v.decoding(name, 30.0).await?;
+        v.decoding(name, 30.0).await.with_context(|| daemon.log_tail(40))?;
     }
     wait_viewers(daemon.addr, CAMERA, 2).await?;
     let one = encodings(&daemon).await?;
@@ -127,7 +127,10 @@ async fn phases(link: Arc<ShapedLink>, daemon: Daemon, seconds: u64) -> Result<V
     .await
     .with_context(|| daemon.log_tail(40))?;
     eprintln!("{NAME}: encodings with the cap: {two:?}");
-    shaped.decoding("the capped viewer on its tier", 30.0).await?;
+    shaped
+        .decoding("the capped viewer on its tier", 30.0)
+        .await
+        .with_context(|| daemon.log_tail(40))?;
     tokio::time::sleep(SETTLE).await;
     let two_encodes = phase(&daemon, &viewers, seconds).await?;
     eprintln!("{NAME}: one clean, one at {CAPPED_KBIT} kbit/s: {two_encodes}");
