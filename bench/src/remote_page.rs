@@ -75,7 +75,9 @@ impl RemotePage {
             .context("remote page closed")?
             .send((js.to_string(), reply))
             .map_err(|_| anyhow!("the remote browser's thread has ended"))?;
-        result.await.map_err(|_| anyhow!("the remote browser's thread has ended"))?
+        result
+            .await
+            .map_err(|_| anyhow!("the remote browser's thread has ended"))?
     }
 }
 

@@ -140,9 +140,9 @@ impl Running {
             "aiortc" => {
                 let python = p.python.clone();
                 let max = SENDER_MAX_KBPS.to_string();
-                Running::Aiortc(link.run_in_daemon(move || {
-                    Aiortc::start(&python, &["--pattern", "bars", "--max-kbps", &max])
-                })?)
+                Running::Aiortc(
+                    link.run_in_daemon(move || Aiortc::start(&python, &["--pattern", "bars", "--max-kbps", &max]))?,
+                )
             }
             "chromium" => Running::Chromium(RemotePage::open(&|f| link.spawn_in_daemon(f), "about:blank").await?),
             other => bail!("unknown sender {other} (one of {SENDERS:?})"),
@@ -341,11 +341,7 @@ fn run_one(which: &str, sender: &str, p: &Params) -> Result<Value> {
 }
 
 fn list(opt: &Options, name: &str, all: &[&str]) -> Result<Vec<String>> {
-    let v: Vec<String> = opt
-        .text(name, &all.join(","))
-        .split(',')
-        .map(str::to_string)
-        .collect();
+    let v: Vec<String> = opt.text(name, &all.join(",")).split(',').map(str::to_string).collect();
     if let Some(bad) = v.iter().find(|x| !all.contains(&x.as_str())) {
         bail!("--{name}: {bad} is not one of {all:?}");
     }
