@@ -102,8 +102,10 @@ async fn phases(link: Arc<ShapedLink>, daemon: Daemon, seconds: u64) -> Result<V
     let url = daemon.url(&format!("/?cameras={CAMERA}"));
     let browser = Browser::launch().await?;
     let shaped = Viewer::Here(browser.open(&url).await?);
-    // The clean viewer sits in the daemon's own namespace (local delivery, never shaped): on the clean
-    // second cable its ICE never completed here (reported; tests/shaped_policy.rs uses that cable).
+    // The clean viewer sits in the daemon's own namespace (local delivery, never shaped). On the clean
+    // second cable the daemon's UDP ICE socket on 10.78.0.1 neither answered nor reached the viewer at
+    // 10.78.1.2 (plain UDP sockets between the two addresses do); ICE fell back to TCP and the session
+    // never completed.
     let clean = Viewer::Clean(RemotePage::open(&|f| link.spawn_in_daemon(f), &url).await?);
     let viewers = [("clean", &clean), ("shaped", &shaped)];
     for (name, v) in viewers {
