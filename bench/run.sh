@@ -4,8 +4,8 @@
 #
 #   bench/run.sh [--quick]
 #
-# Results: bench/results/<measurement>.json and bench/results/REPORT.md (about 15 minutes). --quick is a
-# smoke run with fewer tries, cycles, frames and grid points (about 5 minutes), written to
+# Results: bench/results/<measurement>.json and bench/results/REPORT.md (about 27 minutes). --quick is a
+# smoke run with fewer tries, cycles, frames, windows and grid points (about 10 minutes), written to
 # bench/results/quick/ so it never replaces the real results.
 #
 #   latency          glass to glass through the daemon (test_pattern: stamp), 300 frames        (~30 s)
@@ -18,6 +18,8 @@
 #   peer_comparison  aiortc side by side (venv in target/aiortc-venv: pip install aiortc numpy)   (~2 min)
 #   scaling          1,2,4,8 cameras x 1,2,4 viewers at 640x480 + 8x4 at 320x240                  (~10 min)
 #   full_load        one camera at its 32 viewers and 128 websockets: threads, fds, RSS (systemd)  (~1.5 min)
+#   shaped_comparison  edgecam, aiortc, a Chromium sender on 3 % loss, 250 kbit/s, 2M->300k->2M (root) (~9 min)
+#   tier_cost        CPU/RSS, 1 camera, 2 viewers: both clean vs one at 300 kbit/s (low tier)  (~2 min, root)
 #   encoders         bench/encoders.sh: each encoder profile in gst-launch-1.0, no daemon         (~2.5 min)
 #
 # Each measurement writes its own JSON, so a failed one leaves the others (and the exit status says it
@@ -48,11 +50,12 @@ fi
 if [ $quick = 1 ]; then
   out="$root/bench/results/quick"
   frames=100; tries=5; seconds=5; cycles=200; stop_cycles=50; bitrate_s=10
-  peer_tries=3; grid=1x1,2x2,8x1; encoder_s=3; warmup_s=1
+  peer_tries=3; grid=1x1,2x2,8x1; encoder_s=3; warmup_s=1; window_s=10; phase_s=8; tier_s=5
 else
   out="$root/bench/results"
   frames=300; tries=20; seconds=10; cycles=1000; stop_cycles=300; bitrate_s=20
   peer_tries=10; grid=1x1,1x2,1x4,2x1,2x2,2x4,4x1,4x2,4x4,8x1,8x2,8x4,8x4s; encoder_s=10; warmup_s=2
+  window_s=30; phase_s=20; tier_s=20
 fi
 
 status=0
@@ -70,6 +73,8 @@ run "$bench" bitrate --seconds $bitrate_s --out "$out"
 run "$bench" peer_comparison --tries $peer_tries --seconds $seconds --python "$venv/bin/python" --out "$out"
 run "$bench" scaling --seconds $seconds --grid $grid --out "$out"
 run "$bench" full_load --seconds $seconds --out "$out"
+run "$bench" shaped_comparison --seconds $window_s --phase $phase_s --python "$venv/bin/python" --out "$out"
+run "$bench" tier_cost --seconds $tier_s --out "$out"
 run env DURATION=$encoder_s WARMUP=$warmup_s OUT="$out/encoders.json" bench/encoders.sh
 "$bench" report --out "$out" >/dev/null || status=1
 echo "== report: $out/REPORT.md" >&2

@@ -12,6 +12,9 @@
 //!   edgecam-bench scaling         [--seconds 10] [--grid 1x1,2x1,...]   cameras x viewers: CPU, fps
 //!   edgecam-bench peer_comparison [--tries 10] [--seconds 10] [--python python3]   against aiortc
 //!   edgecam-bench full_load       [--viewers 32] [--sockets 128] [--seconds 10]   the daemon at its limits
+//!   edgecam-bench shaped_comparison [--seconds 30] [--phase 20] [--python python3] [--senders ..] [--links ..]
+//!                                                     shaped links: edgecam, aiortc, a Chromium sender (root)
+//!   edgecam-bench tier_cost       [--seconds 20]      CPU/RSS of the low tier: 2 clean viewers vs 1 clean + 1 at 300 kbit/s (root)
 //!   edgecam-bench report
 //!
 //! Every measurement also takes `--out DIR`. The daemon is EDGECAM_BIN (bench/run.sh: the release build).
@@ -29,8 +32,11 @@ mod latency;
 mod leaks;
 mod page_stats;
 mod peer_comparison;
+mod remote_page;
 mod report;
 mod scaling;
+mod shaped_comparison;
+mod tier_cost;
 mod viewer_cost;
 
 use std::path::PathBuf;
@@ -46,7 +52,7 @@ const RESULTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/results");
 const REPORT: &str = "REPORT.md";
 
 /// Every measurement and the options it takes (`--out` besides).
-const MEASUREMENTS: [(&str, &[&str]); 10] = [
+const MEASUREMENTS: [(&str, &[&str]); 12] = [
     (latency::NAME, latency::OPTIONS),
     (first_frame::NAME, first_frame::OPTIONS),
     (idle_cost::NAME, idle_cost::OPTIONS),
@@ -57,6 +63,8 @@ const MEASUREMENTS: [(&str, &[&str]); 10] = [
     (scaling::NAME, scaling::OPTIONS),
     (peer_comparison::NAME, peer_comparison::OPTIONS),
     (full_load::NAME, full_load::OPTIONS),
+    (shaped_comparison::NAME, shaped_comparison::OPTIONS),
+    (tier_cost::NAME, tier_cost::OPTIONS),
 ];
 
 fn usage() -> String {
@@ -100,6 +108,8 @@ async fn main() -> Result<()> {
         scaling::NAME => scaling::run(&opt, &out).await?,
         peer_comparison::NAME => peer_comparison::run(&opt).await?,
         full_load::NAME => full_load::run(&opt).await?,
+        shaped_comparison::NAME => shaped_comparison::run(&opt).await?,
+        tier_cost::NAME => tier_cost::run(&opt).await?,
         _ => unreachable!("{name} is in MEASUREMENTS"),
     };
     let path = write_result(&out, &name, &result)?;

@@ -21,8 +21,9 @@ use crate::page_stats::{rates, ready_to_first_frame_ms, stats_expr, wait_ws_list
 pub const NAME: &str = "peer_comparison";
 pub const OPTIONS: &[&str] = &["tries", "seconds", "python"];
 
-/// The aiortc side of a page: a fresh RTCPeerConnection per offer; returns the answer once gathered.
-const PEER_SETUP_JS: &str = r#"
+/// The viewer side of a page for a sender that offers (aiortc, a Chromium sender): a fresh
+/// RTCPeerConnection per offer as `window.__pc`; returns the answer once gathered.
+pub(crate) const PEER_SETUP_JS: &str = r#"
 async (offer) => {
   if (window.__pc) window.__pc.close();
   const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceServers: [] });
@@ -35,7 +36,8 @@ async (offer) => {
   return pc.localDescription.sdp;
 }"#;
 
-const PEER_FIRST_FRAME_JS: &str = r#"
+/// Ms from `window.__t0` to the first decoded frame on `window.__pc`, or null after 30 s.
+pub(crate) const PEER_FIRST_FRAME_JS: &str = r#"
 async () => {
   const pc = window.__pc, deadline = performance.now() + 30000;
   while (performance.now() < deadline) {
@@ -58,21 +60,24 @@ async () => {
   return { peer: r };
 }"#;
 
-struct Aiortc {
+pub(crate) struct Aiortc {
     child: std::process::Child,
     stdin: std::process::ChildStdin,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Aiortc {
-    fn start(python: &str, script: &str) -> Result<Aiortc> {
+    /// bench/peer/aiortc_peer.py with `args`, started by `python`.
+    pub(crate) fn start(python: &str, args: &[&str]) -> Result<Aiortc> {
         use std::io::BufRead;
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peer/aiortc_peer.py");
         let mut child = std::process::Command::new(python)
-            .arg(script)
+            .arg(&script)
+            .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .with_context(|| format!("spawn {python} {script}"))?;
+            .with_context(|| format!("spawn {python} {}", script.display()))?;
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -90,14 +95,14 @@ impl Aiortc {
         })
     }
 
-    fn send(&mut self, v: &Value) -> Result<()> {
+    pub(crate) fn send(&mut self, v: &Value) -> Result<()> {
         use std::io::Write;
         writeln!(self.stdin, "{v}")?;
         self.stdin.flush()?;
         Ok(())
     }
 
-    async fn recv(&self, ty: &str) -> Result<Value> {
+    pub(crate) async fn recv(&self, ty: &str) -> Result<Value> {
         let deadline = Instant::now() + LIVENESS;
         loop {
             match self.lines.try_recv() {
@@ -177,7 +182,7 @@ fn cpu_of(point: &Value) -> f64 {
 }
 
 /// "aiortc X, PyAV Y" as the venv has them, or why not.
-fn aiortc_version(python: &str) -> String {
+pub(crate) fn aiortc_version(python: &str) -> String {
     let probe = "import aiortc, av; print(f'aiortc {aiortc.__version__}, PyAV {av.__version__}')";
     match std::process::Command::new(python).args(["-c", probe]).output() {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
@@ -229,8 +234,7 @@ pub async fn run(opt: &Options) -> Result<Value> {
     drop(daemon);
 
     // aiortc: the same, one tab per peer connection (its `window.__pc`), peer id = tab index.
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peer/aiortc_peer.py");
-    let mut ai = Aiortc::start(&python, &script.display().to_string())?;
+    let mut ai = Aiortc::start(&python, &[])?;
     let apid = ai.child.id();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ai_idle = measure(apid, 3).await?;

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::harness::{machine, read_result};
 use crate::{
-    bitrate, first_frame, full_load, idle_cost, janus_push, latency, leaks, peer_comparison, scaling, viewer_cost,
+    bitrate, first_frame, full_load, idle_cost, janus_push, latency, leaks, peer_comparison, scaling,
+    shaped_comparison, tier_cost, viewer_cost,
 };
 
 /// The encoder measurement's result, written by bench/encoders.sh (a shell benchmark: one gst-launch-1.0
@@ -111,7 +112,7 @@ pub fn report(dir: &Path) -> Result<String> {
     if let Some(v) = read_result(dir, latency::NAME)? {
         md += &latency::section(&v, &earlier(dir, latency::NAME)?);
     }
-    let sections: [(&str, Section); 10] = [
+    let sections: [(&str, Section); 12] = [
         (first_frame::NAME, first_frame::section),
         (idle_cost::NAME, idle_cost::section),
         (viewer_cost::NAME, viewer_cost::section),
@@ -121,6 +122,8 @@ pub fn report(dir: &Path) -> Result<String> {
         (scaling::NAME, scaling::section),
         (peer_comparison::NAME, peer_comparison::section),
         (full_load::NAME, full_load::section),
+        (shaped_comparison::NAME, shaped_comparison::section),
+        (tier_cost::NAME, tier_cost::section),
         (ENCODERS, encoders_section),
     ];
     for (name, section) in sections {

@@ -658,11 +658,7 @@ fn the_encode_follows_a_single_viewers_link() {
             }
         }
     }
-    assert_eq!(
-        rates,
-        [425, 637, 1000],
-        "1.25x, 1.5x steps, then the ceiling"
-    );
+    assert_eq!(rates, [425, 637, 1000], "1.25x, 1.5x steps, then the ceiling");
     assert_eq!(
         camera.input(link(1, 7, 100)),
         [],

@@ -47,18 +47,29 @@ pub enum LinkViewer<'a> {
     Firefox(&'a Firefox),
 }
 
+/// The expression that reads `camera`'s counters on a page, for a caller that evaluates it itself and
+/// passes the result to `reading`.
+pub fn link_stats_expr(camera: &str) -> String {
+    format!("{LINK_STATS_JS}({})", json!(camera))
+}
+
+/// What `link_stats_expr` gave: the counters, or an error until the page has a peer connection.
+pub fn reading(camera: &str, v: Value) -> Result<Value> {
+    if v.is_null() {
+        bail!("{camera} has no peer connection on the page yet");
+    }
+    Ok(v)
+}
+
 impl LinkViewer<'_> {
     /// The current counters of `camera`'s video (an error until the page has a peer connection for it).
     pub async fn read(&self, camera: &str) -> Result<Value> {
-        let js = format!("{LINK_STATS_JS}({})", json!(camera));
+        let js = link_stats_expr(camera);
         let v = match self {
             LinkViewer::Chromium(page) => page.eval(&js).await?,
             LinkViewer::Firefox(ff) => ff.eval(&js).await?,
         };
-        if v.is_null() {
-            bail!("{camera} has no peer connection on the page yet");
-        }
-        Ok(v)
+        reading(camera, v)
     }
 }
 

@@ -210,7 +210,8 @@ impl ShapedLink {
         spawn_in(&self.viewer_ns, VIEWER_ADDR, f)
     }
 
-    /// Starts `f` on a thread in the daemon's namespace: a viewer there is on a link never shaped.
+    /// Starts `f` on a thread in the daemon's namespace: a viewer there is on a link never shaped (and a
+    /// sender there, bench/, is shaped like the daemon).
     pub fn spawn_in_daemon<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
