@@ -30,6 +30,12 @@ impl Fec {
     /// than it gets now (on a rate cap, loss is queue overflow and more bits would only add to it).
     /// Returns the new `fec-percentage` when it changes.
     pub fn on_report(&mut self, now: Instant, loss: f64, has_room: bool) -> Option<u32> {
+        // A link that filled up (its estimate fell to what is sent) loses to its queue: FEC would add to it.
+        if self.on && !has_room {
+            self.on = false;
+            self.clean_since = None;
+            return Some(0);
+        }
         if loss >= ON_LOSS && has_room {
             self.clean_since = None;
             return (!std::mem::replace(&mut self.on, true)).then_some(FEC_PERCENT);
@@ -84,6 +90,19 @@ mod tests {
         let t0 = Instant::now();
         let mut fec = Fec::default();
         assert_eq!(fec.on_report(t0, 0.05, false), None);
+        assert_eq!(fec.percent(), 0);
+    }
+
+    #[test]
+    fn it_goes_off_when_the_link_fills_up() {
+        let t0 = Instant::now();
+        let mut fec = Fec::default();
+        fec.on_report(t0, 0.03, true);
+        assert_eq!(
+            fec.on_report(at(t0, 1), 0.05, false),
+            Some(0),
+            "seen with a capped viewer: FEC on, 154 kbit/s estimated, 142 sent"
+        );
         assert_eq!(fec.percent(), 0);
     }
 
