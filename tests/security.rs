@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use common::chromium::Browser;
 use common::daemon::Daemon;
 use common::viewer::{open_viewer, sample, wait_decoding, wait_rising};
-use common::{heavy_lock, Signalling, LIVENESS};
+use common::{heavy_lock, wait_until, Signalling, LIVENESS};
 
 const ALICE_PASSWORD: &str = "correct horse battery staple";
 const BOB_PASSWORD: &str = "bob's own password";
@@ -464,16 +464,21 @@ async fn websocket_limits_are_reported_while_a_browser_decodes() {
         drop(ws);
         drop(held);
 
-        let log = daemon.log();
         for line in [
             "websocket refused: too many from this address",
             "refused a candidate",
             "ready rate limit hit",
         ] {
-            let hit = log
-                .lines()
-                .find(|l| l.contains(line))
-                .ok_or_else(|| anyhow!("{line:?} not logged"))?;
+            // The reply can overtake the log line on its way through the harness's stderr reader.
+            let hit = wait_until(&format!("{line:?} logged"), LIVENESS, || async {
+                daemon
+                    .log()
+                    .lines()
+                    .find(|l| l.contains(line))
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("{line:?} not logged"))
+            })
+            .await?;
             if !hit.contains("client=127.0.0.1") {
                 bail!("no client address in {hit:?}");
             }
