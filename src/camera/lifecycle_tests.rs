@@ -651,14 +651,14 @@ fn the_encode_follows_a_single_viewers_link() {
     // Clean for 2 s: probes lift it, and never above the configured bitrate.
     camera.after(Duration::from_secs(1), link(1, 1, 3000));
     let mut rates = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..12 {
         for effect in camera.after(Duration::from_secs(1), link(1, 1, 3000)) {
             if let Effect::SetBitrate { kbps, .. } = effect {
                 rates.push(kbps);
             }
         }
     }
-    assert_eq!(rates, [425, 637, 1000], "1.25x, 1.5x steps, then the ceiling");
+    assert_eq!(rates, [425, 531, 663, 829, 1000], "1.25x steps, then the ceiling");
     assert_eq!(
         camera.input(link(1, 7, 100)),
         [],
