@@ -3,11 +3,11 @@
 //! While the encode sends less than GCC's estimate, GCC cannot see the link's limit, and its loss-based
 //! side keeps raising the estimate (5 % every 200 ms under 2 % loss): followed as is, the encode climbed
 //! past a 250 kbit/s cap until the router's queue overflowed, lost a third of its packets and froze the
-//! picture, every ten seconds. Yet GCC alone also climbs too slowly where it matters (~8 % a second from
-//! its delay side): a link back from 300 kbit/s to 2 Mbit/s took ~20 s to get its full picture back.
-//! So the encode's share rises in probes instead: once the link has been clean for a while, one step
-//! (GCC's estimate lifted with it, so its pacer lets the step through), judged on the next report; a
-//! step that held earns a bigger next one, one that did not is undone and the next waits `RETRY`.
+//! picture, every ten seconds. So the encode's share rises in probes instead: once the link has been
+//! clean for a while, one `STEP` (GCC's estimate lifted with it, so its pacer lets the step through),
+//! kept once it still holds two reports later, undone on the first report that shows it failing, after
+//! which the next waits `RETRY`. The climb back after a cap lifts is slow (~20 s from 300 kbit/s to
+//! 1 Mbit/s; README, Known issues).
 
 use std::time::{Duration, Instant};
 
