@@ -519,13 +519,9 @@ impl Actor {
                 );
                 None
             }
-            Effect::SetEstimate {
-                conn,
-                estimate_kbps,
-                why,
-            } => {
+            Effect::SetEstimate { conn, estimate_kbps } => {
                 if let Some((_, branch)) = self.branches.get(&conn) {
-                    self.in_viewer_span(conn, || info!(estimate_kbps, why, "viewer's bandwidth estimate set"));
+                    self.in_viewer_span(conn, || info!(estimate_kbps, "probing the viewer's link for room"));
                     branch.set_estimate(estimate_kbps);
                 }
                 None

@@ -182,11 +182,10 @@ pub enum Effect {
         conn: ConnId,
         percent: u32,
     },
-    /// Move a viewer's bandwidth estimate: a probe of its link for room, or its undoing (camera/probe.rs).
+    /// Lift a viewer's bandwidth estimate: a probe of its link for room (camera/probe.rs).
     SetEstimate {
         conn: ConnId,
         estimate_kbps: u32,
-        why: &'static str,
     },
     /// Tell a running encoder its new bitrate.
     SetBitrate {
@@ -386,12 +385,8 @@ impl Lifecycle {
                     }
                     if let Some(wanted) = ceiling.map(bitrate::estimate_for) {
                         let share = viewer.probe.on_report(now, &report, wanted);
-                        if let Some((estimate_kbps, why)) = share.set_estimate {
-                            out.push(Effect::SetEstimate {
-                                conn,
-                                estimate_kbps,
-                                why,
-                            });
+                        if let Some(estimate_kbps) = share.set_estimate {
+                            out.push(Effect::SetEstimate { conn, estimate_kbps });
                         }
                         // The policy works from the share probing allows (a probe tests the link with real video).
                         report.estimate_kbps = share.allowed_kbps;

@@ -63,9 +63,14 @@ impl Camera {
 
     /// Online with these encoders and started with the first: streaming.
     fn streaming(encoders: &[&str]) -> Self {
+        Self::streaming_with(setup(encoders))
+    }
+
+    /// Online with this setup and started with its first encoder: streaming.
+    fn streaming_with(setup: Box<Setup>) -> Self {
         let mut camera = Self::new(IdlePolicy::KeepEncoding);
         assert_eq!(
-            camera.input(Input::Online(setup(encoders))),
+            camera.input(Input::Online(setup)),
             [Effect::StartPipeline { encoder: 0 }]
         );
         assert_eq!(camera.input(Input::Started), []);
@@ -769,12 +774,10 @@ fn with_vp8_running_there_is_no_room_for_a_low_tier() {
 
 #[test]
 fn with_one_encoding_allowed_a_weak_viewer_drags_the_main_encode() {
-    let mut camera = Camera::new(IdlePolicy::KeepEncoding);
-    camera.input(Input::Online(Box::new(Setup {
+    let mut camera = Camera::streaming_with(Box::new(Setup {
         max_encodings: 1,
         ..*setup(&["x264"])
-    })));
-    camera.input(Input::Started);
+    }));
     camera.input(join(1));
     camera.input(join(2));
     camera.input(link(1, 1, 2500));
@@ -807,7 +810,6 @@ fn a_clean_link_is_probed_with_the_encode_and_a_probe_that_failed_is_undone() {
             Effect::SetEstimate {
                 conn: 1,
                 estimate_kbps: 500,
-                why: super::super::probe::PROBING,
             },
             Effect::SetBitrate {
                 encoding: EncodingKey::MAIN,

@@ -39,15 +39,13 @@ const CLEAN_LOSS: f64 = 0.02;
 /// A round trip this much over the link's best means a queue is building: not clean.
 const RTT_SLACK_MS: u32 = 50;
 
-pub(super) const PROBING: &str = "probing the link for room";
-
 /// What a report decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Share {
     /// The estimate the bitrate policy works from (kbit/s).
     pub allowed_kbps: u32,
-    /// GCC's estimate to set, and why: a probe lifts it when it is below the step.
-    pub set_estimate: Option<(u32, &'static str)>,
+    /// GCC's estimate to set (kbit/s): a probe lifts it when it is below the step.
+    pub set_estimate: Option<u32>,
 }
 
 /// One viewer's probing state.
@@ -77,13 +75,7 @@ impl Probe {
         }
     }
 
-    fn decide(
-        &mut self,
-        now: Instant,
-        report: &LinkReport,
-        allowed: u32,
-        wanted: u32,
-    ) -> (u32, Option<(u32, &'static str)>) {
+    fn decide(&mut self, now: Instant, report: &LinkReport, allowed: u32, wanted: u32) -> (u32, Option<u32>) {
         // 0: no receiver report with a round trip yet, which says nothing about the link.
         let rtt = (report.rtt_ms > 0).then_some(report.rtt_ms);
         if let Some(rtt) = rtt {
@@ -123,7 +115,7 @@ impl Probe {
         }
         let to = ((f64::from(allowed) * STEP) as u32).min(wanted);
         self.pending = Some((now, allowed, to));
-        let lift = (report.estimate_kbps < to).then_some((to, PROBING));
+        let lift = (report.estimate_kbps < to).then_some(to);
         (to, lift)
     }
 }
@@ -215,7 +207,7 @@ mod tests {
             lift,
             Share {
                 allowed_kbps: 300,
-                set_estimate: Some((300, PROBING))
+                set_estimate: Some(300)
             },
             "GCC lifted with the step"
         );
