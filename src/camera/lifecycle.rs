@@ -374,10 +374,13 @@ impl Lifecycle {
                     push.heard = (rtcp_packets, now);
                 }
             }
-            Input::LinkReport { conn, branch, report } => {
+            Input::LinkReport {
+                conn,
+                branch,
+                mut report,
+            } => {
                 let ceiling = self.setup.as_ref().map(|s| s.limits.ceiling_kbps);
                 if let Some(viewer) = self.viewers.get_mut(&conn).filter(|v| v.branch == Some(branch)) {
-                    let mut report = report;
                     let sending = self.rates.get(&viewer.encoding).copied().or(ceiling);
                     let room = sending.is_some_and(|kbps| fec::has_room(report.estimate_kbps, kbps));
                     if let Some(percent) = viewer.fec.on_report(now, report.loss, room) {

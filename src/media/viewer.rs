@@ -240,7 +240,7 @@ impl ViewerBranch {
         }
     }
 
-    /// Lifts (or lowers) the viewer's bandwidth estimate: a probe for room on its link.
+    /// Lifts the viewer's bandwidth estimate: a probe for room on its link.
     pub fn set_estimate(&self, kbps: u32) {
         self.stats.estimator().set_bitrate_bps(kbps.saturating_mul(1000));
     }
